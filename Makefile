@@ -1,0 +1,27 @@
+# `make test` and `make demo` each set up everything on a fresh machine (.venv, torch, the project).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MODEL ?= Salesforce/blip2-itm-vit-g
+DEMO_DIR ?= runs/demo
+# torch first: on CPU-only machines torch==2.13.0 resolves to a local CPU build; with a GPU, install your own.
+TORCH ?= torch==2.13.0
+
+.PHONY: test demo install clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/featcache demo --model "$(MODEL)" --out "$(DEMO_DIR)"
+
+clean:
+	rm -rf $(VENV) runs *.egg-info .pytest_cache

@@ -1,0 +1,85 @@
+"""`featcache` command line: parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from featcache.errors import FeatcacheError
+
+
+def _run(fn, *args, **kwargs):
+    """Call a library function; show a FeatcacheError as a clean message instead of a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except FeatcacheError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="featcache")
+def main() -> None:
+    """BLIP-2 features cached once, classifiers trained in seconds."""
+
+
+@main.command("datasets")
+def datasets_cmd() -> None:
+    """List the registered dataset names."""
+    from featcache.datasets import dataset_names
+
+    for name, desc in dataset_names().items():
+        click.echo(f"{name:<20} {desc}")
+    click.echo(f"{'PATH.csv|PATH.jsonl':<20} any manifest with columns image, question, answer[, split]")
+
+
+@main.command()
+@click.option("--dataset", required=True, help="Registered name (see `featcache datasets`) or a CSV/JSONL manifest.")
+@click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write.")
+@click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True,
+              help="Hub id, local checkpoint folder, or tiny-random (random weights, for trying the pipeline).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--workers", default=2, show_default=True, help="Image decoding processes.")
+@click.option("--limit", type=int, help="Only the first N questions (and their images).")
+@click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True)
+@click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
+@click.option("--skip-bad", is_flag=True, help="Record unreadable images / empty questions as failed and go on.")
+def extract(dataset, images, out, model, device, batch_size, workers, limit, store_dtype, compression,
+            overwrite, skip_bad) -> None:
+    """Encode each image and question once with BLIP-2 and write the feature cache."""
+    from featcache.datasets import load_dataset
+    from featcache.extract import extract as run_extract
+    from featcache.tiny import TINY_RANDOM, random_weights_warning
+
+    if model == TINY_RANDOM:
+        click.secho(random_weights_warning(), fg="yellow", err=True)
+    ds = _run(load_dataset, dataset, images=images, limit=limit)
+    report = _run(run_extract, ds, out, model=model, device=device, batch_size=batch_size, workers=workers,
+                  store_dtype=store_dtype, compression=None if compression == "none" else compression,
+                  overwrite=overwrite, skip_bad=skip_bad)
+    if report.already_complete:
+        click.echo(f"{out} is already complete for these settings; nothing to do (--overwrite to redo).")
+        return
+    click.echo(f"wrote {out}: {report.n_images} images, {report.n_questions} questions "
+               f"({report.n_texts} distinct texts); {report.images_computed} images encoded in "
+               f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)"
+               + (" [resumed]" if report.resumed else ""))
+    if report.failed_images or report.failed_questions:
+        click.secho(f"failed: {len(report.failed_images)} images, {len(report.failed_questions)} questions "
+                    f"(reasons are in /images/error and /questions/error)", fg="yellow")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+def info(cache) -> None:
+    """Print a cache's metadata, counts and sizes."""
+    from featcache.cache import info_text
+
+    click.echo(_run(info_text, cache))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

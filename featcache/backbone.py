@@ -1,0 +1,209 @@
+"""The frozen BLIP-2 parts we run: ViT -> Q-Former queries, and the Q-Former text path.
+
+We load `Blip2ForImageTextRetrieval` from any BLIP-2 checkpoint. It has no language model, so
+generative checkpoints (OPT, Flan-T5) load with only their ViT, query tokens and Q-Former in
+memory; their language-model weights are never read. Retrieval checkpoints also bring the Q-Former
+word embeddings and the 256-d vision/text projections of the ITC objective. The computations below
+are the ITC branch of `Blip2ForImageTextRetrieval.forward`, step for step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ModelLoadError
+from .images import ImagePreprocessor
+
+DEFAULT_MODEL = "Salesforce/blip2-itm-vit-g"
+DEFAULT_MAX_TEXT_LENGTH = 64
+_TEXT_PARTS = ("embeddings.", "text_projection.", "vision_projection.")
+_CORE_PARTS = ("vision_model.", "qformer.", "query_tokens")
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"--device {device} was asked for but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(device)
+
+
+def default_compute_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on GPU (the Q-Former stays fp32, as transformers keeps it), fp32 on CPU."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+@dataclass
+class Backbone:
+    """A loaded BLIP-2 feature extractor plus everything that identifies its outputs."""
+
+    model: nn.Module
+    preprocessor: ImagePreprocessor
+    tokenizer: object | None
+    model_id: str
+    model_class: str
+    revision: str
+    device: torch.device
+    compute_dtype: torch.dtype
+    max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
+    fingerprint: str = ""
+    dims: dict = field(default_factory=dict)
+
+    @property
+    def has_text(self) -> bool:
+        """Retrieval checkpoints have the text path and projections; generative ones do not."""
+        return self.tokenizer is not None and self.model.text_projection is not None
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """(B, 3, H, W) preprocessed pixels -> query (B, 32, 768) and, if present, query_proj (B, 32, 256)."""
+        m = self.model
+        pixel_values = torch.as_tensor(pixel_values).to(self.device, self.compute_dtype, non_blocking=True)
+        image_embeds = m.vision_model(pixel_values=pixel_values).last_hidden_state
+        image_attention_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        query_tokens = m.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        query = m.qformer(query_embeds=query_tokens, encoder_hidden_states=image_embeds,
+                          encoder_attention_mask=image_attention_mask).last_hidden_state
+        out = {"query": query.float().cpu().numpy()}
+        if m.vision_projection is not None:
+            proj = m.vision_projection(query.to(m.vision_projection.weight.dtype))
+            out["query_proj"] = nn.functional.normalize(proj, dim=-1).float().cpu().numpy()
+        return out
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(list(texts), padding="longest", truncation=True,
+                              max_length=self.max_text_length, return_tensors="pt")
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Questions -> text_cls (B, 768), the Q-Former CLS state, and text_proj (B, 256), its ITC embedding."""
+        if not self.has_text:
+            raise ModelLoadError(f"{self.model_id} has no Q-Former text path (a generative checkpoint); "
+                                 f"use a retrieval checkpoint such as {DEFAULT_MODEL} for text features")
+        m = self.model
+        tokens = self.tokenize(texts)
+        input_ids = tokens["input_ids"].to(self.device)
+        attention_mask = tokens["attention_mask"].to(self.device)
+        embeds = m.embeddings(input_ids=input_ids)
+        hidden = m.qformer(query_embeds=embeds, query_length=0, attention_mask=attention_mask).last_hidden_state
+        cls = hidden[:, 0, :]
+        proj = m.text_projection(cls.to(m.text_projection.weight.dtype))
+        return {"text_cls": cls.float().cpu().numpy(),
+                "text_proj": nn.functional.normalize(proj, dim=-1).float().cpu().numpy()}
+
+    def provenance(self) -> dict:
+        """What made the features: stored as cache attributes and compared by readers."""
+        import transformers
+
+        from . import __version__
+
+        meta = {
+            "model_id": self.model_id,
+            "model_revision": self.revision,
+            "model_class": self.model_class,
+            "model_fingerprint": self.fingerprint,
+            "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
+            "has_text": self.has_text,
+            "max_text_length": self.max_text_length if self.has_text else 0,
+            "tokenizer": type(self.tokenizer).__name__ if self.tokenizer is not None else "",
+            "featcache_version": __version__,
+            "transformers_version": transformers.__version__,
+            "torch_version": torch.__version__,
+        }
+        meta.update(self.preprocessor.describe())
+        meta.update({f"dim_{k}": v for k, v in self.dims.items()})
+        return meta
+
+
+def _hub_hint(model: str, exc: BaseException) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the model hub could not be reached"
+    return (f"Could not load BLIP-2 checkpoint {model!r}: {where}, or the name is wrong, and it is not in "
+            f"the local cache ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).\n"
+            f"Ways on: download it where the hub is reachable (`hf download {model}`) and pass the folder "
+            f"with --model /path/to/folder, or use --model tiny-random for a tiny RANDOM model that tests "
+            f"the pipeline (its numbers mean nothing).")
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A short hash of a sample of every tensor, rounded to fp16: equal for the same weights whether
+    they were loaded in fp16 or fp32, different for different checkpoints (or random inits)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().reshape(-1)
+        step = max(1, flat.numel() // 512)
+        sample = flat[::step][:512].to("cpu", torch.float32).to(torch.float16).numpy()
+        h.update(name.encode())
+        h.update(json.dumps(list(tensor.shape)).encode())
+        h.update(sample.tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str | None = None,
+                  revision: str | None = None, max_text_length: int = DEFAULT_MAX_TEXT_LENGTH) -> Backbone:
+    """Load the ViT + Q-Former (+ text path where the checkpoint has one) from a hub id or a folder."""
+    from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
+    from transformers.utils import logging as hf_logging
+
+    from .tiny import TINY_RANDOM, resolve_model
+
+    requested = model
+    model = resolve_model(model)
+    dev = resolve_device(device)
+    compute_dtype = getattr(torch, dtype) if dtype else default_compute_dtype(dev)
+    if Path(model).expanduser().exists():
+        model = str(Path(model).expanduser())
+        if not (Path(model) / "config.json").exists():
+            raise ModelLoadError(f"{model} is a folder but has no config.json: not a saved checkpoint "
+                                 f"(save one with save_pretrained or `hf download`)")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the expected UNEXPECTED/MISSING report would alarm users
+    try:
+        net, info = Blip2ForImageTextRetrieval.from_pretrained(
+            model, revision=revision, dtype=compute_dtype, output_loading_info=True)
+        preprocessor = ImagePreprocessor.from_pretrained(model, revision=revision)
+    except OSError as exc:
+        raise ModelLoadError(_hub_hint(model, exc)) from exc
+    except ValueError as exc:
+        raise ModelLoadError(f"{model!r} is not a BLIP-2 checkpoint that featcache can read: {exc}") from exc
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
+
+    missing = set(info["missing_keys"])
+    if any(k.startswith(_CORE_PARTS) for k in missing):
+        raise ModelLoadError(f"{model!r} lacks the BLIP-2 vision model / Q-Former weights "
+                             f"(missing e.g. {sorted(missing)[:3]}); is it a BLIP-2 checkpoint?")
+    tokenizer = None
+    net.itm_head = None  # the ITM head is not used for features
+    text_ffn = bool(getattr(net.config.qformer_config, "use_qformer_text_input", False))
+    if not text_ffn or any(k.startswith(_TEXT_PARTS) for k in missing):
+        net.embeddings = net.text_projection = net.vision_projection = None  # never use random weights
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model, revision=revision)
+        except OSError as exc:
+            raise ModelLoadError(_hub_hint(model, exc)) from exc
+    net.eval().requires_grad_(False).to(dev)
+
+    cfg = net.config
+    dims = {"query_tokens": int(cfg.num_query_tokens), "query": int(cfg.qformer_config.hidden_size),
+            "vision": int(cfg.vision_config.hidden_size)}
+    if tokenizer is not None:
+        dims["proj"] = int(cfg.image_text_hidden_size)
+    return Backbone(
+        model=net, preprocessor=preprocessor, tokenizer=tokenizer,
+        model_id=TINY_RANDOM if requested == TINY_RANDOM else model,
+        model_class=(cfg.architectures or [type(net).__name__])[0],
+        revision=revision or getattr(cfg, "_commit_hash", None) or "", device=dev,
+        compute_dtype=compute_dtype, max_text_length=max_text_length,
+        fingerprint=weights_fingerprint(net), dims=dims)

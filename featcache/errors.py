@@ -1,0 +1,21 @@
+"""Errors a user can act on. Each message names the thing that is wrong and the fix."""
+
+
+class FeatcacheError(Exception):
+    """Base class: the CLI prints these without a traceback."""
+
+
+class ModelLoadError(FeatcacheError):
+    """A checkpoint could not be loaded (no hub access, bad folder, unsupported class)."""
+
+
+class DatasetError(FeatcacheError):
+    """A dataset could not be read: unknown name, missing column, missing image, empty question."""
+
+
+class CacheFormatError(FeatcacheError):
+    """A cache file is unreadable, of another format version, or was made by another model."""
+
+
+class ExtractError(FeatcacheError):
+    """An extraction run cannot go on (bad item without --skip-bad, conflicting earlier run)."""
