@@ -110,10 +110,11 @@ class FeatureCache:
             raise CacheFormatError(f"{self.path} is an HDF5 file but not a featcache cache (no featcache_format "
                                    f"attribute)")
         if int(version) != FORMAT_VERSION:
+            writer = _py(self.file.attrs.get("featcache_version", "?"))
             self.close()
             raise CacheFormatError(f"{self.path} has cache format {int(version)}; this featcache reads format "
                                    f"{FORMAT_VERSION}. Re-extract it, or use the featcache version that wrote it "
-                                   f"({_py(self.file.attrs.get('featcache_version', '?'))})")
+                                   f"({writer})")
         self.attrs: dict = {k: _py(v) for k, v in self.file.attrs.items()}
 
     # -- access ---------------------------------------------------------------------------------------

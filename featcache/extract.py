@@ -28,7 +28,7 @@ from .datasets import VQADataset
 from .errors import CacheFormatError, ExtractError
 from .images import ImageLoadError
 
-IDENTITY_KEYS = ("model_fingerprint", "model_id", "compute_dtype", "preprocessing", "image_size", "image_mean",
+IDENTITY_KEYS = ("model_fingerprint", "compute_dtype", "preprocessing", "image_size", "image_mean",
                  "image_std", "image_resample", "max_text_length", "dataset_name", "dataset_digest",
                  "store_dtype", "shard_size")
 """A resumed run, or an existing file, must agree on these with the run asked for."""
