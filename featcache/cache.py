@@ -145,6 +145,19 @@ class FeatureCache:
     def array(self, group: str, name: str) -> np.ndarray:
         return self.file[group][name][:]
 
+    # -- features -------------------------------------------------------------------------------------
+    def view(self, name: str, split: str | list[str] | None = None):
+        """(X, y) for a feature view (see featcache.views.VIEWS); X is factorised, y the answers."""
+        from .views import build_view
+
+        return build_view(self, name, split)
+
+    def views(self) -> dict[str, str]:
+        """View name -> '' if available, else why not."""
+        from .views import available_views
+
+        return available_views(self)
+
     # -- checks ---------------------------------------------------------------------------------------
     def check_compatible(self, expected: dict, what: str = "the caller") -> None:
         """Refuse loudly when `expected` provenance (a model, a head) disagrees with this cache's."""

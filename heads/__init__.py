@@ -1,0 +1,14 @@
+"""CPU classifiers over BLIP-2 feature caches, as scikit-learn estimators.
+
+    cache = featcache.open_cache("easyvqa.h5")
+    X, y = cache.view("itc", split="train")
+    LogisticRegressionHead().fit(X, y).score(*cache.view("itc", split="test"))
+
+Importing this package never imports transformers.
+"""
+
+from .gbm import LightGBMHead
+from .linear import LogisticRegressionHead
+from .mlp import ClassifierNet, MLPHead
+
+__all__ = ["ClassifierNet", "LightGBMHead", "LogisticRegressionHead", "MLPHead"]

@@ -1,0 +1,48 @@
+"""What every head shares: scikit-learn input validation that lets factorised views through."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from featcache.views import FactorizedFeatures
+
+
+class HeadBase(ClassifierMixin, BaseEstimator):
+    """fit/predict/predict_proba/score on arrays or factorised cache views; labels may be strings."""
+
+    def _validate_fit(self, X, y):
+        if isinstance(X, FactorizedFeatures):
+            y = np.asarray(y)
+            if y.ndim != 1 or len(y) != len(X):
+                raise ValueError(f"y must be 1-d with one label per row of X ({len(X)}), got shape {y.shape}")
+            self.n_features_in_ = X.shape[1]
+        else:
+            X, y = validate_data(self, X, y, dtype=[np.float32, np.float64, np.float16])
+        check_classification_targets(y)
+        encoder = LabelEncoder().fit(y)
+        self.classes_ = encoder.classes_
+        if len(self.classes_) < 2:
+            raise ValueError(f"need at least 2 classes to fit a classifier, got 1 class ({self.classes_[0]!r})")
+        return X, encoder.transform(y)
+
+    def _validate_predict(self, X):
+        check_is_fitted(self)
+        if isinstance(X, FactorizedFeatures):
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                                 f"{self.n_features_in_} features as input")
+            return X
+        return validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.float16])
+
+    def predict(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
