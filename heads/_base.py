@@ -23,6 +23,8 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         else:
             X, y = validate_data(self, X, y, dtype=[np.float32, np.float64, np.float16])
         check_classification_targets(y)
+        is_factorised = isinstance(X, FactorizedFeatures)
+        self.input_layout_ = (X.image_part.shape[1] if is_factorised else 0, X.image_tokens if is_factorised else 1)
         encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
         if len(self.classes_) < 2:
@@ -37,6 +39,12 @@ class HeadBase(ClassifierMixin, BaseEstimator):
                                  f"{self.n_features_in_} features as input")
             return X
         return validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.float16])
+
+    def _parts(self, X):
+        """X in the layout the head was fitted on (see Parts.from_input)."""
+        from .factorized import Parts
+
+        return Parts.from_input(X, *self.input_layout_)
 
     def predict(self, X) -> np.ndarray:
         check_is_fitted(self)

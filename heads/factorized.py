@@ -26,12 +26,19 @@ class Parts:
         return len(self.row) if self.row is not None else len(self.question)
 
     @classmethod
-    def from_input(cls, X) -> "Parts":
-        if isinstance(X, FactorizedFeatures):
+    def from_input(cls, X, image_width: int | None = None, image_tokens: int = 1) -> "Parts":
+        """Parts of X. With `image_width` (a model's layout at fit time) a plain matrix is split into
+        its image and question columns, and a factorised X for a plain-matrix model is materialised,
+        so either form predicts with either model."""
+        if isinstance(X, FactorizedFeatures) and image_width != 0:
             q = None if X.question_part is None else torch.from_numpy(np.asarray(X.question_part, dtype=np.float32))
             return cls(torch.from_numpy(np.asarray(X.image_part, dtype=np.float32)),
                        torch.from_numpy(X.image_row), q, X.image_tokens)
-        return cls(None, None, torch.from_numpy(np.asarray(X, dtype=np.float32)))
+        matrix = torch.from_numpy(np.asarray(X, dtype=np.float32))
+        if not image_width:
+            return cls(None, None, matrix)
+        q = matrix[:, image_width:] if matrix.shape[1] > image_width else None
+        return cls(matrix[:, :image_width], torch.arange(len(matrix)), q, image_tokens)
 
     def subset(self, idx: torch.Tensor) -> "Parts":
         """Rows `idx`, keeping only the images they use."""
@@ -87,7 +94,8 @@ class FactorizedLinear(nn.Module):
     def forward(self, parts: Parts) -> torch.Tensor:
         out = self.bias
         if self.image is not None:
-            out = out + self.image(parts.image)[parts.row]
+            # index_select: its backward sums in a fixed order (plain indexing's scatter-add does not)
+            out = out + torch.index_select(self.image(parts.image), 0, parts.row)
         if self.question is not None:
             out = out + self.question(parts.question)
         return out

@@ -44,7 +44,7 @@ class LogisticRegressionHead(HeadBase):
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         try:
-            parts = Parts.from_input(X)
+            parts = self._parts(X)
             self.scaler_ = Standardizer().fit(parts) if self.standardize else None
             if self.scaler_ is not None:
                 parts = self.scaler_.transform(parts)
@@ -58,14 +58,19 @@ class LogisticRegressionHead(HeadBase):
                                     tolerance_grad=self.tol, tolerance_change=1e-9, history_size=10,
                                     line_search_fn="strong_wolfe")
 
+            def objective():
+                loss = nn.functional.cross_entropy(self.linear_(parts), target)
+                return loss + l2 * sum((w ** 2).sum() for w in self.linear_.weights())
+
             def closure():
                 opt.zero_grad()
-                loss = nn.functional.cross_entropy(self.linear_(parts), target)
-                loss = loss + l2 * sum((w ** 2).sum() for w in self.linear_.weights())
+                loss = objective()
                 loss.backward()
                 return loss
 
-            self.loss_ = float(opt.step(closure).detach())
+            opt.step(closure)
+            with torch.no_grad():
+                self.loss_ = float(objective())  # at the solution (step() returns the first value)
             self.n_iter_ = int(opt.state[opt._params[0]].get("n_iter", 0))
             self.linear_.requires_grad_(False)
         finally:
@@ -74,7 +79,7 @@ class LogisticRegressionHead(HeadBase):
 
     def _logits(self, X) -> torch.Tensor:
         X = self._validate_predict(X)
-        parts = Parts.from_input(X)
+        parts = self._parts(X)
         if self.scaler_ is not None:
             parts = self.scaler_.transform(parts)
         with torch.no_grad():

@@ -157,7 +157,7 @@ class MLPHead(HeadBase):
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
         dev = self._device()
-        parts = Parts.from_input(X)
+        parts = self._parts(X)
         self.scaler_ = None
         if self.normalize == "token":
             parts = token_normalize(parts)
@@ -230,11 +230,11 @@ class MLPHead(HeadBase):
     @torch.no_grad()
     def predict_proba(self, X) -> np.ndarray:
         X = self._validate_predict(X)
-        parts = self._prepare(Parts.from_input(X))
+        parts = self._prepare(self._parts(X))
         return torch.softmax(self.net_(parts), dim=1).numpy().astype(np.float64)
 
     @torch.no_grad()
     def transform_hidden(self, X) -> np.ndarray:
         """Last hidden layer activations for X (for embedding plots)."""
         X = self._validate_predict(X)
-        return self.net_.hidden(self._prepare(Parts.from_input(X))).numpy()
+        return self.net_.hidden(self._prepare(self._parts(X))).numpy()
