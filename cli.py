@@ -33,30 +33,57 @@ def datasets_cmd() -> None:
     click.echo(f"{'PATH.csv|PATH.jsonl':<20} any manifest with columns image, question, answer[, split]")
 
 
+def dataset_options(fn):
+    """--dataset/--root/--images/--seed/--limit and the answer clean-up options, shared by commands."""
+    for option in reversed([
+        click.option("--dataset", required=True, help="Registered name (see `featcache datasets`) or a CSV/JSONL manifest."),
+        click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR)."),
+        click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against."),
+        click.option("--seed", default=0, show_default=True, help="Seed of the protocol's sampling and splits."),
+        click.option("--limit", type=int, help="Only the first N questions (and their images)."),
+        click.option("--normalize-answers", is_flag=True, help="Lower-case, strip punctuation, numbers as digits."),
+        click.option("--min-count", type=int, default=0, help="Answers rarer than this are folded (--rare)."),
+        click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare):
+    from featcache.datasets import fold_rare, load_dataset
+    from featcache.datasets import normalize_answers as normalize
+
+    ds = _run(load_dataset, dataset, images=images, root=root, seed=seed)
+    if normalize_answers:
+        ds = normalize(ds)
+    if min_count:
+        ds = _run(fold_rare, ds, min_count, rare)
+    for note in ds.warnings:
+        click.secho(f"warning: {note}", fg="yellow", err=True)
+    return ds.limit(limit)
+
+
 @main.command()
-@click.option("--dataset", required=True, help="Registered name (see `featcache datasets`) or a CSV/JSONL manifest.")
-@click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against.")
+@dataset_options
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write.")
 @click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True,
               help="Hub id, local checkpoint folder, or tiny-random (random weights, for trying the pipeline).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="Image decoding processes.")
-@click.option("--limit", type=int, help="Only the first N questions (and their images).")
 @click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
 @click.option("--skip-bad", is_flag=True, help="Record unreadable images / empty questions as failed and go on.")
-def extract(dataset, images, out, model, device, batch_size, workers, limit, store_dtype, compression,
-            overwrite, skip_bad) -> None:
+def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, out, model, device, batch_size,
+            workers, store_dtype, compression, overwrite, skip_bad) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
-    from featcache.datasets import load_dataset
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
 
     if model == TINY_RANDOM:
         click.secho(random_weights_warning(), fg="yellow", err=True)
-    ds = _run(load_dataset, dataset, images=images, limit=limit)
+    ds = _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare)
     report = _run(run_extract, ds, out, model=model, device=device, batch_size=batch_size, workers=workers,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad)
@@ -70,6 +97,22 @@ def extract(dataset, images, out, model, device, batch_size, workers, limit, sto
     if report.failed_images or report.failed_questions:
         click.secho(f"failed: {len(report.failed_images)} images, {len(report.failed_questions)} questions "
                     f"(reasons are in /images/error and /questions/error)", fg="yellow")
+
+
+@main.command()
+@click.argument("dataset")
+@click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR).")
+@click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", default="runs/stats", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the PNG plots.")
+def stats(dataset, root, images, seed, out) -> None:
+    """Counts per split and class, and class-frequency plots (before and after balancing)."""
+    from featcache.stats import dataset_stats
+
+    text, plots = _run(dataset_stats, dataset, out, root=root, images=images, seed=seed)
+    click.echo(text)
+    click.echo("\nplots: " + ", ".join(str(p) for p in plots))
 
 
 @main.command()

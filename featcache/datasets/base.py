@@ -28,14 +28,23 @@ class VQADataset:
     image_paths: dict[str, str]
     answers: list[str] = field(default_factory=list)
     """The answer vocabulary when the dataset defines one (else derived from the questions)."""
+    augmented: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Augmented image key -> (source image key, seed): decoded as a seeded random transform of the source."""
+    warnings: list[str] = field(default_factory=list)
+    """Counted oddities met while loading (duplicates, answers outside the vocabulary...), never silent."""
 
     def images(self) -> list[str]:
         """Unique image keys, in order of first use."""
         return list(dict.fromkeys(q.image for q in self.questions))
 
     def open_image(self, key: str):
-        """A decoded RGB image; raises ImageLoadError naming the file."""
-        return load_image(self.image_paths[key])
+        """A decoded RGB image (augmented if the key is an augmented copy); ImageLoadError names the file."""
+        image = load_image(self.image_paths[key])
+        if key in self.augmented:
+            from .augment import augment
+
+            image = augment(image, self.augmented[key][1])
+        return image
 
     def limit(self, n: int | None) -> "VQADataset":
         """The first `n` questions (and only their images): for quick runs."""
@@ -44,15 +53,24 @@ class VQADataset:
         qs = self.questions[:n]
         keys = set(q.image for q in qs)
         return replace(self, questions=qs, image_paths={k: v for k, v in self.image_paths.items() if k in keys},
+                       augmented={k: v for k, v in self.augmented.items() if k in keys},
                        source=f"{self.source} (first {n} questions)")
 
     def digest(self) -> str:
         """Hash of the question table: a resumed run must see the same questions."""
         h = hashlib.sha256()
         for q in self.questions:
-            h.update("\x1f".join((q.image, q.text, q.answer, q.split)).encode())
+            h.update("\x1f".join((q.image, q.text, q.answer, q.split, str(self.augmented.get(q.image, "")))).encode())
             h.update(b"\x1e")
         return h.hexdigest()[:16]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """split -> answer -> number of questions."""
+        out: dict[str, dict[str, int]] = {}
+        for q in self.questions:
+            per = out.setdefault(q.split, {})
+            per[q.answer] = per.get(q.answer, 0) + 1
+        return out
 
     def missing_images(self) -> list[str]:
         """Keys whose file does not exist (checked before any compute is spent)."""

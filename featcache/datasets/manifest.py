@@ -68,4 +68,14 @@ def load_manifest(path: str | Path, images: str | Path | None = None, name: str 
             paths[key] = resolve_image(images_dir, key)
         split = str(row.get("split") or DEFAULT_SPLIT).strip()
         questions.append(Question(key, str(row["question"] or "").strip(), str(row["answer"] or "").strip(), split))
-    return VQADataset(name=name or path.stem, source=str(path.resolve()), questions=questions, image_paths=paths)
+    from collections import Counter
+
+    notes = []
+    dupes = sum(n - 1 for n in Counter(questions).values() if n > 1)
+    if dupes:
+        notes.append(f"{dupes} duplicate rows (kept)")
+    empty = sum(1 for q in questions if not q.answer)
+    if empty:
+        notes.append(f"{empty} rows without an answer")
+    return VQADataset(name=name or path.stem, source=str(path.resolve()), questions=questions, image_paths=paths,
+                      warnings=notes)
