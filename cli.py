@@ -124,5 +124,95 @@ def info(cache) -> None:
     click.echo(_run(info_text, cache))
 
 
+def _report_sweep(cache, out, result):
+    from featcache import open_cache
+    from heads.report import write_report
+
+    with open_cache(cache) as c:
+        attrs = dict(c.attrs)
+    files = write_report(out, result.best_metrics, attrs, f"sweep of {cache}", rows=result.rows)
+    best = result.best.save(f"{out}/best.joblib")
+    return files, best
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--eval-split", default="test", show_default=True)
+@click.option("--heads", "head_list", default="lr,mlp,lgbm", show_default=True, help="Comma-separated: lr, mlp, lgbm.")
+@click.option("--views", default="pooled,itc", show_default=True, help="Comma-separated: itc, pooled, full, sim, image.")
+@click.option("--grid", default="small", show_default=True, help="small, default, or a JSON file {head: [params]}.")
+@click.option("--validation-fraction", default=0.1, show_default=True)
+@click.option("--jobs", default=1, show_default=True, help="Parallel fits (joblib).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
+def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out) -> None:
+    """Train every head x view, rank them, and write a report with the best head."""
+    from heads.sweep import run_sweep
+
+    result = _run(run_sweep, cache, train_split, eval_split, head_list.split(","), views.split(","), grid,
+                  validation_fraction, jobs, seed)
+    files, best = _run(_report_sweep, cache, out, result)
+    if result.best.random_weights:
+        click.secho("RANDOM WEIGHTS (tiny-random): the accuracies below mean nothing.", fg="red", bold=True)
+    for r in result.rows:
+        click.echo(f"{r['head']:>5} {r['view']:<7} acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+                   f"fit {r['fit_s']:.1f}s  {r['params']}")
+    click.echo(f"report: {files['report']}  best head: {best}")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--head", "kind", default="lr", show_default=True, help="lr, mlp or lgbm.")
+@click.option("--view", default="pooled", show_default=True)
+@click.option("--param", "params", multiple=True, help="Head parameter as name=JSON value, e.g. C=0.1 (repeatable).")
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to save the head to (.joblib).")
+def fit(cache, kind, view, params, train_split, out) -> None:
+    """Train one head on one view of a cache."""
+    import json
+
+    from heads.sweep import fit_head
+
+    parsed = {}
+    for p in params:
+        name, _, value = p.partition("=")
+        try:
+            parsed[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[name] = value
+        if isinstance(parsed[name], list):
+            parsed[name] = tuple(parsed[name])
+    trained = _run(fit_head, cache, kind, view, parsed, train_split)
+    trained.save(out)
+    click.echo(f"saved {kind} on view {view} ({len(trained.head.classes_)} classes) to {out}")
+
+
+@main.command()
+@click.argument("head", type=click.Path(exists=True, dir_okay=False))
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.option("--split", default="test", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: next to the head).")
+def evaluate(head, cache, split, out) -> None:
+    """Metrics, per-class table and confusion matrix of a saved head on a cache split."""
+    from pathlib import Path
+
+    from featcache import open_cache
+    from heads.report import write_report
+    from heads.sweep import evaluate_head
+    from heads.trained import TrainedHead
+
+    trained = _run(TrainedHead.load, head)
+    metrics = _run(evaluate_head, trained, cache, split)
+    with open_cache(cache) as c:
+        attrs = dict(c.attrs)
+    out = out or str(Path(head).with_suffix("")) + f"_{split}"
+    files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}")
+    if trained.random_weights:
+        click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
+    click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+               f"balanced {metrics['balanced_accuracy']:.4f}  (n={metrics['n']})\nreport: {files['report']}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -110,12 +110,17 @@ def build_view(cache, name: str, split: str | list[str] | None = None, include_f
     used, image_row = np.unique(image_row, return_inverse=True)  # load only the images this split uses
     images = cache.images[spec.image][np.sort(used)] if len(used) else np.zeros((0, *cache.images[spec.image].shape[1:]))
     question = cache.questions[spec.question][q_idx] if spec.question else None
+    return view_from_arrays(name, images, image_row, question), y
 
+
+def view_from_arrays(name: str, images: np.ndarray, image_row: np.ndarray, question: np.ndarray | None):
+    """The view `name` of per-image arrays (N, 32, d) and per-question arrays (Nq, d) joined by image_row.
+    Shared by cache reading and live prediction, so both give a head the same features."""
+    spec = VIEWS[name]
     if name == "sim":
-        sims = np.einsum("qtd,qd->qt", images[image_row].astype(np.float32), question.astype(np.float32))
-        return sims, y
+        return np.einsum("qtd,qd->qt", images[image_row].astype(np.float32), question.astype(np.float32))
     if spec.pool:
         image_part, tokens = images.astype(np.float32).mean(axis=1).astype(images.dtype), 1
     else:
         image_part, tokens = images.reshape(len(images), -1), images.shape[1]
-    return FactorizedFeatures(image_part, image_row, question, tokens), y
+    return FactorizedFeatures(image_part, image_row, question, tokens)

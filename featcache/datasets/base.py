@@ -47,14 +47,24 @@ class VQADataset:
         return image
 
     def limit(self, n: int | None) -> "VQADataset":
-        """The first `n` questions (and only their images): for quick runs."""
+        """About `n` questions for quick runs: the first ones of each split, in the splits' proportions
+        (so a limited run still has train and test)."""
         if n is None or n >= len(self.questions):
             return self
-        qs = self.questions[:n]
+        sizes: dict[str, int] = {}
+        for q in self.questions:
+            sizes[q.split] = sizes.get(q.split, 0) + 1
+        quota = {s: max(1, round(n * c / len(self.questions))) for s, c in sizes.items()}
+        taken: dict[str, int] = {}
+        qs = []
+        for q in self.questions:
+            if taken.get(q.split, 0) < quota[q.split]:
+                taken[q.split] = taken.get(q.split, 0) + 1
+                qs.append(q)
         keys = set(q.image for q in qs)
         return replace(self, questions=qs, image_paths={k: v for k, v in self.image_paths.items() if k in keys},
                        augmented={k: v for k, v in self.augmented.items() if k in keys},
-                       source=f"{self.source} (first {n} questions)")
+                       source=f"{self.source} (limited to {len(qs)} questions)")
 
     def digest(self) -> str:
         """Hash of the question table: a resumed run must see the same questions."""

@@ -1,0 +1,75 @@
+"""Metrics and plots for a fitted head on a cache split.
+
+Macro F1 averages over ALL classes (every answer of the training and evaluation data), not only
+the classes a model happened to predict, which is what inflated the reference paper's figure.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
+                             precision_recall_fscore_support)
+
+
+def all_labels(*label_arrays) -> np.ndarray:
+    return np.array(sorted(set().union(*[set(map(str, a)) for a in label_arrays])), dtype=object)
+
+
+def evaluate(head, X, y, labels: np.ndarray | None = None) -> dict:
+    """Accuracy, macro F1 over all classes, balanced accuracy, per-class precision/recall, timing."""
+    y = np.asarray(y, dtype=object)
+    labels = all_labels(y, head.classes_) if labels is None else labels
+    t = time.perf_counter()
+    pred = head.predict(X)
+    predict_s = time.perf_counter() - t
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    return {
+        "n": int(len(y)),
+        "accuracy": float(accuracy_score(y, pred)),
+        "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
+        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "predict_s": predict_s,
+        "per_class": {str(c): {"precision": float(pi), "recall": float(ri), "f1": float(fi), "support": int(si)}
+                      for c, pi, ri, fi, si in zip(labels, p, r, f, support)},
+        "labels": [str(c) for c in labels],
+        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+    }
+
+
+def plot_confusion(metrics: dict, path: str | Path, title: str = "") -> Path:
+    """Row-normalised confusion matrix (recall on the diagonal), counts annotated when small."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(metrics["confusion"], dtype=float)
+    labels = metrics["labels"]
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(5.0, 0.45 * len(labels) + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)))
+    ax.set_yticks(range(len(labels)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= 25:
+        for i in range(len(labels)):
+            for j in range(len(labels)):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=6,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
+    ax.set_title(title or f"confusion (accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f})",
+                 fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,87 @@
+"""Report folders: results.json, report.md, per_class.csv, confusion.png (and the best head).
+
+Every report states the machine, package versions, the cache's metadata and the command that made
+it, and says so loudly when the features came from random weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .evaluate import plot_confusion
+
+RANDOM_BANNER = ("**RANDOM WEIGHTS: these features come from `tiny-random`, a tiny BLIP-2 with random weights "
+                 "built to exercise the pipeline. The accuracies below mean nothing.**")
+
+
+def environment() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for pkg in ("featcache", "torch", "transformers", "scikit-learn", "lightgbm", "numpy", "h5py"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = "not installed"
+    return {"machine": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+            "versions": versions, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: str, rows: list[dict] | None = None,
+                 extra: dict | None = None) -> dict[str, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    random_weights = cache_attrs.get("model_id") == "tiny-random"
+    env = environment()
+    summary = {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "predict_s")}
+    payload = {"title": title, "random_weights": random_weights, "environment": env, "cache": cache_attrs,
+               "ranking": rows or [], "evaluation": summary, "per_class": metrics["per_class"], **(extra or {})}
+    files = {"results": out / "results.json", "report": out / "report.md", "per_class": out / "per_class.csv",
+             "confusion": out / "confusion.png"}
+    files["results"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
+
+    with files["per_class"].open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["class", "precision", "recall", "f1", "support"])
+        for c, m in metrics["per_class"].items():
+            w.writerow([c, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", m["support"]])
+    plot_confusion(metrics, files["confusion"],
+                   ("RANDOM WEIGHTS - " if random_weights else "") + f"{title}: accuracy {metrics['accuracy']:.3f}, "
+                   f"macro F1 {metrics['macro_f1']:.3f}")
+
+    md = [f"# {title}", ""]
+    if random_weights:
+        md += [RANDOM_BANNER, ""]
+    md += [f"Evaluated on {summary['n']} questions: accuracy **{summary['accuracy']:.4f}**, macro F1 over all "
+           f"{len(metrics['per_class'])} classes **{summary['macro_f1']:.4f}**, balanced accuracy "
+           f"**{summary['balanced_accuracy']:.4f}**.", ""]
+    if rows:
+        md += ["## Ranking (hyperparameters chosen on an image-disjoint validation fraction; test used once per row)",
+               "", "| rank | head | view | params | val acc | accuracy | macro F1 | balanced acc | fit s | predict s |",
+               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for i, r in enumerate(rows, 1):
+            md.append(f"| {i} | {r['head']} | {r['view']} | `{json.dumps(r['params'])}` | {_fmt(r['validation_accuracy'])} "
+                      f"| {_fmt(r['accuracy'])} | {_fmt(r['macro_f1'])} | {_fmt(r['balanced_accuracy'])} "
+                      f"| {r['fit_s']:.2f} | {r['predict_s']:.3f} |")
+        md.append("")
+    md += ["## Per class", "", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+    md += [f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"
+           for c, m in metrics["per_class"].items()]
+    md += ["", "![confusion matrix](confusion.png)", "", "## How this was made", "",
+           f"- command: `{env['command']}`", f"- machine: {env['machine']} ({env['cpu_count']} CPUs), Python {env['python']}",
+           "- versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+           f"- created: {env['created']}", "", "Cache metadata:", ""]
+    md += [f"- {k}: `{v}`" for k, v in sorted(cache_attrs.items())]
+    files["report"].write_text("\n".join(md) + "\n")
+    return files
