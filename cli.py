@@ -214,5 +214,72 @@ def evaluate(head, cache, split, out) -> None:
                f"balanced {metrics['balanced_accuracy']:.4f}  (n={metrics['n']})\nreport: {files['report']}")
 
 
+@main.command()
+@click.option("--head", "head_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--model", help="Backbone (default: the one the head's cache was made with).")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="One image...")
+@click.option("--question", help="...and its question.")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Or a CSV with columns image, question.")
+@click.option("--top-k", default=3, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def predict(head_path, model, image, question, pairs, top_k, device) -> None:
+    """Answer new (image, question) pairs with a saved head; runs the backbone, no cache needed."""
+    from featcache.predict import predict as run_predict
+    from featcache.predict import read_pairs
+    from heads.trained import TrainedHead
+
+    if pairs:
+        todo = _run(read_pairs, pairs)
+    elif image and question:
+        todo = [(image, question)]
+    else:
+        raise click.UsageError("give --image and --question, or --pairs CSV")
+    trained = _run(TrainedHead.load, head_path)
+    if trained.random_weights:
+        click.secho("RANDOM WEIGHTS (tiny-random): these answers mean nothing.", fg="red", bold=True)
+    for r in _run(run_predict, trained, todo, model=model, device=device, top_k=top_k):
+        alts = ", ".join(f"{a} {p:.2f}" for a, p in r["top_k"])
+        click.echo(f"{r['image']} | {r['question']} -> {r['answer']} ({r['probability']:.2f})   top-{top_k}: {alts}")
+
+
+@main.group()
+def plot() -> None:
+    """Plots of caches and heads."""
+
+
+@plot.command("umap")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cache", type=click.Path(exists=True, dir_okay=False), help="Features to embed (when SOURCE is a head).")
+@click.option("--view", default="pooled", show_default=True, help="View to plot (when SOURCE is a cache).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--per-class", default=300, show_default=True, help="Class-balanced subsample size.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file.")
+def plot_umap_cmd(source, cache, view, split, per_class, seed, out) -> None:
+    """2-D UMAP of a cache view, or of a head's learned representation, coloured by class."""
+    from heads.plots import plot_umap
+
+    click.echo(f"wrote {_run(plot_umap, source, out, cache=cache, view=view, split=split, per_class=per_class, seed=seed)}")
+
+
+@main.command()
+@click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True,
+              help="Hub id, checkpoint folder, or tiny-random.")
+@click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
+@click.option("--limit", type=int, help="Only about N questions (a real model on CPU is slow).")
+def demo(model, out, limit) -> None:
+    """Extract Easy-VQA, sweep heads, write the report and plots."""
+    from featcache.demo import run_demo
+
+    echo = lambda m: click.secho(m, fg="red" if "RANDOM" in m else None, bold="RANDOM" in m)  # noqa: E731
+    r = _run(run_demo, model, out, limit, echo)
+    for row in r["rows"]:
+        click.echo(f"  {row['head']:>5} {row['view']:<7} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}")
+    if r["random_weights"]:
+        click.secho("RANDOM WEIGHTS: the figures above test the pipeline; as accuracy they mean nothing.",
+                    fg="red", bold=True)
+    click.echo(f"report: {r['report']}\nconfusion: {r['confusion']}\numap: {r['umap']}\nbest head: {r['best']}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

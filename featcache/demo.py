@@ -1,0 +1,47 @@
+"""`make demo`: extract Easy-VQA -> sweep heads -> report and plots, as a new user would run them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ModelLoadError
+from .tiny import TINY_RANDOM, random_weights_warning
+
+HUB_HELP = ("The demo needs BLIP-2 weights. Two ways on:\n"
+            "  make demo MODEL=/path/to/checkpoint   # a folder saved with save_pretrained / `hf download`\n"
+            "  make demo MODEL=tiny-random           # a tiny RANDOM model: runs the whole pipeline, accuracy means nothing")
+
+
+def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) -> dict:
+    from heads.plots import plot_umap
+    from heads.report import write_report
+    from heads.sweep import run_sweep
+
+    from .backbone import load_backbone
+    from .cache import open_cache
+    from .datasets import load_dataset
+    from .extract import extract
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if model == TINY_RANDOM:
+        echo(random_weights_warning())
+    try:
+        backbone = load_backbone(model)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc}\n\n{HUB_HELP}") from None
+    ds = load_dataset("easy-vqa", limit=limit)
+    cache = out / "easy-vqa.h5"
+    echo(f"[1/3] extracting {len(ds.questions)} questions / {len(ds.images())} images with {backbone.model_id} "
+         f"on {backbone.device} -> {cache}")
+    extract(ds, cache, model=backbone)
+    echo("[2/3] sweeping heads x views on the cache (CPU)")
+    result = run_sweep(cache, heads=["lr", "mlp", "lgbm"], views=["pooled", "itc"], grid="small")
+    with open_cache(cache) as c:
+        attrs = dict(c.attrs)
+    files = write_report(out / "report", result.best_metrics, attrs, "featcache demo: Easy-VQA", rows=result.rows)
+    best = result.best.save(out / "report" / "best.joblib")
+    echo("[3/3] UMAP of the best head's representation")
+    umap_png = plot_umap(best, out / "report" / "umap.png", cache=cache)
+    return {"cache": cache, "report": files["report"], "confusion": files["confusion"], "umap": umap_png,
+            "best": best, "rows": result.rows, "random_weights": model == TINY_RANDOM}

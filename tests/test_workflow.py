@@ -1,0 +1,133 @@
+"""The researcher's loop: sweep -> report -> evaluate -> predict -> plot, on a tiny-model cache."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+from sklearn.metrics import f1_score
+
+from cli import main
+from featcache import open_cache
+from featcache.datasets import load_dataset
+from featcache.errors import CacheFormatError
+from featcache.extract import extract
+from featcache.predict import predict
+from heads.evaluate import evaluate
+from heads.sweep import fit_head, run_sweep
+from heads.trained import TrainedHead
+
+
+@pytest.fixture(scope="module")
+def easy_cache(tmp_path_factory, tiny_itm):
+    from featcache.backbone import load_backbone
+
+    path = tmp_path_factory.mktemp("wf") / "easy.h5"
+    extract(load_dataset("easy-vqa", limit=600), path, model=load_backbone(str(tiny_itm), device="cpu"),
+            workers=0, progress=False)
+    return path
+
+
+def assert_png(path, min_side=200):
+    with Image.open(path) as im:
+        assert im.size[0] >= min_side and im.size[1] >= min_side
+
+
+def test_sweep_writes_every_file_and_ranks(easy_cache, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(main, ["sweep", str(easy_cache), "--heads", "lr,lgbm", "--views", "pooled,sim",
+                                       "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    for name in ("results.json", "report.md", "per_class.csv", "confusion.png", "best.joblib"):
+        assert (out / name).stat().st_size > 0, name
+    assert_png(out / "confusion.png")
+    data = json.loads((out / "results.json").read_text())
+    accs = [r["accuracy"] for r in data["ranking"]]
+    assert len(accs) == 4 and accs == sorted(accs, reverse=True)
+    report = (out / "report.md").read_text()
+    assert "macro F1" in report and "command:" in report and "model_fingerprint" in report
+    assert "RANDOM WEIGHTS" not in report  # a real (if tiny) folder checkpoint is not labelled random
+
+
+def test_macro_f1_counts_every_class(easy_cache):
+    with open_cache(easy_cache) as cache:
+        X, y = cache.view("pooled", "train")
+        Xt, yt = cache.view("pooled", "test")
+    trained = fit_head(easy_cache, "lr", "pooled")
+    m = evaluate(trained.head, Xt, yt)
+    labels = sorted(set(y) | set(yt))
+    pred = trained.head.predict(Xt)
+    assert m["macro_f1"] == pytest.approx(f1_score(yt, pred, average="macro", labels=labels, zero_division=0))
+    assert len(m["per_class"]) == len(labels)
+    assert len(set(pred)) < len(labels)  # some classes are never predicted: they count as 0, not skipped
+
+
+def test_sweep_api_touches_test_once_per_model(easy_cache):
+    result = run_sweep(easy_cache, heads=["lr"], views=["pooled"], grid="small", progress=False)
+    (row,) = result.rows
+    assert row["candidates"] == 2 and row["params"] in ({"C": 0.1}, {"C": 1.0})
+    assert isinstance(result.best, TrainedHead) and result.best.view == "pooled"
+
+
+def test_predict_live_equals_prediction_from_cache(easy_cache, tiny_itm):
+    trained = fit_head(easy_cache, "lr", "itc")
+    ds = load_dataset("easy-vqa", limit=600)
+    test_qs = [(i, q) for i, q in enumerate(ds.questions) if q.split == "test"][:12]
+    with open_cache(easy_cache) as cache:
+        X, _ = cache.view("itc", None)
+    expected = trained.head.predict_proba(X[np.array([i for i, _ in test_qs])])
+    pairs = [(ds.image_paths[q.image], q.text) for _, q in test_qs]
+    got = predict(trained, pairs, model=str(tiny_itm), device="cpu", top_k=2)
+    np.testing.assert_allclose([r["probability"] for r in got], expected.max(axis=1), rtol=1e-6)
+    assert [r["answer"] for r in got] == list(trained.head.classes_[expected.argmax(axis=1)])
+
+
+def test_head_refuses_features_of_another_model(easy_cache, tiny_itm_other, tmp_path):
+    trained = fit_head(easy_cache, "lr", "pooled")
+    ds = load_dataset("easy-vqa", limit=20)
+    q = ds.questions[0]
+    with pytest.raises(CacheFormatError, match="(?s)trained on features of.*model_fingerprint"):
+        predict(trained, [(ds.image_paths[q.image], q.text)], model=str(tiny_itm_other), device="cpu")
+    other_cache = tmp_path / "other.h5"
+    extract(ds, other_cache, model=str(tiny_itm_other), workers=0, progress=False)
+    from heads.sweep import evaluate_head
+
+    with pytest.raises(CacheFormatError, match="different model"):
+        evaluate_head(trained, other_cache, "train")
+
+
+def test_cli_fit_evaluate_predict_plot(easy_cache, tiny_itm, tmp_path):
+    runner = CliRunner()
+    head = tmp_path / "mlp.joblib"
+    r = runner.invoke(main, ["fit", str(easy_cache), "--head", "mlp", "--view", "itc", "--param", "hidden_sizes=[32]",
+                             "--param", "max_epochs=5", "--out", str(head)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["evaluate", str(head), str(easy_cache), "--split", "test", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0 and "accuracy" in r.output, r.output
+    assert_png(tmp_path / "ev" / "confusion.png")
+    ds = load_dataset("easy-vqa", limit=10)
+    q = ds.questions[0]
+    r = runner.invoke(main, ["predict", "--head", str(head), "--model", str(tiny_itm), "--image",
+                             ds.image_paths[q.image], "--question", q.text, "--device", "cpu"])
+    assert r.exit_code == 0 and "->" in r.output and "top-3" in r.output, r.output
+    r = runner.invoke(main, ["plot", "umap", str(head), "--cache", str(easy_cache), "--per-class", "20",
+                             "--out", str(tmp_path / "umap.png")])
+    assert r.exit_code == 0, r.output
+    assert_png(tmp_path / "umap.png")
+
+
+def test_demo_without_hub_shows_the_ways_on(tmp_path):
+    r = CliRunner().invoke(main, ["demo", "--model", "Salesforce/blip2-itm-vit-g", "--out", str(tmp_path)])
+    assert r.exit_code != 0
+    assert "make demo MODEL=/path/to/checkpoint" in r.output and "make demo MODEL=tiny-random" in r.output
+
+
+def test_demo_with_tiny_random_is_labelled(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    r = CliRunner().invoke(main, ["demo", "--model", "tiny-random", "--limit", "400", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("RANDOM") >= 2
+    report = (tmp_path / "d" / "report" / "report.md").read_text()
+    assert "RANDOM WEIGHTS" in report
+    assert_png(tmp_path / "d" / "report" / "umap.png")
