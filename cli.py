@@ -75,8 +75,9 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
 @click.option("--skip-bad", is_flag=True, help="Record unreadable images / empty questions as failed and go on.")
+@click.option("--store-vision", is_flag=True, help="Also keep the ViT states (257x1408 per image) for finetune --from-cache.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, out, model, device, batch_size,
-            workers, store_dtype, compression, overwrite, skip_bad) -> None:
+            workers, store_dtype, compression, overwrite, skip_bad, store_vision) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
@@ -86,7 +87,7 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     ds = _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare)
     report = _run(run_extract, ds, out, model=model, device=device, batch_size=batch_size, workers=workers,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
-                  overwrite=overwrite, skip_bad=skip_bad)
+                  overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
     if report.already_complete:
         click.echo(f"{out} is already complete for these settings; nothing to do (--overwrite to redo).")
         return

@@ -62,25 +62,51 @@ class Backbone:
         """Retrieval checkpoints have the text path and projections; generative ones do not."""
         return self.tokenizer is not None and self.model.text_projection is not None
 
-    @torch.inference_mode()
-    def encode_images(self, pixel_values: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
-        """(B, 3, H, W) preprocessed pixels -> query (B, 32, 768) and, if present, query_proj (B, 32, 256)."""
-        m = self.model
+    def vision_states(self, pixel_values: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """ViT last hidden state (B, 257, 1408 at 224 px): the frozen part fine-tuning can cache."""
         pixel_values = torch.as_tensor(pixel_values).to(self.device, self.compute_dtype, non_blocking=True)
-        image_embeds = m.vision_model(pixel_values=pixel_values).last_hidden_state
+        return self.model.vision_model(pixel_values=pixel_values).last_hidden_state
+
+    def queries(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        """Q-Former query states (B, 32, 768) from ViT states."""
+        m = self.model
+        image_embeds = image_embeds.to(self.device)
         image_attention_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
         query_tokens = m.query_tokens.expand(image_embeds.shape[0], -1, -1)
-        query = m.qformer(query_embeds=query_tokens, encoder_hidden_states=image_embeds,
-                          encoder_attention_mask=image_attention_mask).last_hidden_state
+        return m.qformer(query_embeds=query_tokens, encoder_hidden_states=image_embeds,
+                         encoder_attention_mask=image_attention_mask).last_hidden_state
+
+    def project_queries(self, query: torch.Tensor) -> torch.Tensor:
+        """L2-normalised ITC projection of each query state."""
+        proj = self.model.vision_projection(query.to(self.model.vision_projection.weight.dtype))
+        return nn.functional.normalize(proj, dim=-1)
+
+    @torch.inference_mode()
+    def encode_images(self, pixel_values: torch.Tensor | np.ndarray, keep_vision: bool = False) -> dict[str, np.ndarray]:
+        """(B, 3, H, W) preprocessed pixels -> query (B, 32, 768) and, if present, query_proj (B, 32, 256);
+        with keep_vision also the ViT states (`vision`)."""
+        image_embeds = self.vision_states(pixel_values)
+        query = self.queries(image_embeds)
         out = {"query": query.float().cpu().numpy()}
-        if m.vision_projection is not None:
-            proj = m.vision_projection(query.to(m.vision_projection.weight.dtype))
-            out["query_proj"] = nn.functional.normalize(proj, dim=-1).float().cpu().numpy()
+        if self.model.vision_projection is not None:
+            out["query_proj"] = self.project_queries(query).float().cpu().numpy()
+        if keep_vision:
+            out["vision"] = image_embeds.float().cpu().numpy()
         return out
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(list(texts), padding="longest", truncation=True,
                               max_length=self.max_text_length, return_tensors="pt")
+
+    def text_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q-Former text-only path: (CLS state, L2-normalised text projection)."""
+        m = self.model
+        embeds = m.embeddings(input_ids=input_ids.to(self.device))
+        hidden = m.qformer(query_embeds=embeds, query_length=0,
+                           attention_mask=attention_mask.to(self.device)).last_hidden_state
+        cls = hidden[:, 0, :]
+        proj = m.text_projection(cls.to(m.text_projection.weight.dtype))
+        return cls, nn.functional.normalize(proj, dim=-1)
 
     @torch.inference_mode()
     def encode_texts(self, texts: list[str]) -> dict[str, np.ndarray]:
@@ -88,16 +114,9 @@ class Backbone:
         if not self.has_text:
             raise ModelLoadError(f"{self.model_id} has no Q-Former text path (a generative checkpoint); "
                                  f"use a retrieval checkpoint such as {DEFAULT_MODEL} for text features")
-        m = self.model
         tokens = self.tokenize(texts)
-        input_ids = tokens["input_ids"].to(self.device)
-        attention_mask = tokens["attention_mask"].to(self.device)
-        embeds = m.embeddings(input_ids=input_ids)
-        hidden = m.qformer(query_embeds=embeds, query_length=0, attention_mask=attention_mask).last_hidden_state
-        cls = hidden[:, 0, :]
-        proj = m.text_projection(cls.to(m.text_projection.weight.dtype))
-        return {"text_cls": cls.float().cpu().numpy(),
-                "text_proj": nn.functional.normalize(proj, dim=-1).float().cpu().numpy()}
+        cls, proj = self.text_states(tokens["input_ids"], tokens["attention_mask"])
+        return {"text_cls": cls.float().cpu().numpy(), "text_proj": proj.float().cpu().numpy()}
 
     def provenance(self) -> dict:
         """What made the features: stored as cache attributes and compared by readers."""

@@ -28,7 +28,7 @@ from .datasets import VQADataset
 from .errors import CacheFormatError, ExtractError
 from .images import ImageLoadError
 
-IDENTITY_KEYS = ("model_fingerprint", "compute_dtype", "preprocessing", "image_size", "image_mean",
+IDENTITY_KEYS = ("model_fingerprint", "store_vision", "compute_dtype", "preprocessing", "image_size", "image_mean",
                  "image_std", "image_resample", "max_text_length", "dataset_name", "dataset_digest",
                  "store_dtype", "shard_size")
 """A resumed run, or an existing file, must agree on these with the run asked for."""
@@ -103,7 +103,8 @@ def _mismatch(a: dict, b: dict) -> list[str]:
 def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",
             dtype: str | None = None, batch_size: int = 32, workers: int = 2, store_dtype: str = "float16",
             compression: str | None = None, shard_size: int = 256, text_batch_size: int = 128,
-            overwrite: bool = False, skip_bad: bool = False, progress: bool = True) -> ExtractReport:
+            overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
+            progress: bool = True) -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md)."""
     started = time.perf_counter()
     out = Path(out)
@@ -116,6 +117,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     shard_size = max(batch_size, (shard_size // batch_size) * batch_size)  # batches never cross shards
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
            "dataset_digest": dataset.digest(), "store_dtype": store_dtype, "shard_size": shard_size,
+           "store_vision": store_vision,
            "compression": compression or "none"}
 
     keys = dataset.images()
@@ -193,7 +195,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
                     raise ExtractError(f"{err}\nImage {keys[i]!r} cannot be used; fix or remove it, or pass "
                                        f"--skip-bad to record it as failed. Finished work is kept in {parts}; "
                                        f"the same command resumes.")
-            feats = backbone.encode_images(np.stack([px for _, px in good])) if good else {}
+            feats = backbone.encode_images(np.stack([px for _, px in good]), keep_vision=store_vision) if good else {}
             computed += len(good)
             j = items[0][0] // shard_size
             lo, hi = j * shard_size, min((j + 1) * shard_size, len(keys))
@@ -208,6 +210,10 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
                 if not buf["arrays"]:  # every image of the shard failed: still record their rows
                     buf["arrays"] = {"query": np.zeros((hi - lo, backbone.dims["query_tokens"], backbone.dims["query"]),
                                                        dtype=store_dtype)}
+                    if store_vision:
+                        side = backbone.preprocessor.describe()["image_size"][0]
+                        patches = (side // backbone.model.config.vision_config.patch_size) ** 2 + 1
+                        buf["arrays"]["vision"] = np.zeros((hi - lo, patches, backbone.dims["vision"]), dtype=store_dtype)
                     if backbone.has_text:
                         buf["arrays"]["query_proj"] = np.zeros((hi - lo, backbone.dims["query_tokens"],
                                                                 backbone.dims["proj"]), dtype=store_dtype)
@@ -235,7 +241,7 @@ def _assemble(out: Path, run: dict, dataset: VQADataset, keys: list[str], texts:
     """Write the final HDF5 from the shards, to a temporary name renamed into place at the end."""
     n_q = len(dataset.questions)
     with np.load(shard_path[0]) as first:
-        image_arrays = {k: first[k].shape[1:] for k in ("query", "query_proj") if k in first}
+        image_arrays = {k: first[k].shape[1:] for k in ("query", "query_proj", "vision") if k in first}
     question_arrays = {}
     if has_text:
         with np.load(text_file) as t:

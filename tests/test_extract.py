@@ -31,8 +31,10 @@ def read_all(path) -> tuple[dict, dict]:
 
 
 def assert_same_file(a, b):
+    """Every dataset and attribute equal; `created` (the run's start time) may differ between runs."""
     da, aa = read_all(a)
     db, ab = read_all(b)
+    aa.pop("created"), ab.pop("created")
     assert aa == ab
     assert da.keys() == db.keys()
     for k in da:
@@ -100,7 +102,7 @@ def test_each_image_and_text_encoded_once(small_dataset, tmp_path, tiny_itm):
     bb = load_backbone(str(tiny_itm), device="cpu")
     seen_images, seen_texts = [], []
     enc_i, enc_t = bb.encode_images, bb.encode_texts
-    bb.encode_images = lambda px: (seen_images.append(len(px)), enc_i(px))[1]
+    bb.encode_images = lambda px, **kw: (seen_images.append(len(px)), enc_i(px, **kw))[1]
     bb.encode_texts = lambda texts: (seen_texts.extend(texts), enc_t(texts))[1]
     report = extract(small_dataset, tmp_path / "c.h5", model=bb, batch_size=3, workers=0, progress=False)
     n_images = len(small_dataset.images())
@@ -120,11 +122,11 @@ ds = pickle.load(open(sys.argv[1], "rb"))
 bb = load_backbone(sys.argv[2], device="cpu")
 calls = [0]
 encode = bb.encode_images
-def dying(px):
+def dying(px, **kw):
     calls[0] += 1
     if calls[0] == 4:
         os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as it gets: no cleanup runs
-    return encode(px)
+    return encode(px, **kw)
 bb.encode_images = dying
 from featcache.extract import extract
 extract(ds, sys.argv[3], model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
@@ -148,7 +150,7 @@ def test_resume_after_kill_gives_identical_file(small_dataset, tiny_itm, tmp_pat
     bb = load_backbone(str(tiny_itm), device="cpu")
     calls = []
     encode = bb.encode_images
-    bb.encode_images = lambda px: (calls.append(len(px)), encode(px))[1]
+    bb.encode_images = lambda px, **kw: (calls.append(len(px)), encode(px, **kw))[1]
     report = extract(small_dataset, out, model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
     assert report.resumed and sum(calls) == len(small_dataset.images()) - 6  # only what was missing
     assert not parts.exists()
@@ -161,11 +163,11 @@ def test_ctrl_c_keeps_finished_shards(small_dataset, tiny_itm, tmp_path):
     bb = load_backbone(str(tiny_itm), device="cpu")
     encode, calls = bb.encode_images, [0]
 
-    def interrupted(px):
+    def interrupted(px, **kw):
         calls[0] += 1
         if calls[0] == 3:
             raise KeyboardInterrupt
-        return encode(px)
+        return encode(px, **kw)
 
     bb.encode_images = interrupted
     with pytest.raises(ExtractError, match="interrupted: 2 of .* run the same command"):
@@ -194,7 +196,7 @@ def test_other_model_refused(small_dataset, tiny_itm, tiny_itm_other, tmp_path):
 def test_unfinished_run_with_other_model_refused(small_dataset, tiny_itm, tiny_itm_other, tmp_path):
     bb = load_backbone(str(tiny_itm), device="cpu")
     encode = bb.encode_images
-    bb.encode_images = lambda px: (_ for _ in ()).throw(KeyboardInterrupt) if len(px) == 1 else encode(px)
+    bb.encode_images = lambda px, **kw: (_ for _ in ()).throw(KeyboardInterrupt) if len(px) == 1 else encode(px, **kw)
     with pytest.raises(ExtractError, match="interrupted"):
         extract(small_dataset, tmp_path / "c.h5", model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
     with pytest.raises(ExtractError, match="(?s)unfinished run .* other settings"):
