@@ -235,12 +235,78 @@ def predict(head_path, model, image, question, pairs, top_k, device) -> None:
         todo = [(image, question)]
     else:
         raise click.UsageError("give --image and --question, or --pairs CSV")
-    trained = _run(TrainedHead.load, head_path)
-    if trained.random_weights:
+    if head_path.endswith(".pt"):  # a fine-tune checkpoint
+        from featcache.finetune import predict_finetuned
+
+        results = _run(predict_finetuned, head_path, todo, model=model, device=device, top_k=top_k)
+    else:
+        trained = _run(TrainedHead.load, head_path)
+        results = None
+    if results is None and trained.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): these answers mean nothing.", fg="red", bold=True)
-    for r in _run(run_predict, trained, todo, model=model, device=device, top_k=top_k):
+    if results is None:
+        results = _run(run_predict, trained, todo, model=model, device=device, top_k=top_k)
+    for r in results:
         alts = ", ".join(f"{a} {p:.2f}" for a, p in r["top_k"])
         click.echo(f"{r['image']} | {r['question']} -> {r['answer']} ({r['probability']:.2f})   top-{top_k}: {alts}")
+
+
+@main.command()
+@click.option("--dataset", help="Registered name or manifest (live: images through the frozen ViT).")
+@click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR).")
+@click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against.")
+@click.option("--limit", type=int, help="Only about N questions.")
+@click.option("--from-cache", "from_cache", type=click.Path(exists=True, dir_okay=False),
+              help="Train from a cache made with extract --store-vision: the ViT never runs.")
+@click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics).")
+@click.option("--view", type=click.Choice(["itc", "pooled"]), default="itc", show_default=True)
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--grad-accum", default=1, show_default=True)
+@click.option("--lr", default=1e-4, show_default=True)
+@click.option("--l1", default=0.01, show_default=True)
+@click.option("--lora-rank", default=8, show_default=True)
+@click.option("--lora-vision", is_flag=True, help="LoRA on the ViT too (then it runs with gradients).")
+@click.option("--hidden", default="512", show_default=True, help="Classifier hidden sizes, comma-separated.")
+@click.option("--batch-norm", is_flag=True, help="BatchNorm in the classifier (not in the reference recipe).")
+@click.option("--patience", default=3, show_default=True, help="Early stopping on validation accuracy.")
+@click.option("--amp", type=click.Choice(["float16", "bfloat16"]), help="Autocast on GPU.")
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--init-head", type=click.Path(exists=True, dir_okay=False), help="Start from an MLP head fitted on the cache.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workers", default=2, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--overwrite", is_flag=True)
+def finetune(dataset, root, images, limit, from_cache, model, out, view, epochs, batch_size, grad_accum, lr, l1,
+             lora_rank, lora_vision, hidden, batch_norm, patience, amp, gradient_checkpointing, init_head, device,
+             workers, seed, overwrite) -> None:
+    """LoRA on the Q-Former + classifier (GPU mode; runs on CPU too, slowly). Resumes an interrupted run."""
+    import json
+
+    from featcache.backbone import load_backbone
+    from featcache.datasets import load_dataset
+    from featcache.finetune import CachedSource, FinetuneConfig, LiveSource
+    from featcache.finetune import finetune as run_finetune
+
+    if bool(dataset) == bool(from_cache):
+        raise click.UsageError("give exactly one of --dataset or --from-cache")
+    backbone = _run(load_backbone, model, device=device)
+    source = _run(CachedSource, from_cache) if from_cache else LiveSource(
+        _run(load_dataset, dataset, images=images, root=root, seed=seed, limit=limit), backbone.preprocessor)
+    config = FinetuneConfig(view=view, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, l1=l1,
+                            lora_rank=lora_rank, lora_alpha=lora_rank, lora_vision=lora_vision,
+                            hidden_sizes=tuple(int(h) for h in hidden.split(",")), batch_norm=batch_norm,
+                            patience=patience, amp=amp, gradient_checkpointing=gradient_checkpointing, seed=seed)
+    rep = _run(run_finetune, source, out, backbone, config, init_head=init_head, overwrite=overwrite, workers=workers)
+    summary = {"best_validation_accuracy": rep.best_validation_accuracy, "test": rep.test_metrics,
+               "epochs_run": rep.epochs_run, "resumed_from_epoch": rep.resumed_from_epoch,
+               "samples_per_second": rep.samples_per_second}
+    (rep.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if model == "tiny-random":
+        click.secho("RANDOM WEIGHTS (tiny-random): these accuracies mean nothing.", fg="red", bold=True)
+    click.echo(json.dumps(summary, indent=1))
+    click.echo(f"best checkpoint: {rep.out / 'best.pt'}  metrics: {rep.out / 'metrics.jsonl'}")
 
 
 @main.group()

@@ -51,6 +51,9 @@ def blip2_config(kind: str = "itm", size: str = "tiny", image_size: int = 32):
         proj = 16
     else:
         raise ValueError(f"size must be 'tiny' or 'real', got {size!r}")
+    # Blip2VisionConfig initialises at std 1e-10 (fine for loading weights, but a random ViT would
+    # then map every image to the same output): random features must depend on the image.
+    vision["initializer_range"] = 0.02
     config = dict(vision_config=vision, qformer_config=qformer, num_query_tokens=32,
                   image_text_hidden_size=proj)
     if kind == "itm":
