@@ -38,10 +38,9 @@ def stats_text(ds: VQADataset) -> str:
 
 def plot_class_frequencies(datasets: dict[str, VQADataset], out_dir: str | Path) -> list[Path]:
     """Bar chart (one panel per dataset) and box plot of per-class counts; returns the PNG paths."""
-    import matplotlib
+    from .plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,10 +54,7 @@ def plot_class_frequencies(datasets: dict[str, VQADataset], out_dir: str | Path)
         ax.set_ylabel("questions")
         shown = "" if len(top) == len({q.answer for q in ds.questions}) else f" (top {MAX_BARS})"
         ax.set_title(f"{label}: class frequencies{shown}")
-    fig.tight_layout()
-    bar = out / f"{name}_class_frequency.png"
-    fig.savefig(bar, dpi=110)
-    plt.close(fig)
+    bar = save_figure(fig, out / f"{name}_class_frequency.png")
 
     fig, ax = plt.subplots(figsize=(2.2 + 2.0 * len(datasets), 4.2))
     ax.boxplot([list(Counter(q.answer for q in ds.questions).values()) for ds in datasets.values()])
@@ -67,10 +63,7 @@ def plot_class_frequencies(datasets: dict[str, VQADataset], out_dir: str | Path)
     ax.set_ylabel("questions per class")
     ax.set_yscale("log")
     ax.set_title("class-size distribution")
-    fig.tight_layout()
-    box = out / f"{name}_class_boxplot.png"
-    fig.savefig(box, dpi=110)
-    plt.close(fig)
+    box = save_figure(fig, out / f"{name}_class_boxplot.png")
     return [bar, box]
 
 

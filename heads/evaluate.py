@@ -41,10 +41,9 @@ def evaluate(head, X, y, labels: np.ndarray | None = None) -> dict:
 
 def plot_confusion(metrics: dict, path: str | Path, title: str = "") -> Path:
     """Row-normalised confusion matrix (recall on the diagonal), counts annotated when small."""
-    import matplotlib
+    from featcache.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.asarray(metrics["confusion"], dtype=float)
     labels = metrics["labels"]
@@ -67,9 +66,4 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "") -> Path:
     fig.colorbar(im, ax=ax, fraction=0.046, label="fraction of true class")
     ax.set_title(title or f"confusion (accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f})",
                  fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._base import HeadBase
-from .factorized import FactorizedLinear, Parts, Standardizer
+from .factorized import FactorizedLinear, Standardizer
 
 
 class LogisticRegressionHead(HeadBase):

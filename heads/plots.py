@@ -16,10 +16,9 @@ def balanced_subsample(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
 def umap_plot(X, y, path: str | Path, title: str, per_class: int = 300, seed: int = 0,
               transform=None, subtitle: str = "") -> Path:
     """UMAP of `transform(X)` (or X) on a class-balanced subsample, coloured by class, saved as PNG."""
-    import matplotlib
+    from featcache.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import umap
 
     y = np.asarray(y, dtype=object)
@@ -37,12 +36,7 @@ def umap_plot(X, y, path: str | Path, title: str, per_class: int = 300, seed: in
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_umap(source: str | Path, out: str | Path, cache: str | Path | None = None, view: str = "pooled",

@@ -16,7 +16,6 @@ import torch
 from featcache import open_cache
 from featcache.backbone import load_backbone
 from featcache.cache import FORMAT_VERSION
-from featcache.datasets import Question, VQADataset
 from featcache.errors import CacheFormatError, DatasetError, ExtractError, ModelLoadError
 from featcache.extract import extract
 
