@@ -69,7 +69,10 @@ class FinetuneNet(nn.Module):
     """Frozen BLIP-2 parts with LoRA adapters -> view features -> ClassifierNet."""
 
     def __init__(self, backbone: Backbone, config: FinetuneConfig, n_classes: int) -> None:
-        from peft import LoraConfig, inject_adapter_in_model
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError:
+            raise FeatcacheError("fine-tuning needs peft: pip install 'featcache[finetune]'") from None
 
         super().__init__()
         if config.view not in ("itc", "pooled"):
