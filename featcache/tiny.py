@@ -114,8 +114,11 @@ def resolve_model(model: str, cache_dir: str | Path | None = None) -> str:
         return model
     import os
 
+    import hashlib
+
     root = Path(cache_dir) if cache_dir else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "featcache"
-    folder = root / "tiny-random-itm"
+    recipe = blip2_config("itm", "tiny").to_json_string() + "\n".join(_vocab())
+    folder = root / f"tiny-random-itm-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"  # a new recipe, a new model
     if not (folder / "config.json").exists():
         build_tiny_blip2(folder, kind="itm", seed=0)
     return str(folder)
