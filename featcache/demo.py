@@ -31,7 +31,7 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
     except ModelLoadError as exc:
         raise ModelLoadError(f"{exc}\n\n{HUB_HELP}") from None
     ds = load_dataset("easy-vqa", limit=limit)
-    cache = out / "easy-vqa.h5"
+    cache = out / f"easy-vqa-{backbone.fingerprint}.h5"  # one cache per model: a rerun reuses it
     echo(f"[1/3] extracting {len(ds.questions)} questions / {len(ds.images())} images with {backbone.model_id} "
          f"on {backbone.device} -> {cache}")
     extract(ds, cache, model=backbone)
