@@ -260,7 +260,7 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
     if init_head:
         _init_from_head(net, init_head, labels, config.view)
     params = list(net.trainable().values())
-    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.t_max, eta_min=config.eta_min)
     train_idx, val_idx = split_validation(samples, config.validation_fraction, config.seed)
     test_idx = np.array([i for i, s in enumerate(samples) if s.split == "test"])

@@ -40,6 +40,10 @@ class Parts:
         q = matrix[:, image_width:] if matrix.shape[1] > image_width else None
         return cls(matrix[:, :image_width], torch.arange(len(matrix)), q, image_tokens)
 
+    def to(self, dtype: torch.dtype) -> "Parts":
+        cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
+        return Parts(cast(self.image), self.row, cast(self.question), self.image_tokens)
+
     def subset(self, idx: torch.Tensor) -> "Parts":
         """Rows `idx`, keeping only the images they use."""
         if self.image is None:

@@ -72,14 +72,16 @@ class LogisticRegressionHead(HeadBase):
             with torch.no_grad():
                 self.loss_ = float(objective())  # at the solution (step() returns the first value)
             self.n_iter_ = int(opt.state[opt._params[0]].get("n_iter", 0))
-            self.linear_.requires_grad_(False)
+            # predict in float64: a row's answer must not depend on the batch it comes in
+            # (float32 GEMMs round differently for different batch sizes)
+            self.linear_.requires_grad_(False).double()
         finally:
             torch.set_num_threads(threads)
         return self
 
     def _logits(self, X) -> torch.Tensor:
         X = self._validate_predict(X)
-        parts = self._parts(X)
+        parts = self._parts(X).to(torch.float64)
         if self.scaler_ is not None:
             parts = self.scaler_.transform(parts)
         with torch.no_grad():

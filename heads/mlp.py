@@ -120,6 +120,7 @@ class MLPHead(HeadBase):
 
     # -- helpers ------------------------------------------------------------------------------------
     def _prepare(self, parts: Parts) -> Parts:
+        parts = parts.to(next(self.net_.parameters()).dtype)
         if self.normalize == "token":
             parts = token_normalize(parts)
         if self.scaler_ is not None:
@@ -180,7 +181,9 @@ class MLPHead(HeadBase):
 
         self.net_ = ClassifierNet(*parts.widths(), tuple(self.hidden_sizes), len(self.classes_),
                                   self.dropout, self.batch_norm).to(dev)
-        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # fused: one kernel for the whole update; on wide views the step over the first layer's
+        # weights otherwise costs as much as the factorised forward and backward together
+        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.t_max, eta_min=self.eta_min)
                  if self.scheduler == "cosine" else None)
         train_row = train.row.cpu().numpy() if train.row is not None else None
@@ -220,7 +223,8 @@ class MLPHead(HeadBase):
             self.net_.load_state_dict(best_state)
         self.n_epochs_ = len(self.history_)
         self.best_validation_score_ = best_score if val is not None else None
-        self.net_.eval().requires_grad_(False).to("cpu")
+        # predict in float64: a row's answer must not depend on the batch it comes in
+        self.net_.eval().requires_grad_(False).to("cpu", torch.float64)
 
     @torch.no_grad()
     def _accuracy(self, parts: Parts, y: torch.Tensor) -> float:

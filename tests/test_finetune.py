@@ -114,3 +114,24 @@ def test_resume_continues_where_it_stopped(colours, tiny_itm, tmp_path):
     for x, y in zip(straight.history, resumed.history):
         assert x["train_loss"] == pytest.approx(y["train_loss"], rel=1e-5)
         assert x["val_accuracy"] == y["val_accuracy"]
+
+
+def test_init_head_starts_from_a_head_fitted_on_the_cache(colours, tiny_itm, tmp_path):
+    from featcache import open_cache
+    from featcache.finetune import FinetuneNet, _init_from_head
+    from heads import MLPHead
+    from heads.trained import TrainedHead
+
+    bb = fresh(tiny_itm)
+    extract(colours, tmp_path / "c.h5", model=bb, workers=0, progress=False)
+    with open_cache(tmp_path / "c.h5") as cache:
+        X, y = cache.view("itc", "train")
+        head = MLPHead.reference(hidden_sizes=(64,), max_epochs=3).fit(X, y)
+        TrainedHead.from_cache(head, "itc", cache, "train").save(tmp_path / "h.joblib")
+    net = FinetuneNet(bb, FinetuneConfig(hidden_sizes=(64,)), 3)
+    _init_from_head(net, str(tmp_path / "h.joblib"), ["blue", "green", "red"], "itc")
+    for name, tensor in head.net_.state_dict().items():
+        assert torch.equal(net.head.state_dict()[name], tensor.float()), name
+    rep = finetune(LiveSource(colours, bb.preprocessor), tmp_path / "run", bb, FinetuneConfig(epochs=1, hidden_sizes=(64,)),
+                   init_head=str(tmp_path / "h.joblib"), workers=0, progress=False)
+    assert rep.epochs_run == 1
