@@ -75,10 +75,6 @@ def image_disjoint_split(X, fraction: float, seed: int) -> tuple[np.ndarray, np.
     return next(splitter.split(np.zeros(n), groups=groups))
 
 
-def _rows(X, idx):
-    return X[idx]
-
-
 @dataclass
 class SweepResult:
     rows: list[dict] = field(default_factory=list)
@@ -89,9 +85,9 @@ class SweepResult:
 def _fit_candidate(kind, params, X, y, tr, va, labels, threads):
     head = make_head(kind, params, threads)
     t = time.perf_counter()
-    head.fit(_rows(X, tr), y[tr])
+    head.fit(X[tr], y[tr])
     fit_s = time.perf_counter() - t
-    return evaluate(head, _rows(X, va), y[va], labels)["accuracy"], fit_s
+    return evaluate(head, X[va], y[va], labels)["accuracy"], fit_s
 
 
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
