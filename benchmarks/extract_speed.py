@@ -93,7 +93,7 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"extract_speed_{args.size}_{bb.device.type}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"extract_speed_{args.size}_{bb.device.type}_w{args.workers}.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":
