@@ -81,6 +81,16 @@ class Backbone:
         proj = self.model.vision_projection(query.to(self.model.vision_projection.weight.dtype))
         return nn.functional.normalize(proj, dim=-1)
 
+    def image_feature_shapes(self, keep_vision: bool = False) -> dict[str, tuple[int, ...]]:
+        """Per-image shapes of what encode_images returns (for rows of images that failed)."""
+        shapes = {"query": (self.dims["query_tokens"], self.dims["query"])}
+        if self.model.vision_projection is not None:
+            shapes["query_proj"] = (self.dims["query_tokens"], self.dims["proj"])
+        if keep_vision:
+            side = self.preprocessor.describe()["image_size"][0]
+            shapes["vision"] = ((side // self.model.config.vision_config.patch_size) ** 2 + 1, self.dims["vision"])
+        return shapes
+
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor | np.ndarray, keep_vision: bool = False) -> dict[str, np.ndarray]:
         """(B, 3, H, W) preprocessed pixels -> query (B, 32, 768) and, if present, query_proj (B, 32, 256);

@@ -208,15 +208,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             buf["filled"] += len(items)
             if buf["filled"] == hi - lo:
                 if not buf["arrays"]:  # every image of the shard failed: still record their rows
-                    buf["arrays"] = {"query": np.zeros((hi - lo, backbone.dims["query_tokens"], backbone.dims["query"]),
-                                                       dtype=store_dtype)}
-                    if store_vision:
-                        side = backbone.preprocessor.describe()["image_size"][0]
-                        patches = (side // backbone.model.config.vision_config.patch_size) ** 2 + 1
-                        buf["arrays"]["vision"] = np.zeros((hi - lo, patches, backbone.dims["vision"]), dtype=store_dtype)
-                    if backbone.has_text:
-                        buf["arrays"]["query_proj"] = np.zeros((hi - lo, backbone.dims["query_tokens"],
-                                                                backbone.dims["proj"]), dtype=store_dtype)
+                    buf["arrays"] = {name: np.zeros((hi - lo, *shape), dtype=store_dtype)
+                                     for name, shape in backbone.image_feature_shapes(store_vision).items()}
                 _save_atomic(shard_path[j], error=np.array(buf["errors"], dtype=str), **buf["arrays"])
                 del buffers[j]
             bar.update(len(items))

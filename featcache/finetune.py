@@ -162,8 +162,8 @@ class CachedSource:
 
 
 class _Batches(torch.utils.data.Dataset):
-    def __init__(self, source, batches: list[np.ndarray], tokenizer, label_index: dict[str, int]) -> None:
-        self.source, self.batches, self.tokenizer, self.label_index = source, batches, tokenizer, label_index
+    def __init__(self, source, batches: list[np.ndarray], tokenize, label_index: dict[str, int]) -> None:
+        self.source, self.batches, self.tokenize, self.label_index = source, batches, tokenize, label_index
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -171,20 +171,20 @@ class _Batches(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         samples = [self.source.samples[j] for j in self.batches[i]]
         keys = list(dict.fromkeys(s.image for s in samples))
+        position = {k: i for i, k in enumerate(keys)}
         batch = self.source.images(keys)
-        tokens = self.tokenizer([s.text for s in samples], padding="longest", truncation=True, max_length=64,
-                                return_tensors="pt")
+        tokens = self.tokenize([s.text for s in samples])  # Backbone.tokenize: the cache's truncation
         batch.update(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"],
-                     row=torch.tensor([keys.index(s.image) for s in samples]),
+                     row=torch.tensor([position[s.image] for s in samples]),
                      labels=torch.tensor([self.label_index.get(s.answer, -100) for s in samples]))
         return batch
 
 
-def _loader(source, idx, config, tokenizer, label_index, shuffle_rng, workers) -> torch.utils.data.DataLoader:
+def _loader(source, idx, config, tokenize, label_index, shuffle_rng, workers) -> torch.utils.data.DataLoader:
     order = shuffle_rng.permutation(idx) if shuffle_rng is not None else np.asarray(idx)
     batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
     live = isinstance(source, LiveSource)
-    return torch.utils.data.DataLoader(_Batches(source, batches, tokenizer, label_index), batch_size=None,
+    return torch.utils.data.DataLoader(_Batches(source, batches, tokenize, label_index), batch_size=None,
                                        num_workers=workers if live else 0)
 
 
@@ -295,7 +295,7 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
         rng = np.random.default_rng(config.seed * 10_000 + epoch)
         net.train()
         net.blip.vision_model.eval()  # frozen ViT: no dropout
-        bar = tqdm(_loader(source, train_idx, config, backbone.tokenizer, label_index, rng, workers),
+        bar = tqdm(_loader(source, train_idx, config, backbone.tokenize, label_index, rng, workers),
                    desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="batch")
         total, correct, n = 0.0, 0, 0
         for step, batch in enumerate(bar):
@@ -363,7 +363,7 @@ def _init_from_head(net: FinetuneNet, path: str, labels: list[str], view: str) -
 def evaluate_net(net: FinetuneNet, source, idx, config, label_index, workers: int = 0, detailed: bool = False) -> dict:
     net.eval()
     preds, ys = [], []
-    for batch in _loader(source, idx, config, net.backbone.tokenizer, label_index, None, workers):
+    for batch in _loader(source, idx, config, net.backbone.tokenize, label_index, None, workers):
         preds.append(net(batch).argmax(1).cpu())
         ys.append(batch["labels"])
     pred, y = torch.cat(preds).numpy(), torch.cat(ys).numpy()
@@ -403,10 +403,10 @@ def predict_finetuned(path: str | Path, pairs: list[tuple[str, str]], model: str
                       top_k: int = 3) -> list[dict]:
     net = load_finetuned(path, model, device)
     bb = net.backbone
-    keys = list(dict.fromkeys(p for p, _ in pairs))
+    position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in pairs))}
     tokens = bb.tokenize([q for _, q in pairs])
-    batch = {"pixel_values": torch.from_numpy(np.stack([bb.preprocessor(load_image(k)) for k in keys])),
-             "row": torch.tensor([keys.index(p) for p, _ in pairs]), **tokens}
+    batch = {"pixel_values": torch.from_numpy(np.stack([bb.preprocessor(load_image(k)) for k in position])),
+             "row": torch.tensor([position[p] for p, _ in pairs]), **tokens}
     proba = torch.softmax(net(batch).float(), dim=1).cpu().numpy()
     out = []
     for (path_, q), p in zip(pairs, proba):

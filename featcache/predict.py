@@ -46,8 +46,9 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     check_head_matches(trained.provenance, backbone)
     spec = VIEWS[trained.view]
     store = np.dtype(trained.provenance.get("store_dtype", "float32"))
-    paths = list(dict.fromkeys(p for p, _ in pairs))
-    image_row = np.array([paths.index(p) for p, _ in pairs])
+    position = {p: i for i, p in enumerate(dict.fromkeys(p for p, _ in pairs))}
+    paths = list(position)
+    image_row = np.array([position[p] for p, _ in pairs])
     feats: dict[str, list] = {}
     for i in range(0, len(paths), batch_size):
         pixels = np.stack([backbone.preprocessor(load_image(p)) for p in paths[i:i + batch_size]])

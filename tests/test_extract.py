@@ -327,3 +327,16 @@ def test_cli_end_to_end_on_easy_vqa(tiny_itm, tmp_path):
     assert again.exit_code == 0 and "already complete" in again.output
     bad = runner.invoke(main, ["extract", "--dataset", "nope", "--model", str(tiny_itm), "--out", str(out)])
     assert bad.exit_code != 0 and "unknown dataset" in bad.output and "Traceback" not in bad.output
+
+
+def test_shard_whose_images_all_fail_is_recorded(small_dataset, backbone, tmp_path):
+    keys = small_dataset.images()
+    for k in keys[2:4]:  # the whole second shard
+        os.remove(small_dataset.image_paths[k])
+    report = extract(small_dataset, tmp_path / "c.h5", model=backbone, batch_size=2, shard_size=2, workers=0,
+                     progress=False, skip_bad=True, store_vision=True)
+    assert report.failed_images == keys[2:4]
+    with open_cache(tmp_path / "c.h5") as cache:
+        for name in ("query", "query_proj", "vision"):
+            rows = cache.array("images", name)
+            assert rows.shape[0] == len(keys) and not rows[2:4].any() and rows[4].any(), name

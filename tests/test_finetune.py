@@ -70,8 +70,8 @@ def test_from_cache_equals_live(colours, tiny_itm, tmp_path):
     net = FinetuneNet(bb, FinetuneConfig(**FAST), 3).eval()
     labels = {"blue": 0, "green": 1, "red": 2}
     idx = [np.array([0, 4, 5, 9, 30, 31, 77])]
-    b_live = _Batches(live, idx, bb.tokenizer, labels)[0]
-    b_cache = _Batches(cached, idx, bb.tokenizer, labels)[0]
+    b_live = _Batches(live, idx, bb.tokenize, labels)[0]
+    b_cache = _Batches(cached, idx, bb.tokenize, labels)[0]
     assert "pixel_values" in b_live and "vision" in b_cache
     with torch.no_grad():
         loss = [torch.nn.functional.cross_entropy(net(b), b["labels"]).item() for b in (b_live, b_cache)]
