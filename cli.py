@@ -44,16 +44,22 @@ def dataset_options(fn):
         click.option("--normalize-answers", is_flag=True, help="Lower-case, strip punctuation, numbers as digits."),
         click.option("--min-count", type=int, default=0, help="Answers rarer than this are folded (--rare)."),
         click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True),
+        click.option("--delimiter", help="CSV manifest delimiter (default: sniffed from the header: , ; tab |)."),
     ]):
         fn = option(fn)
     return fn
 
 
-def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare):
+def _delimiter(value: str | None) -> str | None:
+    """--delimiter as typed: 'tab' or '\\t' mean a tab."""
+    return "\t" if value in ("tab", "\\t") else value
+
+
+def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter):
     from featcache.datasets import fold_rare, load_dataset
     from featcache.datasets import normalize_answers as normalize
 
-    ds = _run(load_dataset, dataset, images=images, root=root, seed=seed)
+    ds = _run(load_dataset, dataset, images=images, root=root, seed=seed, delimiter=_delimiter(delimiter))
     if normalize_answers:
         ds = normalize(ds)
     if min_count:
@@ -76,16 +82,19 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
 @click.option("--skip-bad", is_flag=True, help="Record unreadable images / empty questions as failed and go on.")
 @click.option("--store-vision", is_flag=True, help="Also keep the ViT states (257x1408 per image) for finetune --from-cache.")
-def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, out, model, device, batch_size,
-            workers, store_dtype, compression, overwrite, skip_bad, store_vision) -> None:
+@click.option("--max-text-length", default=64, show_default=True,
+              help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
+def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, out, model, device,
+            batch_size, workers, store_dtype, compression, overwrite, skip_bad, store_vision, max_text_length) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
 
     if model == TINY_RANDOM:
         click.secho(random_weights_warning(), fg="yellow", err=True)
-    ds = _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare)
+    ds = _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter)
     report = _run(run_extract, ds, out, model=model, device=device, batch_size=batch_size, workers=workers,
+                  max_text_length=max_text_length,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
     if report.already_complete:
@@ -95,6 +104,10 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
                f"({report.n_texts} distinct texts); {report.images_computed} images encoded in "
                f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)"
                + (" [resumed]" if report.resumed else ""))
+    if report.truncated_questions:
+        click.secho(f"warning: {report.truncated_questions} question(s) were longer than {max_text_length} tokens "
+                    f"and were cut (flagged in /questions/truncated), e.g. {report.truncated_examples}; raise "
+                    f"--max-text-length to keep them whole", fg="yellow", err=True)
     if report.failed_images or report.failed_questions:
         click.secho(f"failed: {len(report.failed_images)} images, {len(report.failed_questions)} questions "
                     f"(reasons are in /images/error and /questions/error)", fg="yellow")
@@ -125,17 +138,6 @@ def info(cache) -> None:
     click.echo(_run(info_text, cache))
 
 
-def _report_sweep(cache, out, result):
-    from featcache import open_cache
-    from heads.report import write_report
-
-    with open_cache(cache) as c:
-        attrs = dict(c.attrs)
-    files = write_report(out, result.best_metrics, attrs, f"sweep of {cache}", rows=result.rows)
-    best = result.best.save(f"{out}/best.joblib")
-    return files, best
-
-
 @main.command()
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False))
 @click.option("--train-split", default="train", show_default=True)
@@ -146,14 +148,18 @@ def _report_sweep(cache, out, result):
 @click.option("--validation-fraction", default=0.1, show_default=True)
 @click.option("--jobs", default=1, show_default=True, help="Parallel fits (joblib).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Report folder (written as OUT.partial/ and renamed when complete; a rerun resumes it).")
 def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out) -> None:
     """Train every head x view, rank them, and write a report with the best head."""
-    from heads.sweep import run_sweep
+    from heads.sweep import sweep_to_folder
 
-    result = _run(run_sweep, cache, train_split, eval_split, head_list.split(","), views.split(","), grid,
-                  validation_fraction, jobs, seed)
-    files, best = _run(_report_sweep, cache, out, result)
+    rep = _run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split,
+               heads=head_list.split(","), views=views.split(","), grid=grid,
+               validation_fraction=validation_fraction, n_jobs=jobs, seed=seed)
+    result, files, best = rep.result, rep.files, rep.best
+    if rep.note != "fresh":
+        click.echo(f"sweep started {rep.note}")
     if result.best.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): the accuracies below mean nothing.", fg="red", bold=True)
     for r in result.rows:
@@ -166,9 +172,11 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False))
 @click.option("--head", "kind", default="lr", show_default=True, help="lr, mlp or lgbm.")
 @click.option("--view", default="pooled", show_default=True)
-@click.option("--param", "params", multiple=True, help="Head parameter as name=JSON value, e.g. C=0.1 (repeatable).")
+@click.option("--param", "params", multiple=True, help="Head parameter as name=JSON value, e.g. C=0.1 (repeatable); "
+              "preset=reference|compact for the mlp.")
 @click.option("--train-split", default="train", show_default=True)
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to save the head to (.joblib).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to save the head to (JSON + safetensors).")
 def fit(cache, kind, view, params, train_split, out) -> None:
     """Train one head on one view of a cache."""
     import json
@@ -177,7 +185,10 @@ def fit(cache, kind, view, params, train_split, out) -> None:
 
     parsed = {}
     for p in params:
-        name, _, value = p.partition("=")
+        name, eq, value = p.partition("=")
+        if not eq or not name.strip():
+            raise click.BadParameter(f"{p!r} is not NAME=VALUE, e.g. C=0.1 or hidden_sizes=[512]", param_hint="--param")
+        name = name.strip()
         try:
             parsed[name] = json.loads(value)
         except json.JSONDecodeError:
@@ -185,16 +196,22 @@ def fit(cache, kind, view, params, train_split, out) -> None:
         if isinstance(parsed[name], list):
             parsed[name] = tuple(parsed[name])
     trained = _run(fit_head, cache, kind, view, parsed, train_split)
-    trained.save(out)
+    _run(trained.save, out)
     click.echo(f"saved {kind} on view {view} ({len(trained.head.classes_)} classes) to {out}")
 
 
+TRUST_PICKLE = click.option("--trust-pickle", is_flag=True,
+                            help="Also load pickle-based files (joblib heads, featcache 0.1 .pt checkpoints). "
+                                 "Loading a pickle can run arbitrary code: only for files from a source you trust.")
+
+
 @main.command()
-@click.argument("head", type=click.Path(exists=True, dir_okay=False))
+@click.argument("head", type=click.Path(exists=True))
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False))
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: next to the head).")
-def evaluate(head, cache, split, out) -> None:
+@TRUST_PICKLE
+def evaluate(head, cache, split, out, trust_pickle) -> None:
     """Metrics, per-class table and confusion matrix of a saved head on a cache split."""
     from pathlib import Path
 
@@ -203,11 +220,11 @@ def evaluate(head, cache, split, out) -> None:
     from heads.sweep import evaluate_head
     from heads.trained import TrainedHead
 
-    trained = _run(TrainedHead.load, head)
+    trained = _run(TrainedHead.load, head, trust_pickle)
     metrics = _run(evaluate_head, trained, cache, split)
-    with open_cache(cache) as c:
+    with _run(open_cache, cache) as c:
         attrs = dict(c.attrs)
-    out = out or str(Path(head).with_suffix("")) + f"_{split}"
+    out = out or str(Path(head).with_suffix("")).rstrip("/") + f"_{split}"
     files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}")
     if trained.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
@@ -216,36 +233,30 @@ def evaluate(head, cache, split, out) -> None:
 
 
 @main.command()
-@click.option("--head", "head_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--head", "head_path", required=True, type=click.Path(exists=True),
+              help="A head folder (fit, sweep) or a fine-tune checkpoint folder (finetune's best/).")
 @click.option("--model", help="Backbone (default: the one the head's cache was made with).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="One image...")
 @click.option("--question", help="...and its question.")
-@click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Or a CSV with columns image, question.")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Or a CSV/JSONL with columns image, question.")
+@click.option("--delimiter", help="--pairs CSV delimiter (default: sniffed).")
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def predict(head_path, model, image, question, pairs, top_k, device) -> None:
+@TRUST_PICKLE
+def predict(head_path, model, image, question, pairs, delimiter, top_k, device, trust_pickle) -> None:
     """Answer new (image, question) pairs with a saved head; runs the backbone, no cache needed."""
-    from featcache.predict import predict as run_predict
-    from featcache.predict import read_pairs
-    from heads.trained import TrainedHead
+    from featcache.predict import predict_saved, read_pairs
 
     if pairs:
-        todo = _run(read_pairs, pairs)
-    elif image and question:
+        todo = _run(read_pairs, pairs, _delimiter(delimiter))
+    elif image and question is not None:
         todo = [(image, question)]
     else:
         raise click.UsageError("give --image and --question, or --pairs CSV")
-    if head_path.endswith(".pt"):  # a fine-tune checkpoint
-        from featcache.finetune import predict_finetuned
-
-        results = _run(predict_finetuned, head_path, todo, model=model, device=device, top_k=top_k)
-    else:
-        trained = _run(TrainedHead.load, head_path)
-        results = None
-    if results is None and trained.random_weights:
+    results, random_weights = _run(predict_saved, head_path, todo, model=model, device=device, top_k=top_k,
+                                   trust_pickle=trust_pickle)
+    if random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): these answers mean nothing.", fg="red", bold=True)
-    if results is None:
-        results = _run(run_predict, trained, todo, model=model, device=device, top_k=top_k)
     for r in results:
         alts = ", ".join(f"{a} {p:.2f}" for a, p in r["top_k"])
         click.echo(f"{r['image']} | {r['question']} -> {r['answer']} ({r['probability']:.2f})   top-{top_k}: {alts}")
@@ -268,19 +279,22 @@ def predict(head_path, model, image, question, pairs, top_k, device) -> None:
 @click.option("--l1", default=0.01, show_default=True)
 @click.option("--lora-rank", default=8, show_default=True)
 @click.option("--lora-vision", is_flag=True, help="LoRA on the ViT too (then it runs with gradients).")
-@click.option("--hidden", default="512", show_default=True, help="Classifier hidden sizes, comma-separated.")
-@click.option("--batch-norm", is_flag=True, help="BatchNorm in the classifier (not in the reference recipe).")
+@click.option("--hidden", default="5012,2056,1024,512", show_default=True,
+              help="Classifier hidden sizes, comma-separated (default: the paper's).")
+@click.option("--batch-norm/--no-batch-norm", default=True, show_default=True, help="BatchNorm after each hidden ReLU.")
+@click.option("--dropout", default=0.5, show_default=True, help="Dropout after each hidden layer.")
 @click.option("--patience", default=3, show_default=True, help="Early stopping on validation accuracy.")
 @click.option("--amp", type=click.Choice(["float16", "bfloat16"]), help="Autocast on GPU.")
 @click.option("--gradient-checkpointing", is_flag=True)
-@click.option("--init-head", type=click.Path(exists=True, dir_okay=False), help="Start from an MLP head fitted on the cache.")
+@click.option("--init-head", type=click.Path(exists=True), help="Start from an MLP head (folder) fitted on the cache.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workers", default=2, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--overwrite", is_flag=True)
+@TRUST_PICKLE
 def finetune(dataset, root, images, limit, from_cache, model, out, view, epochs, batch_size, grad_accum, lr, l1,
-             lora_rank, lora_vision, hidden, batch_norm, patience, amp, gradient_checkpointing, init_head, device,
-             workers, seed, overwrite) -> None:
+             lora_rank, lora_vision, hidden, batch_norm, dropout, patience, amp, gradient_checkpointing, init_head,
+             device, workers, seed, overwrite, trust_pickle) -> None:
     """LoRA on the Q-Former + classifier (GPU mode; runs on CPU too, slowly). Resumes an interrupted run."""
     import json
 
@@ -291,14 +305,20 @@ def finetune(dataset, root, images, limit, from_cache, model, out, view, epochs,
 
     if bool(dataset) == bool(from_cache):
         raise click.UsageError("give exactly one of --dataset or --from-cache")
+    try:
+        hidden_sizes = tuple(int(h) for h in hidden.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{hidden!r} is not comma-separated integers, e.g. 5012,2056,1024,512",
+                                 param_hint="--hidden") from None
     backbone = _run(load_backbone, model, device=device)
     source = _run(CachedSource, from_cache) if from_cache else LiveSource(
         _run(load_dataset, dataset, images=images, root=root, seed=seed, limit=limit), backbone.preprocessor)
     config = FinetuneConfig(view=view, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, l1=l1,
                             lora_rank=lora_rank, lora_alpha=lora_rank, lora_vision=lora_vision,
-                            hidden_sizes=tuple(int(h) for h in hidden.split(",")), batch_norm=batch_norm,
+                            hidden_sizes=hidden_sizes, batch_norm=batch_norm, dropout=dropout,
                             patience=patience, amp=amp, gradient_checkpointing=gradient_checkpointing, seed=seed)
-    rep = _run(run_finetune, source, out, backbone, config, init_head=init_head, overwrite=overwrite, workers=workers)
+    rep = _run(run_finetune, source, out, backbone, config, init_head=init_head, overwrite=overwrite, workers=workers,
+               trust_pickle=trust_pickle)
     summary = {"best_validation_accuracy": rep.best_validation_accuracy, "test": rep.test_metrics,
                "epochs_run": rep.epochs_run, "resumed_from_epoch": rep.resumed_from_epoch,
                "samples_per_second": rep.samples_per_second}
@@ -306,7 +326,7 @@ def finetune(dataset, root, images, limit, from_cache, model, out, view, epochs,
     if model == "tiny-random":
         click.secho("RANDOM WEIGHTS (tiny-random): these accuracies mean nothing.", fg="red", bold=True)
     click.echo(json.dumps(summary, indent=1))
-    click.echo(f"best checkpoint: {rep.out / 'best.pt'}  metrics: {rep.out / 'metrics.jsonl'}")
+    click.echo(f"best checkpoint: {rep.out / 'best'}  metrics: {rep.out / 'metrics.jsonl'}")
 
 
 @main.group()
@@ -315,18 +335,43 @@ def plot() -> None:
 
 
 @plot.command("umap")
-@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source", type=click.Path(exists=True))
 @click.option("--cache", type=click.Path(exists=True, dir_okay=False), help="Features to embed (when SOURCE is a head).")
 @click.option("--view", default="pooled", show_default=True, help="View to plot (when SOURCE is a cache).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--per-class", default=300, show_default=True, help="Class-balanced subsample size.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file.")
-def plot_umap_cmd(source, cache, view, split, per_class, seed, out) -> None:
-    """2-D UMAP of a cache view, or of a head's learned representation, coloured by class."""
+@TRUST_PICKLE
+def plot_umap_cmd(source, cache, view, split, per_class, seed, out, trust_pickle) -> None:
+    """2-D UMAP of a cache view, or of a head's learned representation (SOURCE a head folder), by class."""
     from heads.plots import plot_umap
 
-    click.echo(f"wrote {_run(plot_umap, source, out, cache=cache, view=view, split=split, per_class=per_class, seed=seed)}")
+    click.echo(f"wrote {_run(plot_umap, source, out, cache=cache, view=view, split=split, per_class=per_class, seed=seed, trust_pickle=trust_pickle)}")
+
+
+@main.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the safe copy.")
+@TRUST_PICKLE
+def convert(source, out, trust_pickle) -> None:
+    """Re-save a pickle-based head or fine-tune checkpoint (featcache 0.1) as a safe JSON + safetensors folder."""
+    from featcache.persist import convert_legacy
+
+    click.echo(f"wrote {_run(convert_legacy, source, out, trust_pickle)}")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+def verify(cache) -> None:
+    """Read every byte of a cache, checking the per-chunk checksums; exit 1 if anything is damaged."""
+    from featcache.cache import verify as run_verify
+
+    problems = _run(run_verify, cache)
+    if problems:
+        raise click.ClickException(f"{cache} is damaged:\n  " + "\n  ".join(problems)
+                                   + "\nCopy it again, or re-create it with `featcache extract ... --overwrite`.")
+    click.echo(f"{cache}: every dataset read back and its checksums matched")
 
 
 @main.command()

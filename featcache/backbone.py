@@ -108,6 +108,10 @@ class Backbone:
         return self.tokenizer(list(texts), padding="longest", truncation=True,
                               max_length=self.max_text_length, return_tensors="pt")
 
+    def token_counts(self, texts: list[str]) -> np.ndarray:
+        """Tokens per text before truncation, so questions cut at max_text_length can be counted and flagged."""
+        return np.array([len(ids) for ids in self.tokenizer(list(texts), truncation=False)["input_ids"]], dtype=np.int64)
+
     def text_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Q-Former text-only path: (CLS state, L2-normalised text projection)."""
         m = self.model

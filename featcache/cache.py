@@ -18,7 +18,7 @@ FORMAT_VERSION = 1
 CHUNK_BYTES = 1 << 20
 """Target chunk size: a few images per chunk keeps random reads of a few rows cheap."""
 
-MATCH_KEYS = ("model_fingerprint", "preprocessing", "image_size", "image_mean", "image_std",
+MATCH_KEYS = ("model_fingerprint", "preprocessing", "image_decoding", "image_size", "image_mean", "image_std",
               "image_resample", "max_text_length")
 """Attributes that must agree for features from two sources to be interchangeable."""
 
@@ -70,6 +70,7 @@ class CacheWriter:
         for name in ("text", "answer", "split", "error"):
             self._make(questions, name, n_questions, (), _STR, None)
         self._make(questions, "image_row", n_questions, (), np.int64, None)
+        self._make(questions, "truncated", n_questions, (), np.uint8, None)
         for name, shape in image_arrays.items():
             self._make(images, name, n_images, shape, store_dtype, compression)
         for name, shape in question_arrays.items():
@@ -79,8 +80,10 @@ class CacheWriter:
     def _make(group, name, n, row_shape, dtype, compression) -> None:
         is_str = dtype is _STR
         rows = min(max(n, 1), _chunk_rows(row_shape, np.int64 if is_str else dtype))
+        # fletcher32: every chunk of numbers carries a checksum, so damaged bytes fail loudly on read
+        # (HDF5 cannot filter variable-length strings; their damage shows as undecodable heap data)
         group.create_dataset(name, shape=(n, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
-                             chunks=(rows, *row_shape), compression=compression)
+                             chunks=(rows, *row_shape), compression=compression, fletcher32=not is_str)
 
     def write(self, group: str, start: int, arrays: dict[str, np.ndarray | list]) -> None:
         for name, values in arrays.items():
@@ -102,8 +105,10 @@ class FeatureCache:
         try:
             self.file = h5py.File(self.path, "r")
         except OSError as exc:
-            raise CacheFormatError(f"{self.path} is not a readable HDF5 file ({exc}); if an extraction was "
-                                   f"interrupted, run the same `featcache extract` command again") from None
+            raise CacheFormatError(f"{self.path} is not a readable HDF5 file ({exc}). It is damaged or incomplete "
+                                   f"(extract writes caches atomically, so an interrupted run never leaves one "
+                                   f"like this: a copy cut short?). Copy it again, or re-create it with the same "
+                                   f"`featcache extract ... --out {self.path} --overwrite`") from None
         version = self.file.attrs.get("featcache_format")
         if version is None:
             self.close()
@@ -116,6 +121,12 @@ class FeatureCache:
                                    f"{FORMAT_VERSION}. Re-extract it, or use the featcache version that wrote it "
                                    f"({writer})")
         self.attrs: dict = {k: _py(v) for k, v in self.file.attrs.items()}
+        lacking = [f"/{g}/{d}" for g, names in (("images", ("key", "error")), ("questions", ("text", "answer", "split",
+                   "error", "image_row"))) for d in names if g not in self.file or d not in self.file[g]]
+        if lacking:
+            self.close()
+            raise CacheFormatError(f"{self.path} is damaged: it lacks {', '.join(lacking)}. Re-create it with "
+                                   f"`featcache extract ... --out {self.path} --overwrite`")
 
     # -- access ---------------------------------------------------------------------------------------
     @property
@@ -138,12 +149,23 @@ class FeatureCache:
     def has_text(self) -> bool:
         return "text_proj" in self.questions
 
+    def read(self, group: str, name: str, rows=slice(None)) -> np.ndarray:
+        """Rows of /group/name; damaged bytes (a failed chunk checksum) raise CacheFormatError naming them."""
+        ds = self.file[group][name]
+        try:
+            return ds.asstr()[rows].astype(object) if h5py.check_string_dtype(ds.dtype) else ds[rows]
+        except OSError as exc:
+            raise CacheFormatError(
+                f"{self.path}: /{group}/{name} cannot be read ({str(exc).splitlines()[0]}): the file is damaged. "
+                f"`featcache verify {self.path}` lists every damaged dataset; copy the file again or re-create "
+                f"it with `featcache extract ... --overwrite`") from None
+
     def strings(self, group: str, name: str) -> np.ndarray:
         """A string column as a numpy array of str."""
-        return self.file[group][name].asstr()[:].astype(object)
+        return self.read(group, name)
 
     def array(self, group: str, name: str) -> np.ndarray:
-        return self.file[group][name][:]
+        return self.read(group, name)
 
     # -- features -------------------------------------------------------------------------------------
     def view(self, name: str, split: str | list[str] | None = None):
@@ -204,6 +226,33 @@ def open_cache(path: str | Path, expect: dict | None = None) -> FeatureCache:
             cache.close()
             raise
     return cache
+
+
+def verify(path: str | Path, rows_per_read: int = 4096) -> list[str]:
+    """Read every byte of every dataset (checking each chunk's fletcher32 checksum) and the row counts;
+    the problems found, empty when the file is sound."""
+    problems = []
+    with FeatureCache(path) as cache:
+        expected = {"images": cache.n_images, "questions": cache.n_questions}
+        names = []
+        cache.file.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        for name in sorted(names):
+            group, _, dataset = name.partition("/")
+            ds = cache.file[name]
+            if group in expected and ds.shape[0] != expected[group]:
+                problems.append(f"/{name} has {ds.shape[0]} rows, /{group} has {expected[group]}")
+            if ds.chunks is not None and not ds.fletcher32 and h5py.check_string_dtype(ds.dtype) is None:
+                problems.append(f"/{name} has no checksums (written by an older featcache): damage cannot be detected")
+            for start in range(0, ds.shape[0], rows_per_read):
+                try:
+                    ds[start:start + rows_per_read]
+                except OSError as exc:
+                    problems.append(f"/{name} rows {start}-{min(start + rows_per_read, ds.shape[0]) - 1}: "
+                                    f"{str(exc).splitlines()[0]}")
+        row = cache.read("questions", "image_row")
+        if len(row) and (row.min() < 0 or row.max() >= cache.n_images):
+            problems.append(f"/questions/image_row points outside /images (0..{cache.n_images - 1})")
+    return problems
 
 
 def _human(n: float) -> str:

@@ -14,11 +14,9 @@ HUB_HELP = ("The demo needs BLIP-2 weights. Two ways on:\n"
 
 def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) -> dict:
     from heads.plots import plot_umap
-    from heads.report import write_report
-    from heads.sweep import run_sweep
+    from heads.sweep import sweep_to_folder
 
     from .backbone import load_backbone
-    from .cache import open_cache
     from .datasets import load_dataset
     from .extract import extract
 
@@ -36,11 +34,9 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
          f"on {backbone.device} -> {cache}")
     extract(ds, cache, model=backbone)
     echo("[2/3] sweeping heads x views on the cache (CPU)")
-    result = run_sweep(cache, heads=["lr", "mlp", "lgbm"], views=["pooled", "itc"], grid="small")
-    with open_cache(cache) as c:
-        attrs = dict(c.attrs)
-    files = write_report(out / "report", result.best_metrics, attrs, "featcache demo: Easy-VQA", rows=result.rows)
-    best = result.best.save(out / "report" / "best.joblib")
+    rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=["lr", "mlp", "lgbm"],
+                          views=["pooled", "itc"], grid="small")
+    result, files, best = rep.result, rep.files, rep.best
     echo("[3/3] UMAP of the best head's representation")
     umap_png = plot_umap(best, out / "report" / "umap.png", cache=cache)
     return {"cache": cache, "report": files["report"], "confusion": files["confusion"], "umap": umap_png,

@@ -19,3 +19,7 @@ class CacheFormatError(FeatcacheError):
 
 class ExtractError(FeatcacheError):
     """An extraction run cannot go on (bad item without --skip-bad, conflicting earlier run)."""
+
+
+class UnsafeFileError(FeatcacheError):
+    """A file that could run code when loaded (pickle, joblib, torch.save) was given without --trust-pickle."""

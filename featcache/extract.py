@@ -22,15 +22,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backbone import DEFAULT_MODEL, Backbone, load_backbone
+from .backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_backbone
 from .cache import CacheWriter, FeatureCache
 from .datasets import VQADataset
 from .errors import CacheFormatError, ExtractError
 from .images import ImageLoadError
 
-IDENTITY_KEYS = ("model_fingerprint", "store_vision", "compute_dtype", "preprocessing", "image_size", "image_mean",
-                 "image_std", "image_resample", "max_text_length", "dataset_name", "dataset_digest",
-                 "store_dtype", "shard_size")
+IDENTITY_KEYS = ("model_fingerprint", "store_vision", "compute_dtype", "preprocessing", "image_decoding",
+                 "image_size", "image_mean", "image_std", "image_resample", "max_text_length", "dataset_name",
+                 "dataset_digest", "store_dtype", "shard_size")
 """A resumed run, or an existing file, must agree on these with the run asked for."""
 
 
@@ -46,6 +46,9 @@ class ExtractReport:
     failed_questions: list[int] = field(default_factory=list)
     resumed: bool = False
     already_complete: bool = False
+    truncated_questions: int = 0
+    """Questions longer than max_text_length tokens (cut; flagged in /questions/truncated)."""
+    truncated_examples: list[str] = field(default_factory=list)
 
     @property
     def images_per_second(self) -> float:
@@ -104,7 +107,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             dtype: str | None = None, batch_size: int = 32, workers: int = 2, store_dtype: str = "float16",
             compression: str | None = None, shard_size: int = 256, text_batch_size: int = 128,
             overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
-            progress: bool = True) -> ExtractReport:
+            max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, progress: bool = True) -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md)."""
     started = time.perf_counter()
     out = Path(out)
@@ -113,7 +116,10 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         raise ExtractError(f"--store-dtype must be float16 or float32, got {store_dtype!r}")
     if batch_size < 1 or shard_size < 1:
         raise ExtractError("--batch-size and the shard size must be positive")
-    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype)
+    if max_text_length < 2:
+        raise ExtractError(f"--max-text-length must be at least 2 tokens, got {max_text_length}")
+    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
+                                                                      max_text_length=max_text_length)
     shard_size = max(batch_size, (shard_size // batch_size) * batch_size)  # batches never cross shards
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
            "dataset_digest": dataset.digest(), "store_dtype": store_dtype, "shard_size": shard_size,
@@ -168,6 +174,9 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     # -- distinct question texts -------------------------------------------------------------------
     texts = list(dict.fromkeys(q.text for q, err in zip(dataset.questions, q_errors) if not err))
     text_file = parts / "texts.npz"
+    cut = set()
+    if backbone.has_text:
+        cut = {t for t, n in zip(texts, backbone.token_counts(texts)) if n > backbone.max_text_length}
     if backbone.has_text and not text_file.exists():
         chunks = [backbone.encode_texts(texts[i:i + text_batch_size]) for i in range(0, len(texts), text_batch_size)]
         joined = {k: np.concatenate([c[k] for c in chunks]).astype(store_dtype) for k in ("text_cls", "text_proj")}
@@ -222,15 +231,17 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         bar.close()
 
     failed_images, failed_questions = _assemble(out, run, dataset, keys, texts, q_errors, shard_path, text_file,
-                                                backbone.has_text, store_dtype, compression)
+                                                backbone.has_text, store_dtype, compression, cut)
     shutil.rmtree(parts)
+    n_cut = sum(q.text in cut for q in dataset.questions)
     return ExtractReport(out, len(keys), n_q, len(texts), computed, time.perf_counter() - started,
-                         failed_images, failed_questions, resumed)
+                         failed_images, failed_questions, resumed, truncated_questions=n_cut,
+                         truncated_examples=sorted(cut)[:3])
 
 
 def _assemble(out: Path, run: dict, dataset: VQADataset, keys: list[str], texts: list[str], q_errors: list[str],
               shard_path: list[Path], text_file: Path, has_text: bool, store_dtype: str,
-              compression: str | None) -> tuple[list[str], list[int]]:
+              compression: str | None, truncated: set[str]) -> tuple[list[str], list[int]]:
     """Write the final HDF5 from the shards, to a temporary name renamed into place at the end."""
     n_q = len(dataset.questions)
     with np.load(shard_path[0]) as first:
@@ -263,7 +274,8 @@ def _assemble(out: Path, run: dict, dataset: VQADataset, keys: list[str], texts:
                 for qe, r in zip(q_errors, image_row)]
     writer.write("questions", 0, {
         "text": [q.text for q in dataset.questions], "answer": [q.answer for q in dataset.questions],
-        "split": [q.split for q in dataset.questions], "image_row": image_row, "error": q_errors})
+        "split": [q.split for q in dataset.questions], "image_row": image_row, "error": q_errors,
+        "truncated": np.array([q.text in truncated for q in dataset.questions], dtype=np.uint8)})
     if has_text:
         text_row = {t: i for i, t in enumerate(texts)}
         idx = np.array([text_row.get(q.text, -1) for q in dataset.questions])

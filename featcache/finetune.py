@@ -12,7 +12,7 @@ With the ViT frozen its output never changes, so `extract --store-vision` can ke
 from __future__ import annotations
 
 import json
-import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,13 +22,13 @@ import torch
 from torch import nn
 
 from heads.factorized import Parts, token_normalize
-from heads.mlp import ClassifierNet
+from heads.mlp import PAPER_HIDDEN_SIZES, ClassifierNet
 
+from . import checkpoints
 from .backbone import Backbone, load_backbone
 from .errors import ExtractError, FeatcacheError
 from .images import load_image
 
-CHECKPOINT_FORMAT = "featcache-finetune-1"
 QFORMER_TARGETS = ["query", "key", "value", "dense"]
 VISION_TARGETS = ["qkv", "projection", "fc1", "fc2"]
 
@@ -36,9 +36,9 @@ VISION_TARGETS = ["qkv", "projection", "fc1", "fc2"]
 @dataclass
 class FinetuneConfig:
     view: str = "itc"
-    hidden_sizes: tuple[int, ...] = (512,)
-    dropout: float = 0.1
-    batch_norm: bool = False
+    hidden_sizes: tuple[int, ...] = PAPER_HIDDEN_SIZES  # the paper's classifier, as MLPHead.reference()
+    dropout: float = 0.5
+    batch_norm: bool = True
     lora_rank: int = 8
     lora_alpha: int = 8
     lora_dropout: float = 0.1
@@ -157,7 +157,7 @@ class CachedSource:
         rows = np.array([self.row_of[k] for k in keys])
         order = np.argsort(rows)
         states = np.empty((len(rows), *self.cache.images["vision"].shape[1:]), dtype=np.float32)
-        states[order] = self.cache.images["vision"][rows[order]]
+        states[order] = self.cache.read("images", "vision", rows[order])
         return {"vision": torch.from_numpy(states)}
 
 
@@ -200,12 +200,6 @@ def split_validation(samples: list[Sample], fraction: float, seed: int) -> tuple
 
 
 # -- checkpoints ----------------------------------------------------------------------------------
-def _save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _adapter_state(net: FinetuneNet) -> dict:
     from peft import get_peft_model_state_dict
 
@@ -223,10 +217,9 @@ def _load_adapters(net: FinetuneNet, state: dict) -> None:
         set_peft_model_state_dict(net.blip.vision_model, state["vision"])
 
 
-def _checkpoint(net: FinetuneNet, labels: list[str], meta: dict) -> dict:
-    return {"format": CHECKPOINT_FORMAT, "labels": labels, "config": asdict(net.config),
-            "provenance": net.backbone.provenance(), "base_model": net.backbone.model_id,
-            "adapters": _adapter_state(net), "head": net.head.state_dict(), **meta}
+def _model_meta(net: FinetuneNet, labels: list[str], **extra) -> dict:
+    return {"labels": labels, "config": asdict(net.config), "provenance": net.backbone.provenance(),
+            "base_model": net.backbone.model_id, **extra}
 
 
 @dataclass
@@ -242,8 +235,8 @@ class FinetuneReport:
 
 def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneConfig | None = None,
              device: str = "auto", init_head: str | None = None, overwrite: bool = False, workers: int = 2,
-             progress: bool = True) -> FinetuneReport:
-    """Train LoRA + classifier; keep the best checkpoint by validation accuracy; resume from `last.pt`."""
+             progress: bool = True, trust_pickle: bool = False) -> FinetuneReport:
+    """Train LoRA + classifier; keep the best checkpoint (`best/`) by validation accuracy; resume from `last/`."""
     from tqdm.auto import tqdm
 
     config = config or FinetuneConfig()
@@ -258,7 +251,7 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
     label_index = {a: i for i, a in enumerate(labels)}
     net = FinetuneNet(backbone, config, len(labels))
     if init_head:
-        _init_from_head(net, init_head, labels, config.view)
+        _init_from_head(net, init_head, labels, config.view, trust_pickle)
     params = list(net.trainable().values())
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.t_max, eta_min=config.eta_min)
@@ -267,10 +260,11 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
 
     run = {"config": config.identity(), "model_fingerprint": backbone.fingerprint, "labels": labels,
            "n_samples": len(samples)}
-    last, best_path, log = out / "last.pt", out / "best.pt", out / "metrics.jsonl"
+    last, best_path, log = out / checkpoints.LAST, out / checkpoints.BEST, out / "metrics.jsonl"
     start_epoch, best_acc, stale, history = 0, -1.0, 0, []
-    if last.exists() and not overwrite:
-        state = torch.load(last, weights_only=False)
+    found = checkpoints.find(out, checkpoints.LAST)
+    if found is not None and not overwrite:
+        state = checkpoints.load_state(found, trust_pickle)
         if state["run"] != run:
             raise ExtractError(f"{out} holds a fine-tune with other settings, model or data; pass --overwrite to "
                                f"start afresh or choose another --out")
@@ -281,8 +275,8 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
         torch.set_rng_state(state["torch_rng"])
         start_epoch, best_acc, stale, history = state["epoch"] + 1, state["best_acc"], state["stale"], state["history"]
     elif overwrite:
-        for p in (last, best_path, log):
-            p.unlink(missing_ok=True)
+        for p in (last, best_path, out / "last.pt", out / "best.pt", log):
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
     (out / "config.json").write_text(json.dumps({**run, "base_model": backbone.model_id}, indent=1) + "\n")
 
     dev = backbone.device
@@ -324,16 +318,17 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
             fh.write(json.dumps(record) + "\n")
         if val_acc > best_acc + 1e-9:
             best_acc, stale = val_acc, 0
-            _save(_checkpoint(net, labels, {"epoch": epoch, "val_accuracy": val_acc}), best_path)
+            checkpoints.save_model(best_path, _model_meta(net, labels, epoch=epoch, val_accuracy=val_acc),
+                                   _adapter_state(net), net.head.state_dict())
         else:
             stale += 1
-        _save({"run": run, "adapters": _adapter_state(net), "head": net.head.state_dict(), "optimizer": opt.state_dict(),
-               "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "epoch": epoch,
-               "best_acc": best_acc, "stale": stale, "history": history}, last)
+        checkpoints.save_state(last, run, _adapter_state(net), net.head.state_dict(), opt.state_dict(),
+                               sched.state_dict(), {"epoch": epoch, "best_acc": best_acc, "stale": stale,
+                                                    "history": history})
     elapsed = time.perf_counter() - t_start
     test = None
     if best_path.exists():  # continue with the best epoch's weights
-        best = torch.load(best_path, weights_only=False)
+        best = checkpoints.load_model(best_path)
         _load_adapters(net, best["adapters"])
         net.head.load_state_dict(best["head"])
     if len(test_idx):
@@ -341,12 +336,12 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
     return FinetuneReport(out, len(history), best_acc, test, seen / elapsed if elapsed > 0 else 0.0, start_epoch, history)
 
 
-def _init_from_head(net: FinetuneNet, path: str, labels: list[str], view: str) -> None:
-    """Start the classifier from an MLPHead trained on the cache (same view and classes)."""
+def _init_from_head(net: FinetuneNet, path: str, labels: list[str], view: str, trust_pickle: bool = False) -> None:
+    """Start the classifier from an MLPHead trained on the cache (same view, classes and architecture)."""
     from heads.mlp import MLPHead
     from heads.trained import TrainedHead
 
-    trained = TrainedHead.load(path)
+    trained = TrainedHead.load(path, trust_pickle)
     head = trained.head
     if not isinstance(head, MLPHead) or trained.view != view:
         raise FeatcacheError(f"--init-head needs an MLP head trained on view {view!r}; {path} is a "
@@ -356,7 +351,12 @@ def _init_from_head(net: FinetuneNet, path: str, labels: list[str], view: str) -
     if head.normalize != "token" or head.standardize:
         raise FeatcacheError("--init-head needs an MLPHead(normalize='token', standardize=False), e.g. "
                              "MLPHead.reference(): the fine-tune feeds the classifier token-normalised features")
-    net.head.load_state_dict(head.net_.state_dict())
+    cfg = net.config
+    if (tuple(head.hidden_sizes), head.batch_norm) != (tuple(cfg.hidden_sizes), cfg.batch_norm):
+        raise FeatcacheError(f"--init-head {path} has hidden sizes {tuple(head.hidden_sizes)} (batch norm "
+                             f"{head.batch_norm}); this fine-tune's classifier has {tuple(cfg.hidden_sizes)} (batch "
+                             f"norm {cfg.batch_norm}). Pass matching --hidden / --batch-norm")
+    net.head.load_state_dict({k: v.float() for k, v in head.net_.state_dict().items()})
 
 
 @torch.no_grad()
@@ -377,12 +377,11 @@ def evaluate_net(net: FinetuneNet, source, idx, config, label_index, workers: in
     return out
 
 
-def load_finetuned(path: str | Path, model: str | Backbone | None = None, device: str = "auto") -> FinetuneNet:
+def load_finetuned(path: str | Path, model: str | Backbone | None = None, device: str = "auto",
+                   trust_pickle: bool = False) -> FinetuneNet:
     """A checkpoint back as a FinetuneNet in eval mode, on its base model (or `model`, which must match)."""
-    state = torch.load(path, weights_only=False)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise FeatcacheError(f"{path} is not a featcache fine-tune checkpoint")
-    cfg = state["config"]
+    state = checkpoints.load_model(path, trust_pickle)
+    cfg = dict(state["config"])
     cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
     if isinstance(model, Backbone):
         backbone = model  # a freshly loaded one: adapters are injected below
@@ -399,9 +398,12 @@ def load_finetuned(path: str | Path, model: str | Backbone | None = None, device
 
 
 @torch.no_grad()
-def predict_finetuned(path: str | Path, pairs: list[tuple[str, str]], model: str | None = None, device: str = "auto",
-                      top_k: int = 3) -> list[dict]:
-    net = load_finetuned(path, model, device)
+def predict_finetuned(checkpoint: str | Path | FinetuneNet, pairs: list[tuple[str, str]], model: str | None = None,
+                      device: str = "auto", top_k: int = 3, trust_pickle: bool = False) -> list[dict]:
+    """Top-k answers for (image path, question) pairs with a fine-tune checkpoint (or a loaded one)."""
+    net = checkpoint if isinstance(checkpoint, FinetuneNet) else load_finetuned(checkpoint, model, device, trust_pickle)
+    if any(not q.strip() for _, q in pairs):
+        raise FeatcacheError("a question is empty; give every image a question")
     bb = net.backbone
     position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in pairs))}
     tokens = bb.tokenize([q for _, q in pairs])

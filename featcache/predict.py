@@ -6,27 +6,33 @@ dtype, so a pair that is also in a cache gets the prediction the cache would giv
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
-from .backbone import Backbone, load_backbone
+from .backbone import DEFAULT_MAX_TEXT_LENGTH, Backbone, load_backbone
 from .cache import MATCH_KEYS
 from .errors import CacheFormatError, DatasetError
 from .images import load_image
 from .views import VIEWS, view_from_arrays
 
 
-def read_pairs(path: str | Path) -> list[tuple[str, str]]:
-    """A CSV with columns image, question (relative image paths resolve against the CSV's folder)."""
+def read_pairs(path: str | Path, delimiter: str | None = None) -> list[tuple[str, str]]:
+    """A CSV/JSONL with columns image, question (relative image paths resolve against its folder)."""
+    from .datasets.manifest import read_table, require_columns
+
     path = Path(path)
-    with path.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or not {"image", "question"} <= set(rows[0]):
-        raise DatasetError(f"{path} needs columns image, question")
-    return [(str((path.parent / r["image"]) if not Path(r["image"]).is_absolute() else r["image"]), r["question"])
-            for r in rows]
+    rows = read_table(path, delimiter)
+    if not rows:
+        raise DatasetError(f"{path} has no rows; it needs columns image, question")
+    cols = require_columns(path, rows, {"image": ("image",), "question": ("question",)})
+    out = []
+    for lineno, r in rows:
+        image, question = str(r[cols["image"]] or "").strip(), str(r[cols["question"]] or "").strip()
+        if not image or not question:
+            raise DatasetError(f"{path}:{lineno}: empty {'image' if not image else 'question'}; every row needs both")
+        out.append((str(path.parent / image) if not Path(image).is_absolute() else image, question))
+    return out
 
 
 def check_head_matches(provenance: dict, backbone: Backbone) -> None:
@@ -42,7 +48,9 @@ def check_head_matches(provenance: dict, backbone: Backbone) -> None:
 def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None = None, device: str = "auto",
             top_k: int = 3, batch_size: int = 32) -> list[dict]:
     """Top-k answers with probabilities for each (image path, question)."""
-    backbone = model if isinstance(model, Backbone) else load_backbone(model or trained.provenance["model_id"], device)
+    backbone = model if isinstance(model, Backbone) else load_backbone(
+        model or trained.provenance["model_id"], device,
+        max_text_length=trained.provenance.get("max_text_length") or DEFAULT_MAX_TEXT_LENGTH)
     check_head_matches(trained.provenance, backbone)
     spec = VIEWS[trained.view]
     store = np.dtype(trained.provenance.get("store_dtype", "float32"))
@@ -70,3 +78,35 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
         out.append({"image": path, "question": q, "answer": str(classes[order[0]]), "probability": float(p[order[0]]),
                     "top_k": [(str(classes[j]), float(p[j])) for j in order]})
     return out
+
+
+def is_finetune_checkpoint(path: str | Path) -> bool:
+    """A fine-tune checkpoint (folder or featcache 0.1 .pt), as opposed to a head, judged without loading it."""
+    import json
+
+    from .persist import META_FILE, describe_file
+
+    path = Path(path)
+    if path.is_dir():
+        try:
+            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False  # the head loader reports what is wrong with it
+        return isinstance(meta, dict) and str(meta.get("format", "")).startswith("featcache-finetune")
+    return describe_file(path).startswith("a torch.save")
+
+
+def predict_saved(path: str | Path, pairs: list[tuple[str, str]], model: str | None = None, device: str = "auto",
+                  top_k: int = 3, trust_pickle: bool = False) -> tuple[list[dict], bool]:
+    """Predict with a saved head or fine-tune checkpoint: (results, whether it rests on random weights)."""
+    from .tiny import TINY_RANDOM
+
+    if is_finetune_checkpoint(path):
+        from .finetune import load_finetuned, predict_finetuned
+
+        net = load_finetuned(path, model, device, trust_pickle)
+        return predict_finetuned(net, pairs, top_k=top_k), net.backbone.model_id == TINY_RANDOM
+    from heads.trained import load_head
+
+    trained = load_head(path, trust_pickle)
+    return predict(trained, pairs, model=model, device=device, top_k=top_k), trained.random_weights

@@ -108,8 +108,8 @@ def build_view(cache, name: str, split: str | list[str] | None = None, include_f
     y = cache.strings("questions", "answer")[q_idx]
     image_row = cache.array("questions", "image_row")[q_idx]
     used, image_row = np.unique(image_row, return_inverse=True)  # load only the images this split uses
-    images = cache.images[spec.image][np.sort(used)] if len(used) else np.zeros((0, *cache.images[spec.image].shape[1:]))
-    question = cache.questions[spec.question][q_idx] if spec.question else None
+    images = cache.read("images", spec.image, np.sort(used)) if len(used) else np.zeros((0, *cache.images[spec.image].shape[1:]))
+    question = cache.read("questions", spec.question, q_idx) if spec.question else None
     return view_from_arrays(name, images, image_row, question), y
 
 

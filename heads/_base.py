@@ -50,6 +50,40 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
+    # -- safe persistence (see heads/trained.py): plain attributes + tensors, no pickle ------------
+    def _fitted_state(self) -> tuple[dict, dict]:
+        """(JSON-ready fitted attributes, named tensors) from which `_restore` rebuilds this head."""
+        check_is_fitted(self)
+        classes = self.classes_.tolist()
+        return {"classes": classes, "n_features_in": int(self.n_features_in_),
+                "input_layout": list(self.input_layout_)}, {}
+
+    def _restore(self, attrs: dict, tensors: dict) -> None:
+        classes = attrs["classes"]
+        self.classes_ = np.array(classes, dtype=object if all(isinstance(c, str) for c in classes) else None)
+        self.n_features_in_ = int(attrs["n_features_in"])
+        self.input_layout_ = tuple(attrs["input_layout"])
+
+    def _scaler_tensors(self) -> dict:
+        from featcache.persist import flatten
+
+        scaler = getattr(self, "scaler_", None)
+        return {} if scaler is None else flatten("scaler", scaler.state())
+
+    @staticmethod
+    def _scaler_from(tensors: dict):
+        from featcache.persist import unflatten
+
+        from .factorized import Standardizer
+
+        state = unflatten("scaler", tensors)
+        return Standardizer.from_state(state) if state else None
+
+    def _widths(self) -> tuple[int, int]:
+        """(image, question) input widths of the fitted first layer."""
+        image = self.input_layout_[0]
+        return image, self.n_features_in_ - image
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False

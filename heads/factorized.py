@@ -76,6 +76,23 @@ class Standardizer:
             self.question_ = (q.mean(0), q.std(0, unbiased=False).clamp_min(1e-6))
         return self
 
+    def state(self) -> dict:
+        """Named tensors for safe saving (absent parts are left out)."""
+        out = {}
+        for part in ("image", "question"):
+            stats = getattr(self, f"{part}_")
+            if stats is not None:
+                out[f"{part}.mean"], out[f"{part}.std"] = stats
+        return out
+
+    @classmethod
+    def from_state(cls, tensors: dict) -> "Standardizer":
+        self = cls()
+        for part in ("image", "question"):
+            setattr(self, f"{part}_", (tensors[f"{part}.mean"], tensors[f"{part}.std"]) if f"{part}.mean" in tensors
+                    else None)
+        return self
+
     def transform(self, parts: Parts) -> Parts:
         img = parts.image if self.image_ is None else (parts.image - self.image_[0]) / self.image_[1]
         q = parts.question if self.question_ is None else (parts.question - self.question_[0]) / self.question_[1]

@@ -83,6 +83,33 @@ class LightGBMHead(HeadBase):
         self.best_iteration_ = self.booster_.best_iteration or self.booster_.current_iteration()
         return self
 
+    def _fitted_state(self) -> tuple[dict, dict]:
+        import torch
+
+        attrs, tensors = super()._fitted_state()
+        attrs.update(best_iteration=int(self.best_iteration_))
+        booster = np.frombuffer(self.booster_.model_to_string().encode("utf-8"), dtype=np.uint8)
+        tensors["booster"] = torch.from_numpy(booster.copy())  # LightGBM's own text model format
+        if self.pca_ is not None:
+            tensors.update({f"pca.{k}": torch.from_numpy(np.ascontiguousarray(getattr(self.pca_, k + "_")))
+                            for k in ("mean", "components", "explained_variance")})
+        return attrs, tensors
+
+    def _restore(self, attrs: dict, tensors: dict) -> None:
+        import lightgbm as lgb
+        from sklearn.decomposition import PCA
+
+        super()._restore(attrs, tensors)
+        self.best_iteration_ = attrs["best_iteration"]
+        self.booster_ = lgb.Booster(model_str=bytes(tensors["booster"].numpy()).decode("utf-8"))
+        self.pca_ = None
+        if "pca.components" in tensors:  # the fitted attributes PCA.transform reads, nothing else
+            pca = PCA(self.n_components)
+            pca.mean_, pca.components_, pca.explained_variance_ = (
+                tensors[f"pca.{k}"].numpy() for k in ("mean", "components", "explained_variance"))
+            pca.n_components_, pca.n_features_in_ = pca.components_.shape
+            self.pca_ = pca
+
     def predict_proba(self, X) -> np.ndarray:
         X = self._validate_predict(X)
         p = self.booster_.predict(self._reduce(np.asarray(X, dtype=np.float32)), num_iteration=self.best_iteration_)

@@ -79,6 +79,24 @@ class LogisticRegressionHead(HeadBase):
             torch.set_num_threads(threads)
         return self
 
+    def _fitted_state(self) -> tuple[dict, dict]:
+        from featcache.persist import flatten
+
+        attrs, tensors = super()._fitted_state()
+        attrs.update(loss=self.loss_, n_iter=self.n_iter_)
+        tensors.update(self._scaler_tensors(), **flatten("linear", self.linear_.state_dict()))
+        return attrs, tensors
+
+    def _restore(self, attrs: dict, tensors: dict) -> None:
+        from featcache.persist import unflatten
+
+        super()._restore(attrs, tensors)
+        self.loss_, self.n_iter_ = attrs["loss"], attrs["n_iter"]
+        self.scaler_ = self._scaler_from(tensors)
+        self.linear_ = FactorizedLinear(*self._widths(), len(self.classes_)).double()
+        self.linear_.load_state_dict(unflatten("linear", tensors))
+        self.linear_.requires_grad_(False)
+
     def _logits(self, X) -> torch.Tensor:
         X = self._validate_predict(X)
         parts = self._parts(X).to(torch.float64)

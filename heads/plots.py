@@ -40,7 +40,7 @@ def umap_plot(X, y, path: str | Path, title: str, per_class: int = 300, seed: in
 
 
 def plot_umap(source: str | Path, out: str | Path, cache: str | Path | None = None, view: str = "pooled",
-              split: str = "test", per_class: int = 300, seed: int = 0) -> Path:
+              split: str = "test", per_class: int = 300, seed: int = 0, trust_pickle: bool = False) -> Path:
     """`source` is a cache (plot a view) or a saved head (plot its representation on `cache`)."""
     from featcache import open_cache
 
@@ -48,13 +48,13 @@ def plot_umap(source: str | Path, out: str | Path, cache: str | Path | None = No
     from .trained import TrainedHead
 
     source = Path(source)
-    if source.suffix in (".h5", ".hdf5"):
+    if source.is_file() and source.suffix in (".h5", ".hdf5"):
         with open_cache(source) as c:
             X, y = c.view(view, split)
             random = c.attrs.get("model_id") == "tiny-random"
         return umap_plot(X, y, out, f"UMAP of view '{view}' ({split})", per_class, seed,
                          subtitle="RANDOM WEIGHTS (tiny-random)" if random else "")
-    trained = TrainedHead.load(source)
+    trained = TrainedHead.load(source, trust_pickle)
     if cache is None:
         from featcache.errors import FeatcacheError
 

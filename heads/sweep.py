@@ -7,6 +7,8 @@ shares its image with a training question.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from itertools import product
@@ -35,7 +37,7 @@ def builtin_grid(name: str) -> dict[str, list[dict]]:
     if name == "default":
         return {"lr": [{"C": c} for c in (0.01, 0.1, 1.0, 10.0)],
                 "mlp": [{"hidden_sizes": h, "dropout": d} for h, d in product([(256,), (512,), (512, 256)], [0.2, 0.4])]
-                + [{"preset": "reference"}],
+                + [{"preset": "compact"}, {"preset": "reference"}],
                 "lgbm": [{}, {"num_leaves": 31, "n_components": 128}]}
     raise FeatcacheError(f"unknown grid {name!r}: use small, default, or a JSON file {{head: [params, ...]}}")
 
@@ -46,9 +48,25 @@ def load_grid(grid: str) -> dict[str, list[dict]]:
     path = Path(grid)
     if not path.is_file():
         raise FeatcacheError(f"grid {grid!r} is neither small/default nor a JSON file")
-    data = json.loads(path.read_text())
-    return {k: [{p: tuple(v) if isinstance(v, list) else v for p, v in params.items()} for params in vals]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FeatcacheError(f"grid {path} is not valid JSON ({exc}); it must look like "
+                             f'{{"lr": [{{"C": 0.1}}, {{"C": 1}}], "mlp": [{{"hidden_sizes": [256]}}]}}') from None
+    types = head_types()
+    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(p, dict) for p in v)
+                                             for v in data.values()):
+        raise FeatcacheError(f"grid {path} must map head names to lists of parameter objects, e.g. "
+                             f'{{"lr": [{{"C": 0.1}}, {{"C": 1}}]}}')
+    unknown = sorted(set(data) - set(types))
+    if unknown:
+        raise FeatcacheError(f"grid {path} names unknown head(s) {unknown}; heads: {', '.join(types)}")
+    grid = {k: [{p: tuple(v) if isinstance(v, list) else v for p, v in params.items()} for params in vals]
             for k, vals in data.items()}
+    for kind, vals in grid.items():
+        for params in vals:
+            make_head(kind, params)  # unknown parameter names fail here, before any fit
+    return grid
 
 
 def make_head(kind: str, params: dict, num_threads: int | None = None):
@@ -56,10 +74,18 @@ def make_head(kind: str, params: dict, num_threads: int | None = None):
     if kind not in types:
         raise FeatcacheError(f"unknown head {kind!r}: use {', '.join(types)}")
     params = dict(params)
-    if params.pop("preset", None) == "reference":
-        head = MLPHead.reference(**params)
-    else:
-        head = types[kind](**params)
+    preset = params.pop("preset", None)
+    presets = {"reference": MLPHead.reference, "compact": MLPHead.compact}
+    if preset is not None and (kind != "mlp" or preset not in presets):
+        raise FeatcacheError(f"unknown preset {preset!r} for head {kind!r}: the mlp head has presets "
+                             f"{', '.join(presets)}")
+    cls = presets[preset] if preset else types[kind]
+    known = set(types[kind]().get_params())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise FeatcacheError(f"unknown parameter(s) {unknown} for head {kind!r}; its parameters: "
+                             f"{', '.join(sorted(known))}")
+    head = cls(**params)
     if num_threads and "num_threads" in head.get_params():
         head.set_params(num_threads=num_threads)
     return head
@@ -80,63 +106,179 @@ class SweepResult:
     rows: list[dict] = field(default_factory=list)
     best: TrainedHead | None = None
     best_metrics: dict | None = None
+    fits_done: int = 0
+    """Fits found finished in the state folder of an interrupted run (and not redone)."""
+    fits_total: int = 0
+
+
+def fit_checked(head, X, y):
+    """head.fit, with a bad parameter value reported as the user's to fix rather than a traceback."""
+    try:
+        return head.fit(X, y)
+    except (ValueError, TypeError) as exc:
+        raise FeatcacheError(f"{type(head).__name__} cannot fit with {head.get_params()}: {exc}") from None
 
 
 def _fit_candidate(kind, params, X, y, tr, va, labels, threads):
     head = make_head(kind, params, threads)
     t = time.perf_counter()
-    head.fit(X[tr], y[tr])
+    fit_checked(head, X[tr], y[tr])
     fit_s = time.perf_counter() - t
     return evaluate(head, X[va], y[va], labels)["accuracy"], fit_s
+
+
+class _FitLog:
+    """Finished fits of a sweep, one JSON line each, so an interrupted sweep resumes (no state: no log)."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.done: dict[str, dict] = {}
+        if folder is not None and (folder / "fits.jsonl").exists():
+            for line in (folder / "fits.jsonl").read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by the interruption: that fit is redone
+                self.done[record["key"]] = record
+
+    @staticmethod
+    def key(*parts) -> str:
+        return json.dumps(parts, sort_keys=True, default=list)
+
+    def add(self, key: str, record: dict) -> None:
+        self.done[key] = {"key": key, **record}
+        if self.folder is not None:
+            with (self.folder / "fits.jsonl").open("a") as fh:
+                fh.write(json.dumps(self.done[key]) + "\n")
 
 
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
               heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] = ("pooled", "itc"),
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
-              progress: bool = True) -> SweepResult:
-    """Every head x view: choose params on validation, refit on the whole training split, evaluate once."""
+              progress: bool = True, state_dir: str | Path | None = None) -> SweepResult:
+    """Every head x view: choose params on validation, refit on the whole training split, evaluate once.
+
+    With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
+    with the same state_dir skips them."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     candidates = load_grid(grid)
+    for kind in heads:  # fail before any fit on a typo in --heads or the grid
+        for params in candidates.get(kind, [{}]):
+            make_head(kind, params)
+    state = Path(state_dir) if state_dir is not None else None
+    log = _FitLog(state)
     cache = open_cache(cache_path)
     threads = 1 if n_jobs != 1 else None
     result = SweepResult()
     data = {v: (cache.view(v, train_split), cache.view(v, eval_split)) for v in views}
-    total = sum(len(candidates.get(h, [{}])) for h in heads) * len(views)
-    bar = tqdm(total=total + len(heads) * len(views), desc="sweep", unit="fit", disable=not progress)
+    result.fits_total = sum(len(candidates.get(h, [{}])) + 1 for h in heads) * len(views)
+    result.fits_done = len(log.done)
+    bar = tqdm(total=result.fits_total, initial=result.fits_done, desc="sweep", unit="fit", disable=not progress)
     for view in views:
         (X, y), (Xe, ye) = data[view]
         labels = all_labels(y, ye)
         tr, va = image_disjoint_split(X, validation_fraction, seed)
         for kind in heads:
             grid_k = candidates.get(kind, [{}])
-            jobs = (delayed(_fit_candidate)(kind, p, X, y, tr, va, labels, threads) for p in grid_k)
-            scores = []
-            for out in Parallel(n_jobs=n_jobs, return_as="generator")(jobs):
-                scores.append(out)
+            keys = [log.key(view, kind, p) for p in grid_k]
+            todo = [i for i, k in enumerate(keys) if k not in log.done]
+            jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads) for i in todo)
+            for i, (score, fit_s) in zip(todo, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+                log.add(keys[i], {"validation_accuracy": score, "fit_s": fit_s})
                 bar.update(1)
-            best_i = int(np.argmax([s for s, _ in scores]))
+            scores = [log.done[k]["validation_accuracy"] for k in keys]
+            best_i = int(np.argmax(scores))
             params = grid_k[best_i]
-            head = make_head(kind, params)
-            t = time.perf_counter()
-            head.fit(X, y)
-            fit_s = time.perf_counter() - t
-            metrics = evaluate(head, Xe, ye, labels)
-            bar.update(1)
-            row = {"head": kind, "view": view, "params": {k: list(v) if isinstance(v, tuple) else v
-                                                          for k, v in params.items()},
-                   "validation_accuracy": scores[best_i][0], "accuracy": metrics["accuracy"],
-                   "macro_f1": metrics["macro_f1"], "balanced_accuracy": metrics["balanced_accuracy"],
-                   "fit_s": fit_s, "predict_s": metrics["predict_s"], "candidates": len(grid_k)}
+            final_key = log.key(view, kind, "final")
+            if final_key in log.done:
+                row, metrics = log.done[final_key]["row"], log.done[final_key]["metrics"]
+                trained = TrainedHead.load(state / "heads" / f"{view}-{kind}") if state is not None else None
+            else:
+                head = make_head(kind, params)
+                t = time.perf_counter()
+                fit_checked(head, X, y)
+                fit_s = time.perf_counter() - t
+                metrics = evaluate(head, Xe, ye, labels)
+                row = {"head": kind, "view": view, "params": {k: list(v) if isinstance(v, tuple) else v
+                                                              for k, v in params.items()},
+                       "validation_accuracy": scores[best_i], "accuracy": metrics["accuracy"],
+                       "macro_f1": metrics["macro_f1"], "balanced_accuracy": metrics["balanced_accuracy"],
+                       "fit_s": fit_s, "predict_s": metrics["predict_s"], "candidates": len(grid_k)}
+                trained = TrainedHead.from_cache(head, view, cache, train_split, kind, params)
+                if state is not None:
+                    trained.save(state / "heads" / f"{view}-{kind}")
+                log.add(final_key, {"row": row, "metrics": metrics})
+                bar.update(1)
             result.rows.append(row)
             if result.best_metrics is None or metrics["accuracy"] > result.best_metrics["accuracy"]:
-                result.best = TrainedHead.from_cache(head, view, cache, train_split, kind, params)
-                result.best_metrics = metrics
+                result.best, result.best_metrics = trained, metrics
     bar.close()
     cache.close()
     result.rows.sort(key=lambda r: -r["accuracy"])
     return result
+
+
+@dataclass
+class SweepReport:
+    result: SweepResult
+    files: dict[str, Path]
+    best: Path
+    note: str
+    """How the run started: fresh, resumed (with how many fits already done) or clean over another run."""
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put folder `new` at `out` in two renames; an older `out` is moved aside first, then removed."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None = None, **sweep_kwargs) -> SweepReport:
+    """Run a sweep and write its report folder atomically.
+
+    Work happens in `OUT.partial/`, renamed to OUT only when the report is complete, so a killed
+    sweep never leaves a folder that mixes two runs. Rerunning the same sweep resumes its finished
+    fits; a sweep with other settings starts clean."""
+    from featcache.persist import plain
+
+    from .report import write_report
+
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    cache = open_cache(cache_path)
+    attrs = dict(cache.attrs)
+    cache.close()
+    identity = plain({"cache": str(Path(cache_path).resolve()), "cache_created": attrs.get("created"),
+                       "model_fingerprint": attrs.get("model_fingerprint"),
+                       "dataset_digest": attrs.get("dataset_digest"),
+                       "grid": load_grid(sweep_kwargs.get("grid", "small")),
+                       **{k: v for k, v in sweep_kwargs.items() if k not in ("progress", "n_jobs")}})
+    note = "fresh"
+    run_file = partial / "run.json"
+    if partial.exists():
+        prior = json.loads(run_file.read_text()) if run_file.exists() else None
+        if prior == identity:
+            note = "resumed"
+        else:
+            shutil.rmtree(partial)
+            note = f"clean (the unfinished sweep in {partial} had other settings; it was discarded)"
+    (partial / "state").mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps(identity, indent=1))
+    result = run_sweep(cache_path, state_dir=partial / "state", **sweep_kwargs)
+    if note == "resumed":
+        note = f"resumed ({result.fits_done} of {result.fits_total} fits were already done)"
+    files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=result.rows,
+                         extra={"sweep_start": note})
+    result.best.save(partial / "best")
+    shutil.rmtree(partial / "state")
+    run_file.unlink()
+    _swap_in(partial, out)
+    return SweepReport(result, {k: out / v.name for k, v in files.items()}, out / "best", note)
 
 
 def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None = None,
@@ -144,7 +286,7 @@ def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None =
     """One head on one view of a cache's training split."""
     with open_cache(cache_path) as cache:
         X, y = cache.view(view, train_split)
-        head = make_head(kind, params or {}).fit(X, y)
+        head = fit_checked(make_head(kind, params or {}), X, y)
         return TrainedHead.from_cache(head, view, cache, train_split, kind, params)
 
 

@@ -13,7 +13,7 @@ from featcache.finetune import (CachedSource, FinetuneConfig, LiveSource, _Batch
                                 predict_finetuned)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-FAST = dict(batch_size=16, lr=3e-3, l1=0.0, batch_norm=True, hidden_sizes=(64,))
+FAST = dict(batch_size=16, lr=3e-3, l1=0.0, batch_norm=True, hidden_sizes=(64,), dropout=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_accuracy_rises_far_above_chance(colours, tiny_itm, tmp_path):
                    workers=0, progress=False)
     assert rep.test_metrics["accuracy"] >= 0.8  # chance is 0.33
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == rep.epochs_run and (tmp_path / "best.pt").exists()
+    assert len(lines) == rep.epochs_run and (tmp_path / "best" / "tensors.safetensors").exists()
 
 
 @pytest.mark.parametrize("lora_vision", [False, True])
@@ -91,15 +91,15 @@ def test_checkpoint_round_trip_gives_identical_predictions(colours, tiny_itm, ti
                    workers=0, progress=False)
     test = [q for q in colours.questions if q.split == "test"]
     pairs = [(colours.image_paths[q.image], q.text) for q in test]
-    a = predict_finetuned(tmp_path / "best.pt", pairs, model=str(tiny_itm), device="cpu")
-    b = predict_finetuned(tmp_path / "best.pt", pairs, model=str(tiny_itm), device="cpu")
+    a = predict_finetuned(tmp_path / "best", pairs, model=str(tiny_itm), device="cpu")
+    b = predict_finetuned(tmp_path / "best", pairs, model=str(tiny_itm), device="cpu")
     np.testing.assert_array_equal([r["probability"] for r in a], [r["probability"] for r in b])
     # the reloaded checkpoint scores the test split exactly as the in-memory model did at the end of training
     reloaded_acc = np.mean([r["answer"] == q.answer for r, q in zip(a, test)])
     assert reloaded_acc == pytest.approx(rep.test_metrics["accuracy"])
-    assert load_finetuned(tmp_path / "best.pt", model=str(tiny_itm), device="cpu").labels == ["blue", "green", "red"]
+    assert load_finetuned(tmp_path / "best", model=str(tiny_itm), device="cpu").labels == ["blue", "green", "red"]
     with pytest.raises(Exception, match="fine-tuned from"):
-        load_finetuned(tmp_path / "best.pt", model=str(tiny_itm_other), device="cpu")
+        load_finetuned(tmp_path / "best", model=str(tiny_itm_other), device="cpu")
 
 
 def test_resume_continues_where_it_stopped(colours, tiny_itm, tmp_path):
@@ -127,11 +127,11 @@ def test_init_head_starts_from_a_head_fitted_on_the_cache(colours, tiny_itm, tmp
     with open_cache(tmp_path / "c.h5") as cache:
         X, y = cache.view("itc", "train")
         head = MLPHead.reference(hidden_sizes=(64,), max_epochs=3).fit(X, y)
-        TrainedHead.from_cache(head, "itc", cache, "train").save(tmp_path / "h.joblib")
+        TrainedHead.from_cache(head, "itc", cache, "train").save(tmp_path / "h")
     net = FinetuneNet(bb, FinetuneConfig(hidden_sizes=(64,)), 3)
-    _init_from_head(net, str(tmp_path / "h.joblib"), ["blue", "green", "red"], "itc")
+    _init_from_head(net, str(tmp_path / "h"), ["blue", "green", "red"], "itc")
     for name, tensor in head.net_.state_dict().items():
         assert torch.equal(net.head.state_dict()[name], tensor.float()), name
     rep = finetune(LiveSource(colours, bb.preprocessor), tmp_path / "run", bb, FinetuneConfig(epochs=1, hidden_sizes=(64,)),
-                   init_head=str(tmp_path / "h.joblib"), workers=0, progress=False)
+                   init_head=str(tmp_path / "h"), workers=0, progress=False)
     assert rep.epochs_run == 1

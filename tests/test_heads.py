@@ -7,6 +7,7 @@ import sys
 import joblib
 import numpy as np
 import pytest
+from sklearn.base import clone
 
 from featcache import open_cache
 from featcache.errors import CacheFormatError
@@ -72,13 +73,34 @@ def test_factorised_and_plain_inputs_are_interchangeable(synthetic):
     np.testing.assert_allclose(plain.predict_proba(Xt), plain.predict_proba(np.asarray(Xt)), atol=1e-6)
 
 
-def test_reference_preset(synthetic):
-    (X, y), (Xt, yt) = synthetic["itc"]
-    head = MLPHead.reference(max_epochs=30)
+def test_reference_preset_is_the_papers_classifier(synthetic):
+    """8,448 -> 5,012 -> 2,056 -> 1,024 -> 512 -> classes on the itc view; Linear -> ReLU -> BatchNorm1d ->
+    Dropout(0.5) per hidden layer; the paper's optimiser settings."""
+    from torch import nn
+
+    (X, y), _ = synthetic["itc"]
+    head = MLPHead.reference(max_epochs=1)
     params = head.get_params()
     assert (params["lr"], params["weight_decay"], params["l1"], params["t_max"], params["eta_min"]) == \
         (1e-4, 1e-6, 0.01, 500, 1e-6)
-    assert params["scheduler"] == "cosine" and params["normalize"] == "token"
+    assert params["scheduler"] == "cosine" and params["normalize"] == "token" and not params["standardize"]
+    head.fit(X[:400], y[:400])
+    net = head.net_
+    first = net.first
+    assert first.image.in_features + first.question.in_features == X.shape[1]  # 8,448 on blip2-itm-vit-g
+    assert first.image.out_features == 5012
+    kinds = [type(m) for m in net.rest]
+    assert kinds == [nn.ReLU, nn.BatchNorm1d, nn.Dropout, nn.Linear] * 4
+    linears = [m for m in net.rest if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == \
+        [(5012, 2056), (2056, 1024), (1024, 512), (512, len(head.classes_))]
+    assert all(m.p == 0.5 for m in net.rest if isinstance(m, nn.Dropout))
+
+
+def test_compact_preset_learns(synthetic):
+    (X, y), (Xt, yt) = synthetic["itc"]
+    head = MLPHead.compact(max_epochs=30)
+    assert head.get_params()["hidden_sizes"] == (512,) and head.get_params()["lr"] == 1e-4
     majority = max(np.mean(yt == c) for c in np.unique(yt))
     assert head.fit(X, y).score(Xt, yt) > majority + 0.2  # lr 1e-4 learns slowly: far above chance is enough
 
@@ -88,6 +110,23 @@ def test_mlp_is_deterministic_under_a_seed(synthetic):
     a = MLPHead(max_epochs=3, random_state=7).fit(X, y).predict_proba(Xt)
     b = MLPHead(max_epochs=3, random_state=7).fit(X, y).predict_proba(Xt)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("view", ["pooled", "itc"])
+@pytest.mark.parametrize("head", HEADS, ids=lambda h: type(h).__name__)
+def test_safe_save_load_round_trip(synthetic, head, view, tmp_path):
+    """A saved head is JSON + safetensors only and reloads to bit-identical probabilities."""
+    from heads.trained import TrainedHead, load_head
+
+    (X, y), (Xt, _) = synthetic[view]
+    head = clone(head).fit(X, y)
+    saved = TrainedHead(head, view, {"model_id": "m"}, "train", "x", {"a": (1, 2)}).save(tmp_path / "h")
+    assert sorted(p.name for p in saved.iterdir()) == ["featcache.json", "tensors.safetensors"]
+    back = load_head(saved)
+    assert type(back.head) is type(head) and back.head.get_params() == head.get_params()
+    np.testing.assert_array_equal(back.head.predict_proba(Xt), head.predict_proba(Xt))
+    np.testing.assert_array_equal(back.head.predict(np.asarray(Xt)), head.predict(np.asarray(Xt)))
+    assert list(back.head.classes_) == list(head.classes_) and back.view == view
 
 
 @pytest.mark.parametrize("head", HEADS, ids=lambda h: type(h).__name__)

@@ -39,7 +39,7 @@ def test_sweep_writes_every_file_and_ranks(easy_cache, tmp_path):
     result = CliRunner().invoke(main, ["sweep", str(easy_cache), "--heads", "lr,lgbm", "--views", "pooled,sim",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
-    for name in ("results.json", "report.md", "per_class.csv", "confusion.png", "best.joblib"):
+    for name in ("results.json", "report.md", "per_class.csv", "confusion.png", "best/tensors.safetensors", "best/featcache.json"):
         assert (out / name).stat().st_size > 0, name
     assert_png(out / "confusion.png")
     data = json.loads((out / "results.json").read_text())
@@ -99,7 +99,7 @@ def test_head_refuses_features_of_another_model(easy_cache, tiny_itm_other, tmp_
 
 def test_cli_fit_evaluate_predict_plot(easy_cache, tiny_itm, tmp_path):
     runner = CliRunner()
-    head = tmp_path / "mlp.joblib"
+    head = tmp_path / "mlp"
     r = runner.invoke(main, ["fit", str(easy_cache), "--head", "mlp", "--view", "itc", "--param", "hidden_sizes=[32]",
                              "--param", "max_epochs=5", "--out", str(head)])
     assert r.exit_code == 0, r.output

@@ -46,13 +46,13 @@ def dataset_names() -> dict[str, str]:
 
 
 def load_dataset(name_or_path: str, images: str | None = None, limit: int | None = None, root: str | None = None,
-                 seed: int = 0) -> VQADataset:
+                 seed: int = 0, delimiter: str | None = None) -> VQADataset:
     """A registered dataset by name (DAQUAR needs `root`), or a CSV/JSONL manifest by path."""
     registry = protocols()
     if name_or_path in registry:
         ds = registry[name_or_path].load(root, seed)
     elif Path(name_or_path).suffix.lower() in (".csv", ".jsonl", ".ndjson") or Path(name_or_path).exists():
-        ds = load_manifest(name_or_path, images=images)
+        ds = load_manifest(name_or_path, images=images, delimiter=delimiter)
     else:
         raise DatasetError(f"unknown dataset {name_or_path!r}: use one of {sorted(registry)} "
                            f"or a path to a CSV/JSONL manifest")

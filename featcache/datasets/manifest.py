@@ -8,6 +8,7 @@ image_id, image_path or file.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -19,19 +20,87 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".
 DEFAULT_SPLIT = "all"
 
 
-def _read_rows(path: Path) -> list[dict]:
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text (a byte-order mark, as Excel's "CSV UTF-8" writes, is dropped); else name the line."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DatasetError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                           f"save it as UTF-8 (Excel: 'CSV UTF-8') or convert it, e.g. "
+                           f"`iconv -f latin1 -t utf-8 {path.name} > fixed.csv`") from None
+
+
+def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
+    rows = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{lineno}: a JSON {type(row).__name__} where a JSON object "
+                               f'{{"image": ..., "question": ..., "answer": ...}} is needed')
+        rows.append((lineno, row))
+    return rows
+
+
+def _read_csv(path: Path, text: str, delimiter: str | None) -> list[tuple[int, dict]]:
+    header_line = next((line for line in text.splitlines() if line.strip()), "")
+    if delimiter is None:  # the candidate that splits the header most; a comma on ties
+        delimiter = max(DELIMITERS, key=lambda d: (header_line.count(d), d == ","))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    rows, header = [], None
+    try:
+        for fields in reader:
+            if not any(f.strip() for f in fields):
+                continue
+            if header is None:
+                header = [f.strip() for f in fields]
+                continue
+            line = reader.line_num
+            if len(fields) != len(header):
+                what = "fewer" if len(fields) < len(header) else "more"
+                raise DatasetError(f"{path}:{line}: {len(fields)} fields, {what} than the header's {len(header)} "
+                                   f"({', '.join(header)}); fix the row (quote values that contain "
+                                   f"{delimiter!r}) or give --delimiter")
+            rows.append((line, dict(zip(header, fields))))
+    except csv.Error as exc:
+        raise DatasetError(f"{path}:{reader.line_num}: unreadable CSV ({exc})") from None
+    return rows
+
+
+def read_table(path: str | Path, delimiter: str | None = None) -> list[tuple[int, dict]]:
+    """(line number, row) of a CSV (delimiter sniffed from the header unless given) or JSONL file."""
+    path = Path(path)
+    text = _decode(path, path.read_bytes())
     if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        return rows
-    with path.open(encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
+        return _read_jsonl(path, text)
+    return _read_csv(path, text, delimiter)
+
+
+def require_columns(path: Path, rows: list[tuple[int, dict]], needed: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    """The column used for each need (name -> accepted spellings); a row without one names its line."""
+    chosen: dict[str, str] = {}
+    for lineno, row in rows:
+        missing = []
+        for need, spellings in needed.items():
+            col = chosen.get(need) or next((c for c in spellings if c in row), None)
+            if col is None or col not in row:
+                missing.append(need)
+            else:
+                chosen[need] = col
+        if missing:
+            where = f"{path} lacks column(s)" if lineno == rows[0][0] else f"{path}:{lineno}: the row lacks"
+            raise DatasetError(f"{where} {sorted(missing)}; it has {sorted(row)}. Needed: "
+                               + ", ".join(f"{n} (or {', '.join(needed[n][1:])})" if len(needed[n]) > 1 else n
+                                           for n in needed) + ", optional split")
+    return chosen
 
 
 def resolve_image(images_dir: Path, name: str) -> str:
@@ -45,29 +114,26 @@ def resolve_image(images_dir: Path, name: str) -> str:
     return str(candidate)  # reported as missing later, by name
 
 
-def load_manifest(path: str | Path, images: str | Path | None = None, name: str | None = None) -> VQADataset:
+def load_manifest(path: str | Path, images: str | Path | None = None, name: str | None = None,
+                  delimiter: str | None = None) -> VQADataset:
     """Read a manifest; relative image paths resolve against `images` (default: the manifest's folder)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"manifest {path} does not exist; give a CSV/JSONL file or a dataset name "
                            f"(see `featcache datasets`)")
     images_dir = Path(images) if images is not None else path.parent
-    rows = _read_rows(path)
+    rows = read_table(path, delimiter)
     if not rows:
         raise DatasetError(f"manifest {path} has no rows")
-    columns = set(rows[0])
-    image_col = next((c for c in IMAGE_COLUMNS if c in columns), None)
-    missing = [c for c in ("question", "answer") if c not in columns] + ([] if image_col else ["image"])
-    if missing:
-        raise DatasetError(f"manifest {path} lacks column(s) {missing}; it has {sorted(columns)}. Needed: "
-                           f"image (or one of {IMAGE_COLUMNS[1:]}), question, answer, optional split")
+    cols = require_columns(path, rows, {"image": IMAGE_COLUMNS, "question": ("question",), "answer": ("answer",)})
     questions, paths = [], {}
-    for row in rows:
-        key = str(row[image_col]).strip()
+    for _, row in rows:
+        key = str(row[cols["image"]]).strip()
         if key not in paths:
             paths[key] = resolve_image(images_dir, key)
         split = str(row.get("split") or DEFAULT_SPLIT).strip()
-        questions.append(Question(key, str(row["question"] or "").strip(), str(row["answer"] or "").strip(), split))
+        questions.append(Question(key, str(row[cols["question"]] or "").strip(),
+                                  str(row[cols["answer"]] or "").strip(), split))
     from collections import Counter
 
     notes = []
