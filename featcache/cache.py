@@ -105,6 +105,10 @@ class FeatureCache:
         try:
             self.file = h5py.File(self.path, "r")
         except OSError as exc:
+            with open(self.path, "rb") as fh:
+                if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                    raise CacheFormatError(f"{self.path} is not an HDF5 file, so not a featcache cache; caches are "
+                                           f"made by `featcache extract --out FILE.h5`") from None
             raise CacheFormatError(f"{self.path} is not a readable HDF5 file ({exc}). It is damaged or incomplete "
                                    f"(extract writes caches atomically, so an interrupted run never leaves one "
                                    f"like this: a copy cut short?). Copy it again, or re-create it with the same "

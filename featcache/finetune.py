@@ -401,9 +401,10 @@ def load_finetuned(path: str | Path, model: str | Backbone | None = None, device
 def predict_finetuned(checkpoint: str | Path | FinetuneNet, pairs: list[tuple[str, str]], model: str | None = None,
                       device: str = "auto", top_k: int = 3, trust_pickle: bool = False) -> list[dict]:
     """Top-k answers for (image path, question) pairs with a fine-tune checkpoint (or a loaded one)."""
+    from .predict import check_questions
+
     net = checkpoint if isinstance(checkpoint, FinetuneNet) else load_finetuned(checkpoint, model, device, trust_pickle)
-    if any(not q.strip() for _, q in pairs):
-        raise FeatcacheError("a question is empty; give every image a question")
+    check_questions(pairs)
     bb = net.backbone
     position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in pairs))}
     tokens = bb.tokenize([q for _, q in pairs])

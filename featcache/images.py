@@ -63,9 +63,10 @@ def load_image(path: str | Path):
             img.load()
             return to_rgb(img)
     except FileNotFoundError:
-        raise ImageLoadError(f"image file not found: {path}") from None
+        raise ImageLoadError(f"image file not found: {path} (check the path)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageLoadError(f"cannot decode image {path}: {exc}") from None
+        raise ImageLoadError(f"cannot decode image {path}: it is damaged or not an image ({exc}); re-save it "
+                             f"as PNG or JPEG, or remove it") from None
 
 
 class ImagePreprocessor:

@@ -81,7 +81,11 @@ def describe_file(path: Path) -> str:
 
 def refuse_pickle(path: Path, what: str) -> None:
     """Raise UnsafeFileError for a pickle-based file, with the reason and the two ways on."""
-    kind = describe_file(path) or "not a featcache folder"
+    kind = describe_file(path)
+    if not kind:
+        raise FeatcacheError(f"{path} is not a featcache {what}: featcache saves those as folders holding "
+                             f"{META_FILE} and {TENSORS_FILE} (e.g. the --out of `featcache fit`, a sweep's best/, "
+                             f"a fine-tune's best/)")
     raise UnsafeFileError(
         f"{path} is {kind}, not a featcache {what} folder (featcache.json + tensors.safetensors). Loading "
         f"pickle-based files can run arbitrary code, so featcache refuses them by default. If you trust "

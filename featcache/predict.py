@@ -35,6 +35,13 @@ def read_pairs(path: str | Path, delimiter: str | None = None) -> list[tuple[str
     return out
 
 
+def check_questions(pairs: list[tuple[str, str]]) -> None:
+    empty = [image for image, q in pairs if not q.strip()]
+    if empty:
+        raise DatasetError(f"the question for image {empty[0]} is empty ({len(empty)} empty in all); give every "
+                           f"image a question")
+
+
 def check_head_matches(provenance: dict, backbone: Backbone) -> None:
     mine = backbone.provenance()
     diffs = [f"{k}: head {provenance[k]!r}, model {mine[k]!r}" for k in MATCH_KEYS
@@ -66,8 +73,7 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     question = None
     if spec.question:
         texts = [q for _, q in pairs]
-        if any(not t.strip() for t in texts):
-            raise DatasetError("a question is empty")
+        check_questions(pairs)
         question = backbone.encode_texts(texts)[spec.question].astype(store)
     X = view_from_arrays(trained.view, images, image_row, question)
     proba = trained.head.predict_proba(X)

@@ -210,7 +210,7 @@ def test_reader_refuses_unknown_format_and_non_cache(small_dataset, backbone, tm
     with pytest.raises(CacheFormatError, match=f"format {FORMAT_VERSION + 1}.*reads format {FORMAT_VERSION}"):
         open_cache(out)
     (tmp_path / "junk.h5").write_bytes(b"not hdf5 at all")
-    with pytest.raises(CacheFormatError, match="not a readable HDF5"):
+    with pytest.raises(CacheFormatError, match="not an HDF5 file"):
         open_cache(tmp_path / "junk.h5")
     with pytest.raises(CacheFormatError, match="does not exist"):
         open_cache(tmp_path / "nope.h5")
