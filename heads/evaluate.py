@@ -19,6 +19,14 @@ def all_labels(*label_arrays) -> np.ndarray:
     return np.array(sorted(set().union(*[set(map(str, a)) for a in label_arrays])), dtype=object)
 
 
+def balanced_accuracy(y, pred) -> float:
+    """Balanced accuracy without sklearn's "y_pred contains classes not in y_true" warning: expected when a
+    model predicts a class the split lacks, still well defined, and it tells a user nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return float(balanced_accuracy_score(y, pred))
+
+
 def evaluate(head, X, y, labels: np.ndarray | None = None) -> dict:
     """Accuracy, macro F1 over all classes, balanced accuracy, per-class precision/recall, timing."""
     y = np.asarray(y, dtype=object)
@@ -26,12 +34,8 @@ def evaluate(head, X, y, labels: np.ndarray | None = None) -> dict:
     t = time.perf_counter()
     pred = head.predict(X)
     predict_s = time.perf_counter() - t
-    with warnings.catch_warnings():
-        # "y_pred contains classes not in y_true": expected when a head predicts a class the split
-        # lacks; balanced accuracy is still well defined, and the warning tells a user nothing
-        warnings.simplefilter("ignore", UserWarning)
-        p, r, f, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
-        balanced = float(balanced_accuracy_score(y, pred))
+    p, r, f, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
+    balanced = balanced_accuracy(y, pred)
     return {
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, pred)),

@@ -9,8 +9,9 @@ from featcache.backbone import load_backbone
 from featcache.datasets import Question, VQADataset
 from featcache.errors import CacheFormatError
 from featcache.extract import extract
-from featcache.finetune import (CachedSource, FinetuneConfig, LiveSource, _Batches, finetune, load_finetuned,
+from featcache.finetune import (CachedSource, FinetuneConfig, LiveSource, finetune, load_finetuned,
                                 predict_finetuned)
+from featcache.finetune_data import _Batches
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 FAST = dict(batch_size=16, lr=3e-3, l1=0.0, batch_norm=True, hidden_sizes=(64,), dropout=0.1)
@@ -132,6 +133,7 @@ def test_init_head_starts_from_a_head_fitted_on_the_cache(colours, tiny_itm, tmp
     _init_from_head(net, str(tmp_path / "h"), ["blue", "green", "red"], "itc")
     for name, tensor in head.net_.state_dict().items():
         assert torch.equal(net.head.state_dict()[name], tensor.float()), name
-    rep = finetune(LiveSource(colours, bb.preprocessor), tmp_path / "run", bb, FinetuneConfig(epochs=1, hidden_sizes=(64,)),
+    rep = finetune(LiveSource(colours, bb.preprocessor), tmp_path / "run", fresh(tiny_itm),
+                   FinetuneConfig(epochs=1, hidden_sizes=(64,)),
                    init_head=str(tmp_path / "h"), workers=0, progress=False)
     assert rep.epochs_run == 1

@@ -169,3 +169,11 @@ def test_generative_cache_offers_image_view_only(small_dataset, tiny_opt, tmp_pa
 def test_importing_heads_does_not_import_transformers():
     code = "import sys, heads, featcache; featcache.open_cache; assert 'transformers' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_lightgbm_results_do_not_depend_on_the_thread_count(synthetic):
+    """Its default thread count follows the machine's load, so this must hold for results to be reproducible."""
+    (X, y), (Xt, _) = synthetic["pooled"]
+    a = LightGBMHead(n_estimators=30, num_threads=1).fit(X, y).predict_proba(Xt)
+    b = LightGBMHead(n_estimators=30, num_threads=2).fit(X, y).predict_proba(Xt)
+    np.testing.assert_array_equal(a, b)

@@ -90,7 +90,8 @@ def test_finetune_refuses_a_pickled_init_head_and_resume_state(evil, tiny_itm, s
     run.mkdir()
     (run / "last.pt").write_bytes(evil["pt"].read_bytes())  # found in --out: an automatic resume must not load it
     with pytest.raises(UnsafeFileError):
-        finetune(LiveSource(small_dataset, bb.preprocessor), run, bb, cfg, workers=0, progress=False)
+        finetune(LiveSource(small_dataset, bb.preprocessor), run, load_backbone(str(tiny_itm), device="cpu"), cfg,
+                 workers=0, progress=False)
     assert not evil["marker"].exists()
 
 

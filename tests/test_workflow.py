@@ -131,3 +131,65 @@ def test_demo_with_tiny_random_is_labelled(tmp_path, monkeypatch):
     report = (tmp_path / "d" / "report" / "report.md").read_text()
     assert "RANDOM WEIGHTS" in report
     assert_png(tmp_path / "d" / "report" / "umap.png")
+
+
+def test_killed_sweep_leaves_no_mixed_report_and_resumes(easy_cache, tmp_path, monkeypatch):
+    """A sweep interrupted midway leaves the previous report whole; rerunning resumes its finished fits
+    and ends with the report an uninterrupted sweep writes."""
+    import heads.sweep as sweep_mod
+
+    out = tmp_path / "report"
+    first = sweep_mod.sweep_to_folder(easy_cache, out, heads=["lr"], views=["sim"], progress=False)
+    before = (out / "results.json").read_text()
+    settings = dict(heads=["lr", "lgbm"], views=["pooled"], progress=False)
+
+    real_evaluate, calls = sweep_mod.evaluate, []
+
+    def dying_evaluate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # after two candidate fits: the process "dies"
+            raise KeyboardInterrupt
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_mod, "evaluate", dying_evaluate)
+    with pytest.raises(KeyboardInterrupt):
+        sweep_mod.sweep_to_folder(easy_cache, out, **settings)
+    assert (out / "results.json").read_text() == before  # the old report, untouched and unmixed
+    assert (out.parent / "report.partial").is_dir()
+    monkeypatch.setattr(sweep_mod, "evaluate", real_evaluate)
+
+    resumed = sweep_mod.sweep_to_folder(easy_cache, out, **settings)
+    assert resumed.note.startswith("resumed (2 of 5 fits")
+    assert not (out.parent / "report.partial").exists()
+    straight = sweep_mod.sweep_to_folder(easy_cache, tmp_path / "straight", **settings)
+    strip = lambda rows: [{k: v for k, v in r.items() if not k.endswith("_s")} for r in rows]  # noqa: E731
+    assert strip(resumed.result.rows) == strip(straight.result.rows)
+    assert first.note == "fresh" and {r["view"] for r in resumed.result.rows} == {"pooled"}
+
+
+def test_unfinished_sweep_with_other_settings_starts_clean(easy_cache, tmp_path):
+    from heads.sweep import sweep_to_folder
+
+    out = tmp_path / "r"
+    (tmp_path / "r.partial" / "state").mkdir(parents=True)
+    (tmp_path / "r.partial" / "run.json").write_text('{"other": "settings"}')
+    (tmp_path / "r.partial" / "state" / "fits.jsonl").write_text('{"key": "junk"}\n')
+    rep = sweep_to_folder(easy_cache, out, heads=["lr"], views=["sim"], progress=False)
+    assert rep.note.startswith("clean") and (out / "report.md").exists()
+    r = CliRunner().invoke(main, ["sweep", str(easy_cache), "--heads", "lr", "--views", "sim", "--out", str(out)])
+    assert r.exit_code == 0 and "Warning" not in r.output and "warn" not in r.output.lower(), r.output
+
+
+def test_predict_with_a_random_weight_fine_tune_is_labelled(tmp_path, monkeypatch):
+    from featcache.backbone import load_backbone
+    from featcache.finetune import FinetuneConfig, LiveSource, finetune
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    ds = load_dataset("easy-vqa", limit=60)
+    bb = load_backbone("tiny-random", device="cpu")
+    finetune(LiveSource(ds, bb.preprocessor), tmp_path / "ft", bb, FinetuneConfig(epochs=1, hidden_sizes=(16,)),
+             workers=0, progress=False)
+    q = ds.questions[0]
+    r = CliRunner().invoke(main, ["predict", "--head", str(tmp_path / "ft" / "best"), "--image",
+                                  ds.image_paths[q.image], "--question", q.text, "--device", "cpu"])
+    assert r.exit_code == 0 and "RANDOM WEIGHTS" in r.output and "->" in r.output, r.output
