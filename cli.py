@@ -50,6 +50,15 @@ def dataset_options(fn):
     return fn
 
 
+def _int_or_auto(value: str, name: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an integer nor auto", param_hint=name) from None
+
+
 def _delimiter(value: str | None) -> str | None:
     """--delimiter as typed: 'tab' or '\\t' mean a tab."""
     return "\t" if value in ("tab", "\\t") else value
@@ -75,8 +84,11 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True,
               help="Hub id, local checkpoint folder, or tiny-random (random weights, for trying the pipeline).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N].")
-@click.option("--batch-size", default=32, show_default=True)
-@click.option("--workers", default=2, show_default=True, help="Image decoding processes.")
+@click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]), default="auto",
+              show_default=True, help="ViT compute dtype (auto: float16 on GPU, float32 on CPU; the Q-Former stays float32).")
+@click.option("--batch-size", default="32", show_default=True, help="Images per forward, or auto (GPU: the largest that fits).")
+@click.option("--workers", default="auto", show_default=True, help="Image decoding processes, or auto (from the cores).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the ViT (GPU: faster on long runs).")
 @click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
@@ -85,7 +97,8 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--max-text-length", default=64, show_default=True,
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, out, model, device,
-            batch_size, workers, store_dtype, compression, overwrite, skip_bad, store_vision, max_text_length) -> None:
+            dtype, batch_size, workers, compile_, store_dtype, compression, overwrite, skip_bad, store_vision,
+            max_text_length) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
@@ -93,8 +106,9 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     if model == TINY_RANDOM:
         click.secho(random_weights_warning(), fg="yellow", err=True)
     ds = _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter)
-    report = _run(run_extract, ds, out, model=model, device=device, batch_size=batch_size, workers=workers,
-                  max_text_length=max_text_length,
+    report = _run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
+                  batch_size=_int_or_auto(batch_size, "--batch-size"), workers=_int_or_auto(workers, "--workers"),
+                  compile=compile_, max_text_length=max_text_length,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
     if report.already_complete:
@@ -347,7 +361,9 @@ def plot_umap_cmd(source, cache, view, split, per_class, seed, out, trust_pickle
     """2-D UMAP of a cache view, or of a head's learned representation (SOURCE a head folder), by class."""
     from heads.plots import plot_umap
 
-    click.echo(f"wrote {_run(plot_umap, source, out, cache=cache, view=view, split=split, per_class=per_class, seed=seed, trust_pickle=trust_pickle)}")
+    path = _run(plot_umap, source, out, cache=cache, view=view, split=split, per_class=per_class, seed=seed,
+                trust_pickle=trust_pickle)
+    click.echo(f"wrote {path}")
 
 
 @main.command()

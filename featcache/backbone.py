@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .errors import ModelLoadError
-from .images import ImagePreprocessor
+from .images import ImagePreprocessor, normalize_uint8
 
 DEFAULT_MODEL = "Salesforce/blip2-itm-vit-g"
 DEFAULT_MAX_TEXT_LENGTH = 64
@@ -56,16 +56,30 @@ class Backbone:
     max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
     fingerprint: str = ""
     dims: dict = field(default_factory=dict)
+    _table: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def has_text(self) -> bool:
         """Retrieval checkpoints have the text path and projections; generative ones do not."""
         return self.tokenizer is not None and self.model.text_projection is not None
 
+    def pixel_values(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """Model input on the device. uint8 (B, 3, H, W) from `ImagePreprocessor.resize_uint8` is copied as
+        bytes and normalised there (= the processor's float output, bit for bit); float input as given."""
+        pixels = torch.as_tensor(pixels)
+        if pixels.dtype == torch.uint8:
+            if self._table is None:
+                self._table = torch.from_numpy(self.preprocessor.lookup_table()).to(self.device)
+            pixels = normalize_uint8(pixels.to(self.device, non_blocking=True), self._table)
+        return pixels.to(self.device, self.compute_dtype, non_blocking=True)
+
+    def compile_vision(self) -> None:
+        """Run the ViT (~97% of the FLOPs) through torch.compile, in place (state dict keys unchanged)."""
+        self.model.vision_model.compile(dynamic=False)
+
     def vision_states(self, pixel_values: torch.Tensor | np.ndarray) -> torch.Tensor:
         """ViT last hidden state (B, 257, 1408 at 224 px): the frozen part fine-tuning can cache."""
-        pixel_values = torch.as_tensor(pixel_values).to(self.device, self.compute_dtype, non_blocking=True)
-        return self.model.vision_model(pixel_values=pixel_values).last_hidden_state
+        return self.model.vision_model(pixel_values=self.pixel_values(pixel_values)).last_hidden_state
 
     def queries(self, image_embeds: torch.Tensor) -> torch.Tensor:
         """Q-Former query states (B, 32, 768) from ViT states."""
@@ -92,17 +106,19 @@ class Backbone:
         return shapes
 
     @torch.inference_mode()
-    def encode_images(self, pixel_values: torch.Tensor | np.ndarray, keep_vision: bool = False) -> dict[str, np.ndarray]:
-        """(B, 3, H, W) preprocessed pixels -> query (B, 32, 768) and, if present, query_proj (B, 32, 256);
-        with keep_vision also the ViT states (`vision`)."""
+    def encode_images(self, pixel_values: torch.Tensor | np.ndarray, keep_vision: bool = False,
+                      to_numpy: bool = True) -> dict:
+        """(B, 3, H, W) pixels (uint8 or preprocessed float) -> query (B, 32, 768) and, if present,
+        query_proj (B, 32, 256); with keep_vision also the ViT states (`vision`). With to_numpy=False
+        the float32 tensors stay on the device (for an asynchronous copy back)."""
         image_embeds = self.vision_states(pixel_values)
         query = self.queries(image_embeds)
-        out = {"query": query.float().cpu().numpy()}
+        out = {"query": query.float()}
         if self.model.vision_projection is not None:
-            out["query_proj"] = self.project_queries(query).float().cpu().numpy()
+            out["query_proj"] = self.project_queries(query).float()
         if keep_vision:
-            out["vision"] = image_embeds.float().cpu().numpy()
-        return out
+            out["vision"] = image_embeds.float()
+        return {k: v.cpu().numpy() for k, v in out.items()} if to_numpy else out
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(list(texts), padding="longest", truncation=True,
@@ -147,6 +163,7 @@ class Backbone:
             "has_text": self.has_text,
             "max_text_length": self.max_text_length if self.has_text else 0,
             "tokenizer": type(self.tokenizer).__name__ if self.tokenizer is not None else "",
+            "attn_implementation": str(self.model.config.vision_config._attn_implementation),
             "featcache_version": __version__,
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,

@@ -8,7 +8,6 @@ uninterrupted one would and the assembled file is the same.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
@@ -26,7 +25,7 @@ from .backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_bac
 from .cache import CacheWriter, FeatureCache
 from .datasets import VQADataset
 from .errors import CacheFormatError, ExtractError
-from .images import ImageLoadError
+from .pipeline import DecodedImages, ShardWriter, auto_batch_size, auto_workers, collate, save_atomic
 
 IDENTITY_KEYS = ("model_fingerprint", "store_vision", "compute_dtype", "preprocessing", "image_decoding",
                  "image_size", "image_mean", "image_std", "image_resample", "max_text_length", "dataset_name",
@@ -55,39 +54,6 @@ class ExtractReport:
         return self.images_computed / self.seconds if self.seconds > 0 else 0.0
 
 
-class _DecodedImages(torch.utils.data.Dataset):
-    """Decode + preprocess in loader workers; a failure is returned as text, not raised."""
-
-    def __init__(self, dataset: VQADataset, keys: list[str], preprocessor) -> None:
-        self.dataset, self.keys, self.preprocessor = dataset, keys, preprocessor
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def __getitem__(self, i: int):
-        try:
-            return i, self.preprocessor(self.dataset.open_image(self.keys[i])), ""
-        except ImageLoadError as exc:
-            return i, None, str(exc)
-        except Exception as exc:  # a preprocessing failure on a strange file: name it, don't crash the worker
-            return i, None, f"cannot preprocess image {self.dataset.image_paths[self.keys[i]]}: {exc}"
-
-
-def _collate(items):
-    return items
-
-
-def _save_atomic(path: Path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(buf.getvalue())
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _check_writable(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
@@ -104,22 +70,35 @@ def _mismatch(a: dict, b: dict) -> list[str]:
 
 
 def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",
-            dtype: str | None = None, batch_size: int = 32, workers: int = 2, store_dtype: str = "float16",
+            dtype: str | None = None, batch_size: int | str = 32, workers: int | str = "auto",
+            store_dtype: str = "float16",
             compression: str | None = None, shard_size: int = 256, text_batch_size: int = 128,
             overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
-            max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, progress: bool = True) -> ExtractReport:
-    """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md)."""
+            max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False,
+            progress: bool = True) -> ExtractReport:
+    """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
+
+    batch_size and workers may be "auto" (see featcache.pipeline); `compile` runs the ViT through
+    torch.compile (worth it on a GPU for large runs: it compiles once per batch shape)."""
     started = time.perf_counter()
     out = Path(out)
     _check_writable(out)
     if store_dtype not in ("float16", "float32"):
         raise ExtractError(f"--store-dtype must be float16 or float32, got {store_dtype!r}")
-    if batch_size < 1 or shard_size < 1:
-        raise ExtractError("--batch-size and the shard size must be positive")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1) or shard_size < 1:
+        raise ExtractError(f"--batch-size must be a positive integer or auto, got {batch_size!r}")
+    if workers != "auto" and (not isinstance(workers, int) or workers < 0):
+        raise ExtractError(f"--workers must be 0 or more, or auto, got {workers!r}")
     if max_text_length < 2:
         raise ExtractError(f"--max-text-length must be at least 2 tokens, got {max_text_length}")
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
                                                                       max_text_length=max_text_length)
+    if compile:
+        backbone.compile_vision()
+    if workers == "auto":
+        workers = auto_workers(backbone.device)
+    if batch_size == "auto":
+        batch_size = auto_batch_size(backbone, store_vision)
     shard_size = max(batch_size, (shard_size // batch_size) * batch_size)  # batches never cross shards
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
            "dataset_digest": dataset.digest(), "store_dtype": store_dtype, "shard_size": shard_size,
@@ -180,7 +159,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     if backbone.has_text and not text_file.exists():
         chunks = [backbone.encode_texts(texts[i:i + text_batch_size]) for i in range(0, len(texts), text_batch_size)]
         joined = {k: np.concatenate([c[k] for c in chunks]).astype(store_dtype) for k in ("text_cls", "text_proj")}
-        _save_atomic(text_file, texts=np.array(texts, dtype=str), **joined)
+        save_atomic(text_file, texts=np.array(texts, dtype=str), **joined)
 
     # -- images, shard by shard --------------------------------------------------------------------
     n_shards = math.ceil(len(keys) / shard_size)
@@ -188,45 +167,35 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     todo = [j for j in range(n_shards) if not shard_path[j].exists()]
     batches = [list(range(s, min(s + batch_size, (j + 1) * shard_size, len(keys))))
                for j in todo for s in range(j * shard_size, min((j + 1) * shard_size, len(keys)), batch_size)]
+    cuda = backbone.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
-        _DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
-        collate_fn=_collate, pin_memory=backbone.device.type == "cuda",
-        prefetch_factor=4 if workers > 0 else None)
+        DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
+        collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None,
+        persistent_workers=False)
     done = len(keys) - sum(min(shard_size, len(keys) - j * shard_size) for j in todo)
     bar = tqdm(total=len(keys), initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
-    buffers: dict[int, dict] = {}
+    writer = ShardWriter(len(keys), shard_size, shard_path, store_dtype, backbone.image_feature_shapes(store_vision))
     computed = 0
     try:
-        for items in loader:
-            good = [(i, px) for i, px, err in items if not err]
-            for i, _, err in items:
+        for index, pixels, good, errors in loader:
+            for i, err in zip(index, errors):
                 if err and not skip_bad:
                     raise ExtractError(f"{err}\nImage {keys[i]!r} cannot be used; fix or remove it, or pass "
                                        f"--skip-bad to record it as failed. Finished work is kept in {parts}; "
                                        f"the same command resumes.")
-            feats = backbone.encode_images(np.stack([px for _, px in good]), keep_vision=store_vision) if good else {}
+            feats = backbone.encode_images(pixels, keep_vision=store_vision, to_numpy=False) if good else {}
+            writer.submit(index, good, errors, feats)  # copy back + write in the background
             computed += len(good)
-            j = items[0][0] // shard_size
-            lo, hi = j * shard_size, min((j + 1) * shard_size, len(keys))
-            buf = buffers.setdefault(j, {"errors": [""] * (hi - lo), "arrays": {}, "filled": 0})
-            for name, values in feats.items():
-                arr = buf["arrays"].setdefault(name, np.zeros((hi - lo, *values.shape[1:]), dtype=store_dtype))
-                arr[[i - lo for i, _ in good]] = values
-            for i, _, err in items:
-                buf["errors"][i - lo] = err
-            buf["filled"] += len(items)
-            if buf["filled"] == hi - lo:
-                if not buf["arrays"]:  # every image of the shard failed: still record their rows
-                    buf["arrays"] = {name: np.zeros((hi - lo, *shape), dtype=store_dtype)
-                                     for name, shape in backbone.image_feature_shapes(store_vision).items()}
-                _save_atomic(shard_path[j], error=np.array(buf["errors"], dtype=str), **buf["arrays"])
-                del buffers[j]
-            bar.update(len(items))
+            bar.update(len(index))
+        writer.close()
     except KeyboardInterrupt:
-        bar.close()
+        writer.close()
         saved = sum(p.exists() for p in shard_path)
         raise ExtractError(f"interrupted: {saved} of {n_shards} shards are saved in {parts}; run the same "
                            f"command again to continue") from None
+    except BaseException:
+        writer.close()  # keep the shards that were finished before the error
+        raise
     finally:
         bar.close()
 

@@ -327,7 +327,8 @@ def predict_finetuned(checkpoint: str | Path | FinetuneNet, pairs: list[tuple[st
     bb = net.backbone
     position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in pairs))}
     tokens = bb.tokenize([q for _, q in pairs])
-    batch = {"pixel_values": torch.from_numpy(np.stack([bb.preprocessor(load_image(k)) for k in position])),
+    pixels = np.stack([bb.preprocessor.resize_uint8(load_image(k)) for k in position])
+    batch = {"pixel_values": torch.from_numpy(pixels),
              "row": torch.tensor([position[p] for p, _ in pairs]), **tokens}
     proba = torch.softmax(net(batch).float(), dim=1).cpu().numpy()
     out = []

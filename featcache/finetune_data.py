@@ -30,7 +30,8 @@ class LiveSource:
         self.samples = [Sample(q.image, q.text, q.answer, q.split) for q in dataset.questions]
 
     def images(self, keys: list[str]) -> dict:
-        return {"pixel_values": torch.from_numpy(np.stack([self.preprocessor(self.dataset.open_image(k)) for k in keys]))}
+        pixels = [self.preprocessor.resize_uint8(self.dataset.open_image(k)) for k in keys]
+        return {"pixel_values": torch.from_numpy(np.stack(pixels))}
 
 
 class CachedSource:

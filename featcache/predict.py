@@ -66,7 +66,7 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     image_row = np.array([position[p] for p, _ in pairs])
     feats: dict[str, list] = {}
     for i in range(0, len(paths), batch_size):
-        pixels = np.stack([backbone.preprocessor(load_image(p)) for p in paths[i:i + batch_size]])
+        pixels = np.stack([backbone.preprocessor.resize_uint8(load_image(p)) for p in paths[i:i + batch_size]])
         for k, v in backbone.encode_images(pixels).items():
             feats.setdefault(k, []).append(v)
     images = np.concatenate(feats[spec.image]).astype(store)

@@ -1,0 +1,150 @@
+"""The moving parts of extraction, arranged so the device never waits.
+
+decode workers (PIL decode + resize to uint8) -> pinned uint8 batch -> non-blocking copy -> normalise
+and forward on the device -> background thread: copy results back, fill shard buffers, write shards.
+
+Each stage overlaps the next batch's forward: workers prefetch, the copy to the device is a quarter
+of float32's bytes, and the copy back plus disk writes happen off the main thread.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .images import ImageLoadError
+
+MAX_AUTO_BATCH = 1024
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Decode + resize to uint8 in loader workers; a failure is returned as text, not raised."""
+
+    def __init__(self, dataset, keys: list[str], preprocessor) -> None:
+        self.dataset, self.keys, self.preprocessor = dataset, keys, preprocessor
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, self.preprocessor.resize_uint8(self.dataset.open_image(self.keys[i])), ""
+        except ImageLoadError as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # a preprocessing failure on a strange file: name it, don't crash the worker
+            return i, None, f"cannot preprocess image {self.dataset.image_paths[self.keys[i]]}: {exc}"
+
+
+def collate(items) -> tuple[list[int], torch.Tensor | None, list[int], list[str]]:
+    """(image indices, uint8 pixels of the good ones, positions of the good ones, error texts)."""
+    good = [k for k, (_, _, err) in enumerate(items) if not err]
+    pixels = torch.from_numpy(np.stack([items[k][1] for k in good])) if good else None
+    return [i for i, _, _ in items], pixels, good, [err for _, _, err in items]
+
+
+def save_atomic(path: Path, **arrays) -> None:
+    """An .npz written to a temporary name, synced, and renamed into place."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Collects per-image features into shard buffers and writes each shard once full, in one background
+    thread. At most `depth` batches wait, which bounds the memory held for them."""
+
+    def __init__(self, n_images: int, shard_size: int, shard_path: list[Path], store_dtype: str,
+                 feature_shapes: dict[str, tuple[int, ...]], depth: int = 2) -> None:
+        self.n, self.shard_size, self.shard_path = n_images, shard_size, shard_path
+        self.store_dtype, self.feature_shapes, self.depth = store_dtype, feature_shapes, depth
+        self.buffers: dict[int, dict] = {}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="featcache-writer")
+        self.pending: deque[Future] = deque()
+
+    def submit(self, index: list[int], good: list[int], errors: list[str], feats: dict) -> None:
+        """Hand over one batch (feats: device tensors of the good images); raises a writer error here."""
+        self.pending.append(self.pool.submit(self._store, index, good, errors, feats))
+        while len(self.pending) > self.depth:
+            self.pending.popleft().result()
+
+    def _store(self, index, good, errors, feats) -> None:
+        feats = {k: v.cpu().numpy() for k, v in feats.items()}  # waits for this batch's kernels only
+        j = index[0] // self.shard_size
+        lo, hi = j * self.shard_size, min((j + 1) * self.shard_size, self.n)
+        buf = self.buffers.setdefault(j, {"errors": [""] * (hi - lo), "filled": 0, "arrays": {
+            name: np.zeros((hi - lo, *shape), dtype=self.store_dtype) for name, shape in self.feature_shapes.items()}})
+        rows = [index[k] - lo for k in good]
+        for name, values in feats.items():
+            buf["arrays"][name][rows] = values
+        for i, err in zip(index, errors):
+            buf["errors"][i - lo] = err
+        buf["filled"] += len(index)
+        if buf["filled"] == hi - lo:
+            save_atomic(self.shard_path[j], error=np.array(buf["errors"], dtype=str), **buf["arrays"])
+            del self.buffers[j]
+
+    def close(self) -> None:
+        """Wait for every handed-over batch (so finished shards are on disk), then stop the thread."""
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def auto_workers(device: torch.device, cores: int | None = None) -> int:
+    """Decode processes for `--workers auto`: on a GPU, every core but one (the main process feeds the
+    device), at most 16; on a CPU the forward needs the cores, so none on small machines (measured:
+    on 2 cores a decode worker costs the ViT more than it saves) and a quarter of them on large ones."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return max(1, min(16, cores - 1))
+    return 0 if cores <= 4 else cores // 4
+
+
+def find_largest(fits: Callable[[int], bool], start: int = 32, limit: int = MAX_AUTO_BATCH) -> int:
+    """The largest power-of-two multiple or fraction of `start` (<= limit) for which fits(n) holds."""
+    n = start
+    if not fits(n):
+        while n > 1:
+            n //= 2
+            if fits(n):
+                return n
+        raise RuntimeError("not even a batch of 1 fits")
+    while n * 2 <= limit and fits(n * 2):
+        n *= 2
+    return n
+
+
+def auto_batch_size(backbone, keep_vision: bool = False, default: int = 32) -> int:
+    """`--batch-size auto`: on a GPU, the largest batch whose forward fits in memory, found by trying
+    (then halved once for headroom: other processes, fragmentation); on a CPU, `default` (RAM is not
+    probed: running out of it kills the process instead of raising)."""
+    if backbone.device.type != "cuda":
+        return default
+    height, width = backbone.preprocessor.size
+
+    def fits(n: int) -> bool:
+        try:
+            backbone.encode_images(torch.zeros((n, 3, height, width), dtype=torch.uint8), keep_vision, to_numpy=False)
+            torch.cuda.synchronize(backbone.device)
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            torch.cuda.empty_cache()
+
+    return max(1, find_largest(fits) // 2)
