@@ -89,6 +89,8 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--batch-size", default="32", show_default=True, help="Images per forward, or auto (GPU: the largest that fits).")
 @click.option("--workers", default="auto", show_default=True, help="Image decoding processes, or auto (from the cores).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the ViT (GPU: faster on long runs).")
+@click.option("--jpeg-draft", is_flag=True, help="Decode large JPEGs at 1/2-1/8 scale, keeping >= 2x the model's "
+              "size (much faster on big photos; features change slightly, see README).")
 @click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
@@ -97,8 +99,8 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--max-text-length", default=64, show_default=True,
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, out, model, device,
-            dtype, batch_size, workers, compile_, store_dtype, compression, overwrite, skip_bad, store_vision,
-            max_text_length) -> None:
+            dtype, batch_size, workers, compile_, jpeg_draft, store_dtype, compression, overwrite, skip_bad,
+            store_vision, max_text_length) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
@@ -108,7 +110,7 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     ds = _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter)
     report = _run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
                   batch_size=_int_or_auto(batch_size, "--batch-size"), workers=_int_or_auto(workers, "--workers"),
-                  compile=compile_, max_text_length=max_text_length,
+                  compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
     if report.already_complete:

@@ -198,7 +198,8 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 
 def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str | None = None,
-                  revision: str | None = None, max_text_length: int = DEFAULT_MAX_TEXT_LENGTH) -> Backbone:
+                  revision: str | None = None, max_text_length: int = DEFAULT_MAX_TEXT_LENGTH,
+                  jpeg_draft: bool = False) -> Backbone:
     """Load the ViT + Q-Former (+ text path where the checkpoint has one) from a hub id or a folder."""
     from transformers import AutoTokenizer, Blip2ForImageTextRetrieval
     from transformers.utils import logging as hf_logging
@@ -221,6 +222,7 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str |
         net, info = Blip2ForImageTextRetrieval.from_pretrained(
             model, revision=revision, dtype=compute_dtype, output_loading_info=True)
         preprocessor = ImagePreprocessor.from_pretrained(model, revision=revision)
+        preprocessor.jpeg_draft = jpeg_draft
     except OSError as exc:
         raise ModelLoadError(_hub_hint(model, exc)) from exc
     except ValueError as exc:

@@ -74,7 +74,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             store_dtype: str = "float16",
             compression: str | None = None, shard_size: int = 256, text_batch_size: int = 128,
             overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
-            max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False,
+            max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False, jpeg_draft: bool = False,
             progress: bool = True) -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
 
@@ -93,6 +93,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         raise ExtractError(f"--max-text-length must be at least 2 tokens, got {max_text_length}")
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
                                                                       max_text_length=max_text_length)
+    backbone.preprocessor.jpeg_draft = jpeg_draft  # a decoding choice of this run, recorded in image_decoding
     if compile:
         backbone.compile_vision()
     if workers == "auto":

@@ -28,7 +28,6 @@ from . import checkpoints
 from .backbone import Backbone, load_backbone
 from .errors import ExtractError, FeatcacheError
 from .finetune_data import CachedSource, LiveSource, _loader, split_validation  # noqa: F401 (LiveSource re-exported)
-from .images import load_image
 
 QFORMER_TARGETS = ["query", "key", "value", "dense"]
 VISION_TARGETS = ["qkv", "projection", "fc1", "fc2"]
@@ -327,7 +326,7 @@ def predict_finetuned(checkpoint: str | Path | FinetuneNet, pairs: list[tuple[st
     bb = net.backbone
     position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in pairs))}
     tokens = bb.tokenize([q for _, q in pairs])
-    pixels = np.stack([bb.preprocessor.resize_uint8(load_image(k)) for k in position])
+    pixels = np.stack([bb.preprocessor.resize_uint8(bb.preprocessor.load(k)) for k in position])
     batch = {"pixel_values": torch.from_numpy(pixels),
              "row": torch.tensor([position[p] for p, _ in pairs]), **tokens}
     proba = torch.softmax(net(batch).float(), dim=1).cpu().numpy()

@@ -30,7 +30,8 @@ class LiveSource:
         self.samples = [Sample(q.image, q.text, q.answer, q.split) for q in dataset.questions]
 
     def images(self, keys: list[str]) -> dict:
-        pixels = [self.preprocessor.resize_uint8(self.dataset.open_image(k)) for k in keys]
+        pre = self.preprocessor
+        pixels = [pre.resize_uint8(self.dataset.open_image(k, pre.draft_size)) for k in keys]
         return {"pixel_values": torch.from_numpy(np.stack(pixels))}
 
 

@@ -35,7 +35,8 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         try:
-            return i, self.preprocessor.resize_uint8(self.dataset.open_image(self.keys[i])), ""
+            image = self.dataset.open_image(self.keys[i], self.preprocessor.draft_size)
+            return i, self.preprocessor.resize_uint8(image), ""
         except ImageLoadError as exc:
             return i, None, str(exc)
         except Exception as exc:  # a preprocessing failure on a strange file: name it, don't crash the worker

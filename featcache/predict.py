@@ -13,7 +13,7 @@ import numpy as np
 from .backbone import DEFAULT_MAX_TEXT_LENGTH, Backbone, load_backbone
 from .cache import MATCH_KEYS
 from .errors import CacheFormatError, DatasetError
-from .images import load_image
+from .images import JPEG_DRAFT
 from .views import VIEWS, view_from_arrays
 
 
@@ -57,7 +57,8 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     """Top-k answers with probabilities for each (image path, question)."""
     backbone = model if isinstance(model, Backbone) else load_backbone(
         model or trained.provenance["model_id"], device,
-        max_text_length=trained.provenance.get("max_text_length") or DEFAULT_MAX_TEXT_LENGTH)
+        max_text_length=trained.provenance.get("max_text_length") or DEFAULT_MAX_TEXT_LENGTH,
+        jpeg_draft=JPEG_DRAFT in str(trained.provenance.get("image_decoding", "")))
     check_head_matches(trained.provenance, backbone)
     spec = VIEWS[trained.view]
     store = np.dtype(trained.provenance.get("store_dtype", "float32"))
@@ -66,7 +67,8 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     image_row = np.array([position[p] for p, _ in pairs])
     feats: dict[str, list] = {}
     for i in range(0, len(paths), batch_size):
-        pixels = np.stack([backbone.preprocessor.resize_uint8(load_image(p)) for p in paths[i:i + batch_size]])
+        pre = backbone.preprocessor
+        pixels = np.stack([pre.resize_uint8(pre.load(p)) for p in paths[i:i + batch_size]])
         for k, v in backbone.encode_images(pixels).items():
             feats.setdefault(k, []).append(v)
     images = np.concatenate(feats[spec.image]).astype(store)

@@ -87,3 +87,23 @@ def test_bfloat16_and_compile_keep_features_close(small_dataset, tiny_itm, tmp_p
         np.testing.assert_allclose(comp.array("images", "query"), q, atol=1e-5)
         np.testing.assert_allclose(bf.array("images", "query"), q, atol=0.1 * np.abs(q).max())
         assert not np.array_equal(bf.array("images", "query"), q)
+
+
+def test_jpeg_draft_decodes_big_photos_small_and_is_recorded(backbone, tiny_itm, tmp_path):
+    from featcache.datasets import Question, VQADataset
+    from featcache.images import JPEG_DRAFT, load_image
+
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 255, (18, 24, 3), dtype=np.uint8)).resize((2400, 1800), Image.BICUBIC)
+    smooth.save(tmp_path / "big.jpg", quality=92)
+    assert load_image(tmp_path / "big.jpg").size == (2400, 1800)
+    assert load_image(tmp_path / "big.jpg", draft_size=64).size == (300, 225)  # 1/8 keeps both sides >= 64
+    pre = backbone.preprocessor
+    full = pre.resize_uint8(load_image(tmp_path / "big.jpg")).astype(int)
+    draft = pre.resize_uint8(load_image(tmp_path / "big.jpg", draft_size=2 * max(pre.size))).astype(int)
+    assert np.abs(full - draft).mean() < 2.0  # grey levels, out of 255
+
+    ds = VQADataset("big", str(tmp_path), [Question("big", "what?", "x", "train")], {"big": str(tmp_path / "big.jpg")})
+    extract(ds, tmp_path / "d.h5", model=str(tiny_itm), device="cpu", jpeg_draft=True, workers=0, progress=False)
+    with open_cache(tmp_path / "d.h5") as c:
+        assert c.attrs["image_decoding"].endswith(JPEG_DRAFT)

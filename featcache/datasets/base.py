@@ -37,9 +37,9 @@ class VQADataset:
         """Unique image keys, in order of first use."""
         return list(dict.fromkeys(q.image for q in self.questions))
 
-    def open_image(self, key: str):
+    def open_image(self, key: str, draft_size: int | None = None):
         """A decoded RGB image (augmented if the key is an augmented copy); ImageLoadError names the file."""
-        image = load_image(self.image_paths[key])
+        image = load_image(self.image_paths[key], draft_size)
         if key in self.augmented:
             from .augment import augment
 
