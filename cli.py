@@ -96,11 +96,16 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
 @click.option("--skip-bad", is_flag=True, help="Record unreadable images / empty questions as failed and go on.")
 @click.option("--store-vision", is_flag=True, help="Also keep the ViT states (257x1408 per image) for finetune --from-cache.")
+@click.option("--shard-size", default=1024, show_default=True, help="Images per shard (on average): the unit of "
+              "work, of resuming, and of --shard-index.")
+@click.option("--shard-index", type=int, help="Do only shards j with j %% num-shards == this (SLURM arrays, "
+              "Kubernetes jobs); then `featcache merge`.")
+@click.option("--num-shards", type=int, help="How many --shard-index processes share the run.")
 @click.option("--max-text-length", default=64, show_default=True,
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, out, model, device,
             dtype, batch_size, workers, compile_, jpeg_draft, store_dtype, compression, overwrite, skip_bad,
-            store_vision, max_text_length) -> None:
+            store_vision, shard_size, shard_index, num_shards, max_text_length) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
@@ -110,16 +115,23 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     ds = _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter)
     report = _run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
                   batch_size=_int_or_auto(batch_size, "--batch-size"), workers=_int_or_auto(workers, "--workers"),
-                  compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length,
+                  compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length, shard_size=shard_size,
+                  shard_index=shard_index, num_shards=num_shards,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
     if report.already_complete:
         click.echo(f"{out} is already complete for these settings; nothing to do (--overwrite to redo).")
         return
+    if not report.merged:
+        click.echo(f"shards {shard_index} mod {num_shards}: {report.shards} shards done ({report.shards_done_before} "
+                   f"found finished), {report.images_computed} images encoded in {report.seconds:.1f} s. When every "
+                   f"index has run: featcache merge {out}.parts --out {out}")
+        return
     click.echo(f"wrote {out}: {report.n_images} images, {report.n_questions} questions "
                f"({report.n_texts} distinct texts); {report.images_computed} images encoded in "
                f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)"
-               + (" [resumed]" if report.resumed else ""))
+               + (f" [resumed: {report.shards_done_before} of {report.shards} shards were done]"
+                  if report.shards_done_before else ""))
     if report.truncated_questions:
         click.secho(f"warning: {report.truncated_questions} question(s) were longer than {max_text_length} tokens "
                     f"and were cut (flagged in /questions/truncated), e.g. {report.truncated_examples}; raise "
@@ -127,6 +139,19 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     if report.failed_images or report.failed_questions:
         click.secho(f"failed: {len(report.failed_images)} images, {len(report.failed_questions)} questions "
                     f"(reasons are in /images/error and /questions/error)", fg="yellow")
+
+
+@main.command()
+@click.argument("parts", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(dir_okay=False), help="The cache file (default: PARTS without .parts).")
+@click.option("--compression", type=click.Choice(["none", "lzf", "gzip"]), default="none", show_default=True)
+def merge(parts, out, compression) -> None:
+    """Write the single-file cache from a parts folder whose shards are all done (after --shard-index runs)."""
+    from featcache.extract import merge_parts
+
+    report = _run(merge_parts, parts, out, None if compression == "none" else compression)
+    click.echo(f"wrote {report.path}: {report.n_images} images from {report.shards} shards, {report.n_questions} "
+               f"questions")
 
 
 @main.command()

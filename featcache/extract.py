@@ -1,15 +1,17 @@
 """One extraction run: each unique image through ViT + Q-Former once, each distinct question once.
 
-Work is committed in shards under `OUT.parts/` by atomic renames, so Ctrl-C or kill -9 loses at
-most the shard in flight; running the same command again skips finished shards. Shards have fixed
-image ranges and batches never cross them, so a resumed run computes exactly the batches an
-uninterrupted one would and the assembled file is the same.
+Work is committed in shards under `OUT.parts/` (see featcache.shards) by atomic renames, so Ctrl-C or
+kill -9 loses at most the shards in flight; running the same command again skips finished shards.
+Batches never cross shards, so a resumed run computes exactly the batches an uninterrupted one would
+and the merged file is the same. With `shard_index`/`num_shards` a process does only its share of the
+shards (SLURM arrays, Kubernetes jobs); `featcache merge` then writes the file.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
-import math
 import os
 import shutil
 import time
@@ -22,15 +24,19 @@ import torch
 from tqdm.auto import tqdm
 
 from .backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_backbone
-from .cache import CacheWriter, FeatureCache
+from .cache import FeatureCache
 from .datasets import VQADataset
 from .errors import CacheFormatError, ExtractError
 from .pipeline import DecodedImages, ShardWriter, auto_batch_size, auto_workers, collate, save_atomic
+from .shards import (ShardSpec, merge, no_space, plan_shards, read_manifest, shard_done, write_json_atomic,
+                     write_shard)
 
 IDENTITY_KEYS = ("model_fingerprint", "store_vision", "compute_dtype", "preprocessing", "image_decoding",
                  "image_size", "image_mean", "image_std", "image_resample", "max_text_length", "dataset_name",
                  "dataset_digest", "store_dtype", "shard_size")
-"""A resumed run, or an existing file, must agree on these with the run asked for."""
+"""An existing file must agree on these with the run asked for."""
+PARTS_KEYS = tuple(k for k in IDENTITY_KEYS if k not in ("dataset_name", "dataset_digest", "shard_size"))
+"""Shards in OUT.parts/ are reused by a run that agrees on these: the dataset may change around them."""
 
 
 @dataclass
@@ -48,6 +54,11 @@ class ExtractReport:
     truncated_questions: int = 0
     """Questions longer than max_text_length tokens (cut; flagged in /questions/truncated)."""
     truncated_examples: list[str] = field(default_factory=list)
+    shards: int = 0
+    shards_done_before: int = 0
+    """Shards found finished in OUT.parts/ (from an interrupted run, or another --shard-index)."""
+    merged: bool = True
+    """False for a --shard-index run: its shards are written, `featcache merge` makes the file."""
 
     @property
     def images_per_second(self) -> float:
@@ -64,31 +75,54 @@ def _check_writable(out: Path) -> None:
         raise ExtractError(f"cannot write {out}: it is a folder; --out must be a file path such as {out}/cache.h5")
 
 
-def _mismatch(a: dict, b: dict) -> list[str]:
-    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in IDENTITY_KEYS
-            if json.dumps(a.get(k)) != json.dumps(b.get(k))]
+def _mismatch(a: dict, b: dict, keys: tuple[str, ...] = IDENTITY_KEYS) -> list[str]:
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if json.dumps(a.get(k)) != json.dumps(b.get(k))]
+
+
+def _lock(parts: Path, name: str, out: Path):
+    """An exclusive lock on parts/name for this process's lifetime (the OS drops it if the process dies)."""
+    fh = open(parts / name, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise ExtractError(f"another featcache extract is writing {out} ({holder}); two runs on one output would "
+                           f"race. Wait for it to finish or stop it, then run this command again.") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    fh.flush()
+    return fh
 
 
 def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",
             dtype: str | None = None, batch_size: int | str = 32, workers: int | str = "auto",
-            store_dtype: str = "float16",
-            compression: str | None = None, shard_size: int = 256, text_batch_size: int = 128,
-            overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
+            store_dtype: str = "float16", compression: str | None = None, shard_size: int = 1024,
+            text_batch_size: int = 128, overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
             max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False, jpeg_draft: bool = False,
-            progress: bool = True) -> ExtractReport:
+            shard_index: int | None = None, num_shards: int | None = None, progress: bool = True) -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
 
     batch_size and workers may be "auto" (see featcache.pipeline); `compile` runs the ViT through
-    torch.compile (worth it on a GPU for large runs: it compiles once per batch shape)."""
+    torch.compile (worth it on a GPU for large runs: it compiles once per batch shape). With
+    shard_index/num_shards only shards j with j % num_shards == shard_index are computed and nothing
+    is merged."""
     started = time.perf_counter()
     out = Path(out)
     _check_writable(out)
     if store_dtype not in ("float16", "float32"):
         raise ExtractError(f"--store-dtype must be float16 or float32, got {store_dtype!r}")
-    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1) or shard_size < 1:
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
         raise ExtractError(f"--batch-size must be a positive integer or auto, got {batch_size!r}")
+    if shard_size < 1:
+        raise ExtractError(f"--shard-size must be positive, got {shard_size}")
     if workers != "auto" and (not isinstance(workers, int) or workers < 0):
         raise ExtractError(f"--workers must be 0 or more, or auto, got {workers!r}")
+    if (shard_index is None) != (num_shards is None) or (num_shards is not None and not 0 <= shard_index < num_shards):
+        raise ExtractError(f"--shard-index and --num-shards go together, with 0 <= index < count; got "
+                           f"{shard_index} and {num_shards}")
     if max_text_length < 2:
         raise ExtractError(f"--max-text-length must be at least 2 tokens, got {max_text_length}")
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
@@ -98,15 +132,11 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         backbone.compile_vision()
     if workers == "auto":
         workers = auto_workers(backbone.device)
-    if batch_size == "auto":
-        batch_size = auto_batch_size(backbone, store_vision)
-    shard_size = max(batch_size, (shard_size // batch_size) * batch_size)  # batches never cross shards
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
            "dataset_digest": dataset.digest(), "store_dtype": store_dtype, "shard_size": shard_size,
-           "store_vision": store_vision,
-           "compression": compression or "none"}
+           "store_vision": store_vision, "compression": compression or "none"}
 
-    keys = dataset.images()
+    keys = sorted(dataset.images())  # the cache's image order: the shard plan's
     n_q = len(dataset.questions)
     if out.exists() and not overwrite:
         try:
@@ -120,22 +150,35 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         return ExtractReport(out, len(keys), n_q, 0, 0, time.perf_counter() - started, already_complete=True)
 
     parts = out.with_name(out.name + ".parts")
-    state_file = parts / "run.json"
-    resumed = False
-    if parts.exists() and overwrite:
+    if parts.exists() and overwrite and shard_index is None:
         shutil.rmtree(parts)
-    if state_file.exists():
+    parts.mkdir(exist_ok=True)
+    lock = _lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
+    try:
+        return _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype,
+                               compression, shard_size, text_batch_size, skip_bad, store_vision, shard_index,
+                               num_shards, progress, started)
+    finally:
+        lock.close()
+
+
+def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype, compression,
+                    shard_size, text_batch_size, skip_bad, store_vision, shard_index, num_shards, progress,
+                    started) -> ExtractReport:
+    state_file = parts / "run.json"
+    resumed = state_file.exists()
+    if resumed:
         prior = json.loads(state_file.read_text())
-        diff = _mismatch(prior, run)
+        diff = _mismatch(prior, run, PARTS_KEYS)
         if diff:
-            raise ExtractError(f"an unfinished run for {out} ({parts}) used other settings:\n  " + "\n  ".join(diff)
-                               + "\nRe-run with its settings to finish it, or pass --overwrite to start afresh.")
+            raise ExtractError(f"an unfinished run for {out} ({parts}) used another model or settings:\n  "
+                               + "\n  ".join(diff) + "\nRe-run with its settings to finish it, or pass --overwrite "
+                               "to start afresh.")
         run["created"] = prior["created"]
-        resumed = True
     else:
         run["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        parts.mkdir(exist_ok=True)
-        state_file.write_text(json.dumps(run, indent=1))
+        write_json_atomic(state_file, run)
+    n_q = len(dataset.questions)
 
     # -- validate before spending compute ----------------------------------------------------------
     q_errors = [""] * n_q
@@ -151,31 +194,72 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         raise ExtractError(f"{len(missing)} image file(s) not found, e.g. {shown}. Fix the paths (--images DIR "
                            f"sets the folder for relative names) or pass --skip-bad to record them as failed.")
 
-    # -- distinct question texts -------------------------------------------------------------------
+    # -- distinct question texts (cheap), then the question table and the manifest -------------------
     texts = list(dict.fromkeys(q.text for q, err in zip(dataset.questions, q_errors) if not err))
-    text_file = parts / "texts.npz"
-    cut = set()
+    cut: set[str] = set()
+    texts_file = ""
     if backbone.has_text:
         cut = {t for t, n in zip(texts, backbone.token_counts(texts)) if n > backbone.max_text_length}
-    if backbone.has_text and not text_file.exists():
-        chunks = [backbone.encode_texts(texts[i:i + text_batch_size]) for i in range(0, len(texts), text_batch_size)]
-        joined = {k: np.concatenate([c[k] for c in chunks]).astype(store_dtype) for k in ("text_cls", "text_proj")}
-        save_atomic(text_file, texts=np.array(texts, dtype=str), **joined)
+        texts_file = "texts-" + hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16] + ".npz"
+        if not (parts / texts_file).exists():
+            chunks = [backbone.encode_texts(texts[i:i + text_batch_size]) for i in range(0, len(texts), text_batch_size)]
+            joined = {k: np.concatenate([c[k] for c in chunks]).astype(store_dtype) for k in ("text_cls", "text_proj")}
+            save_atomic(parts / texts_file, texts=np.array(texts, dtype=str), **joined)
+    row_of = {k: i for i, k in enumerate(keys)}
+    text_row = {t: i for i, t in enumerate(texts)}
+    qs = dataset.questions
+    save_atomic(parts / "questions.npz", text=np.array([q.text for q in qs], dtype=str),
+                answer=np.array([q.answer for q in qs], dtype=str), split=np.array([q.split for q in qs], dtype=str),
+                image_row=np.array([row_of[q.image] for q in qs], dtype=np.int64),
+                error=np.array(q_errors, dtype=str), truncated=np.array([q.text in cut for q in qs], dtype=np.uint8),
+                text_row=np.array([text_row.get(q.text, -1) if not e else -1 for q, e in zip(qs, q_errors)]))
+    sources = {k: f"{dataset.image_paths[k]}|{dataset.augmented.get(k, '')}" for k in keys}
+    plan = plan_shards(keys, sources, shard_size)
+    shapes = backbone.image_feature_shapes(store_vision)
+    bytes_per_image = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(store_dtype).itemsize
+    attrs = {k: v for k, v in run.items() if k not in ("store_dtype", "compression")}
+    attrs.update(n_texts=len(texts))
+    write_json_atomic(parts / "manifest.json", {
+        "attrs": attrs, "store_dtype": store_dtype, "n_images": len(keys), "n_questions": n_q,
+        "texts_file": texts_file, "bytes_per_image": bytes_per_image, "model_fingerprint": run["model_fingerprint"],
+        "shards": [{"file": s.path(parts).name, "digest": s.digest, "start": s.start, "stop": s.stop,
+                    "n_images": len(s.keys), "first_key": s.keys[0], "last_key": s.keys[-1]} for s in plan]})
 
     # -- images, shard by shard --------------------------------------------------------------------
-    n_shards = math.ceil(len(keys) / shard_size)
-    shard_path = [parts / f"images-{j:06d}.npz" for j in range(n_shards)]
-    todo = [j for j in range(n_shards) if not shard_path[j].exists()]
-    batches = [list(range(s, min(s + batch_size, (j + 1) * shard_size, len(keys))))
-               for j in todo for s in range(j * shard_size, min((j + 1) * shard_size, len(keys)), batch_size)]
+    mine = [s for j, s in enumerate(plan) if shard_index is None or j % num_shards == shard_index]
+    todo = [s for s in mine if not shard_done(parts, s)]
+    needed = sum(len(s.keys) for s in todo) * bytes_per_image + (len(keys) * bytes_per_image if shard_index is None
+                                                                  else 0)
+    if shutil.disk_usage(parts).free < needed:
+        raise no_space(parts, needed)
+    if batch_size == "auto":
+        batch_size = auto_batch_size(backbone, store_vision)
+    computed = _run_shards(dataset, keys, todo, parts, backbone, attrs, batch_size, workers, store_dtype,
+                           store_vision, skip_bad, progress, done=sum(len(s.keys) for s in mine) - sum(
+                               len(s.keys) for s in todo), total=sum(len(s.keys) for s in mine))
+    report = dict(n_texts=len(texts), truncated_questions=sum(q.text in cut for q in qs),
+                  truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo))
+    if shard_index is not None:
+        return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
+                             resumed=resumed, merged=False, **report)
+    failed_images, failed_questions = merge(parts, out, compression)
+    shutil.rmtree(parts)
+    return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
+                         failed_images=failed_images, failed_questions=failed_questions, resumed=resumed, **report)
+
+
+def _run_shards(dataset, keys: list[str], todo: list[ShardSpec], parts: Path, backbone, attrs: dict, batch_size: int,
+                workers: int, store_dtype: str, store_vision: bool, skip_bad: bool, progress: bool, done: int,
+                total: int) -> int:
+    """Decode -> forward -> write every shard of `todo`; returns the number of images encoded."""
+    batches = [list(range(b, min(b + batch_size, s.stop))) for s in todo for b in range(s.start, s.stop, batch_size)]
     cuda = backbone.device.type == "cuda"
     loader = torch.utils.data.DataLoader(
         DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
-        collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None,
-        persistent_workers=False)
-    done = len(keys) - sum(min(shard_size, len(keys) - j * shard_size) for j in todo)
-    bar = tqdm(total=len(keys), initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
-    writer = ShardWriter(len(keys), shard_size, shard_path, store_dtype, backbone.image_feature_shapes(store_vision))
+        collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
+    bar = tqdm(total=total, initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
+    save = lambda spec, arrays, errors: write_shard(parts, spec, attrs, arrays, errors, store_dtype)  # noqa: E731
+    writer = ShardWriter(todo, save, store_dtype, backbone.image_feature_shapes(store_vision))
     computed = 0
     try:
         for index, pixels, good, errors in loader:
@@ -191,68 +275,34 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         writer.close()
     except KeyboardInterrupt:
         writer.close()
-        saved = sum(p.exists() for p in shard_path)
-        raise ExtractError(f"interrupted: {saved} of {n_shards} shards are saved in {parts}; run the same "
-                           f"command again to continue") from None
+        saved = sum(shard_done(parts, s) for s in todo)
+        raise ExtractError(f"interrupted: {saved} more shards are saved in {parts}; run the same command again "
+                           f"to continue") from None
     except BaseException:
         writer.close()  # keep the shards that were finished before the error
         raise
     finally:
         bar.close()
+    return computed
 
-    failed_images, failed_questions = _assemble(out, run, dataset, keys, texts, q_errors, shard_path, text_file,
-                                                backbone.has_text, store_dtype, compression, cut)
+
+def merge_parts(parts: str | Path, out: str | Path | None = None, compression: str | None = None) -> ExtractReport:
+    """`featcache merge`: the single-file cache from a parts folder whose shards are all finished."""
+    started = time.perf_counter()
+    parts = Path(parts)
+    if not parts.is_dir():
+        raise ExtractError(f"{parts} is not a folder; give the FILE.h5.parts folder that extract wrote")
+    manifest = read_manifest(parts)
+    out = Path(out) if out else parts.with_name(parts.name.removesuffix(".parts"))
+    _check_writable(out)
+    if out.exists():
+        raise ExtractError(f"{out} exists; remove it or give another --out")
+    lock = _lock(parts, "lock", out)
+    try:
+        failed_images, failed_questions = merge(parts, out, compression)
+    finally:
+        lock.close()
     shutil.rmtree(parts)
-    n_cut = sum(q.text in cut for q in dataset.questions)
-    return ExtractReport(out, len(keys), n_q, len(texts), computed, time.perf_counter() - started,
-                         failed_images, failed_questions, resumed, truncated_questions=n_cut,
-                         truncated_examples=sorted(cut)[:3])
-
-
-def _assemble(out: Path, run: dict, dataset: VQADataset, keys: list[str], texts: list[str], q_errors: list[str],
-              shard_path: list[Path], text_file: Path, has_text: bool, store_dtype: str,
-              compression: str | None, truncated: set[str]) -> tuple[list[str], list[int]]:
-    """Write the final HDF5 from the shards, to a temporary name renamed into place at the end."""
-    n_q = len(dataset.questions)
-    with np.load(shard_path[0]) as first:
-        image_arrays = {k: first[k].shape[1:] for k in ("query", "query_proj", "vision") if k in first}
-    question_arrays = {}
-    if has_text:
-        with np.load(text_file) as t:
-            text_feats = {k: t[k] for k in ("text_cls", "text_proj")}
-            if list(t["texts"]) != texts:
-                raise ExtractError(f"{text_file} does not match the dataset's questions; pass --overwrite")
-        question_arrays = {k: v.shape[1:] for k, v in text_feats.items()}
-    attrs = {k: v for k, v in run.items() if k not in ("store_dtype", "compression")}
-    attrs.update(n_texts=len(texts))
-
-    tmp = out.with_name(out.name + ".tmp")
-    writer = CacheWriter(tmp, attrs, len(keys), n_q, image_arrays, question_arrays, store_dtype, compression)
-    image_errors: list[str] = []
-    start = 0
-    for path in shard_path:
-        with np.load(path) as shard:
-            n = len(shard["error"])
-            errors = [str(e) for e in shard["error"]]
-            writer.write("images", start, {"key": keys[start:start + n], "error": errors,
-                                           **{k: shard[k] for k in image_arrays}})
-            image_errors += errors
-            start += n
-    row = {k: i for i, k in enumerate(keys)}
-    image_row = np.array([row[q.image] for q in dataset.questions], dtype=np.int64)
-    q_errors = [qe or (f"image failed: {image_errors[r]}" if image_errors[r] else "")
-                for qe, r in zip(q_errors, image_row)]
-    writer.write("questions", 0, {
-        "text": [q.text for q in dataset.questions], "answer": [q.answer for q in dataset.questions],
-        "split": [q.split for q in dataset.questions], "image_row": image_row, "error": q_errors,
-        "truncated": np.array([q.text in truncated for q in dataset.questions], dtype=np.uint8)})
-    if has_text:
-        text_row = {t: i for i, t in enumerate(texts)}
-        idx = np.array([text_row.get(q.text, -1) for q in dataset.questions])
-        for name, feats in text_feats.items():
-            gathered = feats[np.maximum(idx, 0)]
-            gathered[idx < 0] = 0
-            writer.write("questions", 0, {name: gathered})
-    writer.close()
-    os.replace(tmp, out)
-    return [k for k, e in zip(keys, image_errors) if e], [i for i, e in enumerate(q_errors) if e]
+    return ExtractReport(out, manifest["n_images"], manifest["n_questions"], manifest["attrs"]["n_texts"], 0,
+                         time.perf_counter() - started, failed_images, failed_questions,
+                         shards=len(manifest["shards"]))

@@ -9,6 +9,7 @@ of float32's bytes, and the copy back plus disk writes happen off the main threa
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 from collections import deque
@@ -63,38 +64,39 @@ def save_atomic(path: Path, **arrays) -> None:
 
 
 class ShardWriter:
-    """Collects per-image features into shard buffers and writes each shard once full, in one background
-    thread. At most `depth` batches wait, which bounds the memory held for them."""
+    """Collects per-image features into shard buffers and hands each full shard to `save`, in one
+    background thread. At most `depth` batches wait, which bounds the memory held for them."""
 
-    def __init__(self, n_images: int, shard_size: int, shard_path: list[Path], store_dtype: str,
-                 feature_shapes: dict[str, tuple[int, ...]], depth: int = 2) -> None:
-        self.n, self.shard_size, self.shard_path = n_images, shard_size, shard_path
-        self.store_dtype, self.feature_shapes, self.depth = store_dtype, feature_shapes, depth
+    def __init__(self, specs: list, save: Callable, store_dtype: str, feature_shapes: dict[str, tuple[int, ...]],
+                 depth: int = 2) -> None:
+        self.specs = {s.start: s for s in specs}
+        self.starts = sorted(self.specs)
+        self.save, self.store_dtype, self.feature_shapes, self.depth = save, store_dtype, feature_shapes, depth
         self.buffers: dict[int, dict] = {}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="featcache-writer")
         self.pending: deque[Future] = deque()
 
     def submit(self, index: list[int], good: list[int], errors: list[str], feats: dict) -> None:
-        """Hand over one batch (feats: device tensors of the good images); raises a writer error here."""
+        """Hand over one batch (rows `index` of one shard; feats: device tensors of the good images)."""
         self.pending.append(self.pool.submit(self._store, index, good, errors, feats))
         while len(self.pending) > self.depth:
             self.pending.popleft().result()
 
     def _store(self, index, good, errors, feats) -> None:
         feats = {k: v.cpu().numpy() for k, v in feats.items()}  # waits for this batch's kernels only
-        j = index[0] // self.shard_size
-        lo, hi = j * self.shard_size, min((j + 1) * self.shard_size, self.n)
-        buf = self.buffers.setdefault(j, {"errors": [""] * (hi - lo), "filled": 0, "arrays": {
-            name: np.zeros((hi - lo, *shape), dtype=self.store_dtype) for name, shape in self.feature_shapes.items()}})
-        rows = [index[k] - lo for k in good]
+        spec = self.specs[self.starts[bisect.bisect_right(self.starts, index[0]) - 1]]
+        n = len(spec.keys)
+        buf = self.buffers.setdefault(spec.start, {"errors": [""] * n, "filled": 0, "arrays": {
+            name: np.zeros((n, *shape), dtype=self.store_dtype) for name, shape in self.feature_shapes.items()}})
+        rows = [index[k] - spec.start for k in good]
         for name, values in feats.items():
             buf["arrays"][name][rows] = values
         for i, err in zip(index, errors):
-            buf["errors"][i - lo] = err
+            buf["errors"][i - spec.start] = err
         buf["filled"] += len(index)
-        if buf["filled"] == hi - lo:
-            save_atomic(self.shard_path[j], error=np.array(buf["errors"], dtype=str), **buf["arrays"])
-            del self.buffers[j]
+        if buf["filled"] == n:
+            self.save(spec, buf["arrays"], buf["errors"])
+            del self.buffers[spec.start]
 
     def close(self) -> None:
         """Wait for every handed-over batch (so finished shards are on disk), then stop the thread."""
