@@ -101,11 +101,17 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--shard-index", type=int, help="Do only shards j with j %% num-shards == this (SLURM arrays, "
               "Kubernetes jobs); then `featcache merge`.")
 @click.option("--num-shards", type=int, help="How many --shard-index processes share the run.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this process; ray: actors across the GPUs (or CPU slots) of a Ray cluster.")
+@click.option("--ray-address", help="Ray cluster to join (auto: the running one); default: start a local one.")
+@click.option("--gpus-per-worker", default=1.0, show_default=True, help="GPUs per Ray actor (0.5: two per GPU).")
+@click.option("--workers-per-node", type=int, help="Ray actors on CPU-only clusters (default: one per CPU).")
 @click.option("--max-text-length", default=64, show_default=True,
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, out, model, device,
             dtype, batch_size, workers, compile_, jpeg_draft, store_dtype, compression, overwrite, skip_bad,
-            store_vision, shard_size, shard_index, num_shards, max_text_length) -> None:
+            store_vision, shard_size, shard_index, num_shards, engine, ray_address, gpus_per_worker, workers_per_node,
+            max_text_length) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
@@ -116,7 +122,8 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     report = _run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
                   batch_size=_int_or_auto(batch_size, "--batch-size"), workers=_int_or_auto(workers, "--workers"),
                   compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length, shard_size=shard_size,
-                  shard_index=shard_index, num_shards=num_shards,
+                  shard_index=shard_index, num_shards=num_shards, engine=engine, ray_address=ray_address,
+                  gpus_per_worker=gpus_per_worker, workers_per_node=workers_per_node,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
     if report.already_complete:

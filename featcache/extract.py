@@ -20,16 +20,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from .backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_backbone
 from .cache import FeatureCache
 from .datasets import VQADataset
 from .errors import CacheFormatError, ExtractError
-from .pipeline import DecodedImages, ShardWriter, auto_batch_size, auto_workers, collate, save_atomic
-from .shards import (ShardSpec, merge, no_space, plan_shards, read_manifest, shard_done, write_json_atomic,
-                     write_shard)
+from .engines.local import ShardJob, run_shards
+from .pipeline import auto_batch_size, auto_workers, save_atomic
+from .shards import merge, no_space, plan_shards, read_manifest, shard_done, write_json_atomic
 
 IDENTITY_KEYS = ("model_fingerprint", "store_vision", "compute_dtype", "preprocessing", "image_decoding",
                  "image_size", "image_mean", "image_std", "image_resample", "max_text_length", "dataset_name",
@@ -102,13 +100,15 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             store_dtype: str = "float16", compression: str | None = None, shard_size: int = 1024,
             text_batch_size: int = 128, overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
             max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False, jpeg_draft: bool = False,
-            shard_index: int | None = None, num_shards: int | None = None, progress: bool = True) -> ExtractReport:
+            shard_index: int | None = None, num_shards: int | None = None, engine: str = "local",
+            ray_address: str | None = None, gpus_per_worker: float = 1.0, workers_per_node: int | None = None,
+            progress: bool = True) -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
 
     batch_size and workers may be "auto" (see featcache.pipeline); `compile` runs the ViT through
     torch.compile (worth it on a GPU for large runs: it compiles once per batch shape). With
     shard_index/num_shards only shards j with j % num_shards == shard_index are computed and nothing
-    is merged."""
+    is merged. engine="ray" spreads the shards over Ray actors (featcache.engines.ray)."""
     started = time.perf_counter()
     out = Path(out)
     _check_writable(out)
@@ -125,6 +125,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
                            f"{shard_index} and {num_shards}")
     if max_text_length < 2:
         raise ExtractError(f"--max-text-length must be at least 2 tokens, got {max_text_length}")
+    if engine not in ("local", "ray"):
+        raise ExtractError(f"--engine must be local or ray, got {engine!r}")
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
                                                                       max_text_length=max_text_length)
     backbone.preprocessor.jpeg_draft = jpeg_draft  # a decoding choice of this run, recorded in image_decoding
@@ -155,16 +157,18 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     parts.mkdir(exist_ok=True)
     lock = _lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
     try:
+        engine_options = dict(engine=engine, model=model, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                              workers_per_node=workers_per_node)
         return _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype,
                                compression, shard_size, text_batch_size, skip_bad, store_vision, shard_index,
-                               num_shards, progress, started)
+                               num_shards, progress, started, **engine_options)
     finally:
         lock.close()
 
 
 def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype, compression,
                     shard_size, text_batch_size, skip_bad, store_vision, shard_index, num_shards, progress,
-                    started) -> ExtractReport:
+                    started, engine, model, ray_address, gpus_per_worker, workers_per_node) -> ExtractReport:
     state_file = parts / "run.json"
     resumed = state_file.exists()
     if resumed:
@@ -234,9 +238,15 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
         raise no_space(parts, needed)
     if batch_size == "auto":
         batch_size = auto_batch_size(backbone, store_vision)
-    computed = _run_shards(dataset, keys, todo, parts, backbone, attrs, batch_size, workers, store_dtype,
-                           store_vision, skip_bad, progress, done=sum(len(s.keys) for s in mine) - sum(
-                               len(s.keys) for s in todo), total=sum(len(s.keys) for s in mine))
+    done = sum(len(s.keys) for s in mine) - sum(len(s.keys) for s in todo)
+    job = ShardJob(dataset, keys, parts, attrs, batch_size, workers, store_dtype, store_vision, skip_bad)
+    if engine == "ray":
+        from .engines.ray import run_ray
+
+        computed = run_ray(job, todo, model, backbone, ray_address, gpus_per_worker, workers_per_node, progress,
+                           done, done + sum(len(s.keys) for s in todo))
+    else:
+        computed = run_shards(job, todo, backbone, progress, done, done + sum(len(s.keys) for s in todo))
     report = dict(n_texts=len(texts), truncated_questions=sum(q.text in cut for q in qs),
                   truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo))
     if shard_index is not None:
@@ -246,44 +256,6 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
     shutil.rmtree(parts)
     return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
                          failed_images=failed_images, failed_questions=failed_questions, resumed=resumed, **report)
-
-
-def _run_shards(dataset, keys: list[str], todo: list[ShardSpec], parts: Path, backbone, attrs: dict, batch_size: int,
-                workers: int, store_dtype: str, store_vision: bool, skip_bad: bool, progress: bool, done: int,
-                total: int) -> int:
-    """Decode -> forward -> write every shard of `todo`; returns the number of images encoded."""
-    batches = [list(range(b, min(b + batch_size, s.stop))) for s in todo for b in range(s.start, s.stop, batch_size)]
-    cuda = backbone.device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
-        collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
-    bar = tqdm(total=total, initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
-    save = lambda spec, arrays, errors: write_shard(parts, spec, attrs, arrays, errors, store_dtype)  # noqa: E731
-    writer = ShardWriter(todo, save, store_dtype, backbone.image_feature_shapes(store_vision))
-    computed = 0
-    try:
-        for index, pixels, good, errors in loader:
-            for i, err in zip(index, errors):
-                if err and not skip_bad:
-                    raise ExtractError(f"{err}\nImage {keys[i]!r} cannot be used; fix or remove it, or pass "
-                                       f"--skip-bad to record it as failed. Finished work is kept in {parts}; "
-                                       f"the same command resumes.")
-            feats = backbone.encode_images(pixels, keep_vision=store_vision, to_numpy=False) if good else {}
-            writer.submit(index, good, errors, feats)  # copy back + write in the background
-            computed += len(good)
-            bar.update(len(index))
-        writer.close()
-    except KeyboardInterrupt:
-        writer.close()
-        saved = sum(shard_done(parts, s) for s in todo)
-        raise ExtractError(f"interrupted: {saved} more shards are saved in {parts}; run the same command again "
-                           f"to continue") from None
-    except BaseException:
-        writer.close()  # keep the shards that were finished before the error
-        raise
-    finally:
-        bar.close()
-    return computed
 
 
 def merge_parts(parts: str | Path, out: str | Path | None = None, compression: str | None = None) -> ExtractReport:

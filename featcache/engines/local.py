@@ -1,0 +1,68 @@
+"""The local engine: every shard of a list through one process's decode -> forward -> write pipeline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ExtractError
+from ..pipeline import DecodedImages, ShardWriter, collate
+from ..shards import ShardSpec, shard_done, write_shard
+
+
+@dataclass
+class ShardJob:
+    """What every engine needs to compute shards, besides the model: plain data, cheap to ship to workers."""
+
+    dataset: object
+    keys: list[str]
+    parts: Path
+    attrs: dict
+    batch_size: int
+    workers: int
+    store_dtype: str
+    store_vision: bool
+    skip_bad: bool
+
+
+def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = False, done: int = 0,
+               total: int | None = None) -> int:
+    """Decode -> forward -> write every shard of `todo`; returns the number of images encoded."""
+    dataset, keys, parts, attrs = job.dataset, job.keys, job.parts, job.attrs
+    batch_size, workers, store_dtype, store_vision = job.batch_size, job.workers, job.store_dtype, job.store_vision
+    total = total if total is not None else sum(len(s.keys) for s in todo)
+    batches = [list(range(b, min(b + batch_size, s.stop))) for s in todo for b in range(s.start, s.stop, batch_size)]
+    cuda = backbone.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
+        collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
+    bar = tqdm(total=total, initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
+    save = lambda spec, arrays, errors: write_shard(parts, spec, attrs, arrays, errors, store_dtype)  # noqa: E731
+    writer = ShardWriter(todo, save, store_dtype, backbone.image_feature_shapes(store_vision))
+    computed = 0
+    try:
+        for index, pixels, good, errors in loader:
+            for i, err in zip(index, errors):
+                if err and not job.skip_bad:
+                    raise ExtractError(f"{err}\nImage {keys[i]!r} cannot be used; fix or remove it, or pass "
+                                       f"--skip-bad to record it as failed. Finished work is kept in {parts}; "
+                                       f"the same command resumes.")
+            feats = backbone.encode_images(pixels, keep_vision=store_vision, to_numpy=False) if good else {}
+            writer.submit(index, good, errors, feats)  # copy back + write in the background
+            computed += len(good)
+            bar.update(len(index))
+        writer.close()
+    except KeyboardInterrupt:
+        writer.close()
+        saved = sum(shard_done(parts, s) for s in todo)
+        raise ExtractError(f"interrupted: {saved} more shards are saved in {parts}; run the same command again "
+                           f"to continue") from None
+    except BaseException:
+        writer.close()  # keep the shards that were finished before the error
+        raise
+    finally:
+        bar.close()
+    return computed

@@ -1,0 +1,66 @@
+"""The Ray engine on a local CPU cluster: equal to the local engine, and a worker that dies is replaced."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from featcache.datasets import VQADataset
+from featcache.extract import extract
+from tests.test_extract import assert_same_file
+
+ray = pytest.importorskip("ray")
+
+FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import logging
+
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
+             logging_level=logging.WARNING)
+    yield
+    ray.shutdown()
+
+
+class DiesOnce(VQADataset):
+    """The first worker process to open an image dies (os._exit: no exception, no cleanup)."""
+
+    marker: str = ""
+
+    def open_image(self, key, draft_size=None):
+        if self.marker and not Path(self.marker).exists():
+            Path(self.marker).touch()
+            os._exit(1)
+        return super().open_image(key, draft_size)
+
+
+def test_ray_equals_local_and_shard_index_runs(cluster, small_dataset, tiny_itm, tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+
+    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
+    rep = extract(small_dataset, tmp_path / "ray.h5", model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+    assert rep.images_computed == len(small_dataset.images())
+    assert_same_file(tmp_path / "ray.h5", tmp_path / "local.h5")
+    for i in range(2):
+        extract(small_dataset, tmp_path / "idx.h5", model=str(tiny_itm), device="cpu", shard_index=i, num_shards=2,
+                **FAST)
+    assert CliRunner().invoke(main, ["merge", str(tmp_path / "idx.h5.parts")]).exit_code == 0
+    assert_same_file(tmp_path / "idx.h5", tmp_path / "local.h5")
+
+
+def test_a_worker_that_dies_has_its_shard_retried(cluster, small_dataset, tiny_itm, tmp_path):
+    import sys
+
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[DiesOnce.__module__])  # workers cannot import the tests
+    ds = DiesOnce(small_dataset.name, small_dataset.source, small_dataset.questions, small_dataset.image_paths)
+    ds.marker = str(tmp_path / "died")
+    rep = extract(ds, tmp_path / "ray.h5", model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+    assert Path(ds.marker).exists() and rep.images_computed == len(small_dataset.images())
+    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
+    assert_same_file(tmp_path / "ray.h5", tmp_path / "local.h5")
