@@ -101,6 +101,8 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
 @click.option("--shard-index", type=int, help="Do only shards j with j %% num-shards == this (SLURM arrays, "
               "Kubernetes jobs); then `featcache merge`.")
 @click.option("--num-shards", type=int, help="How many --shard-index processes share the run.")
+@click.option("--no-merge", is_flag=True, help="Keep the sharded form (OUT.parts/) instead of one file: every "
+              "command reads it in place.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process; ray: actors across the GPUs (or CPU slots) of a Ray cluster.")
 @click.option("--ray-address", help="Ray cluster to join (auto: the running one); default: start a local one.")
@@ -110,7 +112,7 @@ def _dataset(dataset, root, images, seed, limit, normalize_answers, min_count, r
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, out, model, device,
             dtype, batch_size, workers, compile_, jpeg_draft, store_dtype, compression, overwrite, skip_bad,
-            store_vision, shard_size, shard_index, num_shards, engine, ray_address, gpus_per_worker, workers_per_node,
+            store_vision, shard_size, shard_index, num_shards, no_merge, engine, ray_address, gpus_per_worker, workers_per_node,
             max_text_length) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
@@ -122,12 +124,17 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     report = _run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
                   batch_size=_int_or_auto(batch_size, "--batch-size"), workers=_int_or_auto(workers, "--workers"),
                   compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length, shard_size=shard_size,
-                  shard_index=shard_index, num_shards=num_shards, engine=engine, ray_address=ray_address,
+                  shard_index=shard_index, num_shards=num_shards, merge_output=not no_merge, engine=engine,
+                  ray_address=ray_address,
                   gpus_per_worker=gpus_per_worker, workers_per_node=workers_per_node,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
     if report.already_complete:
         click.echo(f"{out} is already complete for these settings; nothing to do (--overwrite to redo).")
+        return
+    if not report.merged and no_merge and shard_index is None:
+        click.echo(f"sharded cache in {out}.parts: {report.shards} shards, {report.n_images} images; every command "
+                   f"reads it in place (featcache merge {out}.parts makes one file)")
         return
     if not report.merged:
         click.echo(f"shards {shard_index} mod {num_shards}: {report.shards} shards done ({report.shards_done_before} "
@@ -178,7 +185,7 @@ def stats(dataset, root, images, seed, out) -> None:
 
 
 @main.command()
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.argument("cache", type=click.Path(exists=True))
 def info(cache) -> None:
     """Print a cache's metadata, counts and sizes."""
     from featcache.cache import info_text
@@ -187,7 +194,7 @@ def info(cache) -> None:
 
 
 @main.command()
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.argument("cache", type=click.Path(exists=True))
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--eval-split", default="test", show_default=True)
 @click.option("--heads", "head_list", default="lr,mlp,lgbm", show_default=True, help="Comma-separated: lr, mlp, lgbm.")
@@ -217,7 +224,7 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
 
 
 @main.command()
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.argument("cache", type=click.Path(exists=True))
 @click.option("--head", "kind", default="lr", show_default=True, help="lr, mlp or lgbm.")
 @click.option("--view", default="pooled", show_default=True)
 @click.option("--param", "params", multiple=True, help="Head parameter as name=JSON value, e.g. C=0.1 (repeatable); "
@@ -255,7 +262,7 @@ TRUST_PICKLE = click.option("--trust-pickle", is_flag=True,
 
 @main.command()
 @click.argument("head", type=click.Path(exists=True))
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.argument("cache", type=click.Path(exists=True))
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: next to the head).")
 @TRUST_PICKLE
@@ -315,7 +322,7 @@ def predict(head_path, model, image, question, pairs, delimiter, top_k, device, 
 @click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR).")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against.")
 @click.option("--limit", type=int, help="Only about N questions.")
-@click.option("--from-cache", "from_cache", type=click.Path(exists=True, dir_okay=False),
+@click.option("--from-cache", "from_cache", type=click.Path(exists=True),
               help="Train from a cache made with extract --store-vision: the ViT never runs.")
 @click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics).")
@@ -384,7 +391,7 @@ def plot() -> None:
 
 @plot.command("umap")
 @click.argument("source", type=click.Path(exists=True))
-@click.option("--cache", type=click.Path(exists=True, dir_okay=False), help="Features to embed (when SOURCE is a head).")
+@click.option("--cache", type=click.Path(exists=True), help="Features to embed (when SOURCE is a head).")
 @click.option("--view", default="pooled", show_default=True, help="View to plot (when SOURCE is a cache).")
 @click.option("--split", default="test", show_default=True)
 @click.option("--per-class", default=300, show_default=True, help="Class-balanced subsample size.")
@@ -412,7 +419,7 @@ def convert(source, out, trust_pickle) -> None:
 
 
 @main.command()
-@click.argument("cache", type=click.Path(exists=True, dir_okay=False))
+@click.argument("cache", type=click.Path(exists=True))
 def verify(cache) -> None:
     """Read every byte of a cache, checking the per-chunk checksums; exit 1 if anything is damaged."""
     from featcache.cache import verify as run_verify

@@ -221,8 +221,14 @@ class FeatureCache:
 
 
 def open_cache(path: str | Path, expect: dict | None = None) -> FeatureCache:
-    """Open a cache lazily; with `expect` (provenance of a model or head), refuse a mismatch."""
-    cache = FeatureCache(path)
+    """Open a cache lazily: a file, or the sharded form (a finished FILE.h5.parts folder, read in place);
+    with `expect` (provenance of a model or head), refuse a mismatch."""
+    if Path(path).is_dir():
+        from .sharded import ShardedCache
+
+        cache = ShardedCache(path)
+    else:
+        cache = FeatureCache(path)
     if expect:
         try:
             cache.check_compatible(expect)
@@ -236,6 +242,9 @@ def verify(path: str | Path, rows_per_read: int = 4096) -> list[str]:
     """Read every byte of every dataset (checking each chunk's fletcher32 checksum) and the row counts;
     the problems found, empty when the file is sound."""
     problems = []
+    if Path(path).is_dir():
+        with open_cache(path) as cache:
+            return cache.verify()
     with FeatureCache(path) as cache:
         expected = {"images": cache.n_images, "questions": cache.n_questions}
         names = []
@@ -269,7 +278,7 @@ def _human(n: float) -> str:
 
 def info_text(path: str | Path) -> str:
     """Human-readable metadata, counts and sizes of a cache (`featcache info`)."""
-    with FeatureCache(path) as cache:
+    with open_cache(path) as cache:
         d = cache.describe()
     lines = [f"{d['path']}  ({_human(d['file_bytes'])}, featcache format {d['attrs'].get('featcache_format')})", ""]
     if d["attrs"].get("model_id") == "tiny-random":

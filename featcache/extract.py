@@ -102,13 +102,14 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False, jpeg_draft: bool = False,
             shard_index: int | None = None, num_shards: int | None = None, engine: str = "local",
             ray_address: str | None = None, gpus_per_worker: float = 1.0, workers_per_node: int | None = None,
-            progress: bool = True) -> ExtractReport:
+            merge_output: bool = True, progress: bool = True) -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
 
     batch_size and workers may be "auto" (see featcache.pipeline); `compile` runs the ViT through
     torch.compile (worth it on a GPU for large runs: it compiles once per batch shape). With
     shard_index/num_shards only shards j with j % num_shards == shard_index are computed and nothing
-    is merged. engine="ray" spreads the shards over Ray actors (featcache.engines.ray)."""
+    is merged. With merge_output=False the sharded form (OUT.parts/) is kept as the result:
+    `open_cache` reads it in place. engine="ray" spreads the shards over Ray actors (featcache.engines.ray)."""
     started = time.perf_counter()
     out = Path(out)
     _check_writable(out)
@@ -158,7 +159,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     lock = _lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
     try:
         engine_options = dict(engine=engine, model=model, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                              workers_per_node=workers_per_node)
+                              workers_per_node=workers_per_node, merge_output=merge_output)
         return _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype,
                                compression, shard_size, text_batch_size, skip_bad, store_vision, shard_index,
                                num_shards, progress, started, **engine_options)
@@ -168,7 +169,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
 
 def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype, compression,
                     shard_size, text_batch_size, skip_bad, store_vision, shard_index, num_shards, progress,
-                    started, engine, model, ray_address, gpus_per_worker, workers_per_node) -> ExtractReport:
+                    started, engine, model, ray_address, gpus_per_worker, workers_per_node,
+                    merge_output) -> ExtractReport:
     state_file = parts / "run.json"
     resumed = state_file.exists()
     if resumed:
@@ -232,8 +234,8 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
     # -- images, shard by shard --------------------------------------------------------------------
     mine = [s for j, s in enumerate(plan) if shard_index is None or j % num_shards == shard_index]
     todo = [s for s in mine if not shard_done(parts, s)]
-    needed = sum(len(s.keys) for s in todo) * bytes_per_image + (len(keys) * bytes_per_image if shard_index is None
-                                                                  else 0)
+    merging = shard_index is None and merge_output
+    needed = sum(len(s.keys) for s in todo) * bytes_per_image + (len(keys) * bytes_per_image if merging else 0)
     if shutil.disk_usage(parts).free < needed:
         raise no_space(parts, needed)
     if batch_size == "auto":
@@ -249,7 +251,7 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
         computed = run_shards(job, todo, backbone, progress, done, done + sum(len(s.keys) for s in todo))
     report = dict(n_texts=len(texts), truncated_questions=sum(q.text in cut for q in qs),
                   truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo))
-    if shard_index is not None:
+    if shard_index is not None or not merge_output:
         return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
                              resumed=resumed, merged=False, **report)
     failed_images, failed_questions = merge(parts, out, compression)

@@ -48,7 +48,7 @@ def plot_umap(source: str | Path, out: str | Path, cache: str | Path | None = No
     from .trained import TrainedHead
 
     source = Path(source)
-    if source.is_file() and source.suffix in (".h5", ".hdf5"):
+    if (source.is_file() and source.suffix in (".h5", ".hdf5")) or (source / "manifest.json").is_file():
         with open_cache(source) as c:
             X, y = c.view(view, split)
             random = c.attrs.get("model_id") == "tiny-random"

@@ -93,3 +93,33 @@ def test_full_disk_stops_with_the_space_needed_and_the_rerun_finishes(small_data
     assert rep.images_computed == len(small_dataset.images()) - kept
     extract(small_dataset, tmp_path / "straight.h5", model=backbone, **FAST)
     assert_same_file(out, tmp_path / "straight.h5")
+
+
+def test_the_sharded_form_reads_like_the_merged_file(small_dataset, backbone, tmp_path):
+    import numpy as np
+
+    from featcache import open_cache
+
+    extract(small_dataset, tmp_path / "one.h5", model=backbone, **FAST)
+    rep = extract(small_dataset, tmp_path / "many.h5", model=backbone, merge_output=False, **FAST)
+    assert not rep.merged and not (tmp_path / "many.h5").exists()
+    parts = tmp_path / "many.h5.parts"
+    with open_cache(tmp_path / "one.h5") as one, open_cache(parts) as many:
+        assert many.n_images == one.n_images and many.n_questions == one.n_questions
+        assert {k: many.attrs[k] for k in one.attrs if k != "created"} == \
+            {k: one.attrs[k] for k in one.attrs if k != "created"}
+        for view in ("itc", "pooled", "full", "sim"):
+            for split in ("train", "test"):
+                (Xa, ya), (Xb, yb) = one.view(view, split), many.view(view, split)
+                np.testing.assert_array_equal(np.asarray(Xa), np.asarray(Xb), err_msg=view)
+                assert list(ya) == list(yb)
+        for name in ("key", "error"):
+            assert list(one.strings("images", name)) == list(many.strings("images", name))
+        assert list(one.strings("questions", "error")) == list(many.strings("questions", "error"))
+    runner = CliRunner()
+    for args in (["info", str(parts)], ["verify", str(parts)],
+                 ["sweep", str(parts), "--heads", "lr", "--views", "sim", "--out", str(tmp_path / "r")]):
+        r = runner.invoke(main, args)
+        assert r.exit_code == 0, (args, r.output)
+    r = runner.invoke(main, ["evaluate", str(tmp_path / "r" / "best"), str(parts), "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0 and "accuracy" in r.output, r.output
