@@ -27,6 +27,8 @@ from transformers.models.blip.image_processing_pil_blip import BlipImageProcesso
 from featcache.datasets import load_dataset
 from featcache.images import ImagePreprocessor, load_image
 
+from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
+
 H100_IMAGES_PER_S = 1500
 
 
@@ -100,10 +102,7 @@ def main() -> None:
         if args.feature_images:
             results["draft_feature_effect"] = feature_effect(kinds[list(kinds)[-1]][: args.feature_images])
             print(json.dumps(results["draft_feature_effect"]), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "decode_speed.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"saved {out / 'decode_speed.json'}")
+    save_result(results, args.out, "decode_speed.json")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from featcache.extract import extract
 from featcache.pipeline import auto_workers, save_atomic
 from featcache.tiny import random_backbone
 
+from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
+
 VIT_G_GFLOP_PER_IMAGE = 520.0  # forward of ViT-g/14 at 224 px, the figure the H100 bound uses
 H100_BOUND_IMAGES_PER_S = 1500.0  # ~800 TFLOP/s dense fp16 / 520 GFLOP
 
@@ -131,10 +133,8 @@ def main() -> None:
         result["pipeline_over_h100_bound"] = round(n / pipeline_s / H100_BOUND_IMAGES_PER_S, 3)
         result["achieved_tflops"] = round(VIT_G_GFLOP_PER_IMAGE * n / pipeline_s / 1e3, 2)
     print(json.dumps(result, indent=1))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     tag = f"{args.size}_{bb.device.type}_w{workers}" + ("_compiled" if args.compile else "")
-    (out / f"extract_speed_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
+    save_result(result, args.out, f"extract_speed_{tag}.json")
 
 
 if __name__ == "__main__":

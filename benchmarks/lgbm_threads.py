@@ -17,11 +17,12 @@ import platform
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from heads import LightGBMHead
+
+from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
 
 COMPETITORS = {
     "idle": [],
@@ -65,10 +66,7 @@ def main() -> None:
                     p.kill()
             results["runs"].append(row)
             print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lgbm_threads.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"saved {out / 'lgbm_threads.json'}")
+    save_result(results, args.out, "lgbm_threads.json")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ from featcache.datasets import load_dataset
 from featcache.extract import extract
 from featcache.tiny import random_backbone
 
+from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
+
 
 def compare(a: np.ndarray, b: np.ndarray) -> dict:
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
@@ -66,10 +68,8 @@ def main() -> None:
               "torch": torch.__version__, "cuda": torch.version.cuda, "machine": platform.platform(),
               "command": "python " + " ".join(sys.argv), "fingerprints": fingerprints, "datasets": diffs}
     print(json.dumps(result, indent=1))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     dev = "cuda" if args.device.startswith("cuda") else "cpu"
-    (out / f"parity_{args.size}_{dev}_{args.dtype}.json").write_text(json.dumps(result, indent=1) + "\n")
+    save_result(result, args.out, f"parity_{args.size}_{dev}_{args.dtype}.json")
 
 
 if __name__ == "__main__":

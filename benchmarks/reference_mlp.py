@@ -28,6 +28,8 @@ from heads import MLPHead
 sys.path.insert(0, str(Path(__file__).parent))
 from heads_speed import PeakRSS  # noqa: E402
 
+from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,10 +55,7 @@ def main() -> None:
                "peak_mem_mib": mem.mib, "test_accuracy_after_these_epochs": round(head.score(Xt, yt), 4)}
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reference_mlp.json").write_text(json.dumps(results, indent=1) + "\n")
-    print(f"saved {out / 'reference_mlp.json'}")
+    save_result(results, args.out, "reference_mlp.json")
 
 
 if __name__ == "__main__":
