@@ -1,0 +1,65 @@
+"""What the command modules share: error display, common options and argument parsing."""
+
+from __future__ import annotations
+
+import click
+
+from featcache.errors import FeatcacheError
+
+
+def run(fn, *args, **kwargs):
+    """Call a library function; show a FeatcacheError as a clean message instead of a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except FeatcacheError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+TRUST_PICKLE = click.option("--trust-pickle", is_flag=True,
+                            help="Also load pickle-based files (joblib heads, featcache 0.1 .pt checkpoints). "
+                                 "Loading a pickle can run arbitrary code: only for files from a source you trust.")
+
+
+def dataset_options(fn):
+    """--dataset/--root/--images/--seed/--limit and the answer clean-up options, shared by commands."""
+    for option in reversed([
+        click.option("--dataset", required=True, help="Registered name (see `featcache datasets`) or a CSV/JSONL manifest."),
+        click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR)."),
+        click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against."),
+        click.option("--seed", default=0, show_default=True, help="Seed of the protocol's sampling and splits."),
+        click.option("--limit", type=int, help="Only the first N questions (and their images)."),
+        click.option("--normalize-answers", is_flag=True, help="Lower-case, strip punctuation, numbers as digits."),
+        click.option("--min-count", type=int, default=0, help="Answers rarer than this are folded (--rare)."),
+        click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True),
+        click.option("--delimiter", help="CSV manifest delimiter (default: sniffed from the header: , ; tab |)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def int_or_auto(value: str, name: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither an integer nor auto", param_hint=name) from None
+
+
+def delimiter_arg(value: str | None) -> str | None:
+    """--delimiter as typed: 'tab' or '\\t' mean a tab."""
+    return "\t" if value in ("tab", "\\t") else value
+
+
+def load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter):
+    from featcache.datasets import fold_rare, load_dataset
+    from featcache.datasets import normalize_answers as normalize
+
+    ds = run(load_dataset, dataset, images=images, root=root, seed=seed, delimiter=delimiter_arg(delimiter))
+    if normalize_answers:
+        ds = normalize(ds)
+    if min_count:
+        ds = run(fold_rare, ds, min_count, rare)
+    for note in ds.warnings:
+        click.secho(f"warning: {note}", fg="yellow", err=True)
+    return ds.limit(limit)
