@@ -9,13 +9,14 @@ shards (SLURM arrays, Kubernetes jobs); `featcache merge` then writes the file.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -130,7 +131,10 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         raise ExtractError(f"--engine must be local or ray, got {engine!r}")
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
                                                                       max_text_length=max_text_length)
-    backbone.preprocessor.jpeg_draft = jpeg_draft  # a decoding choice of this run, recorded in image_decoding
+    if backbone.preprocessor.jpeg_draft != jpeg_draft:  # a decoding choice of this run (recorded in image_decoding),
+        preprocessor = copy.copy(backbone.preprocessor)  # made on a copy: the caller's backbone stays as it was
+        preprocessor.jpeg_draft = jpeg_draft
+        backbone = replace(backbone, preprocessor=preprocessor)
     if compile:
         backbone.compile_vision()
     if workers == "auto":

@@ -321,8 +321,8 @@ def predict_finetuned(checkpoint: str | Path | FinetuneNet, pairs: list[tuple[st
     """Top-k answers for (image path, question) pairs with a fine-tune checkpoint (or a loaded one)."""
     from .predict import check_questions
 
+    check_questions(pairs)  # before any model is loaded
     net = checkpoint if isinstance(checkpoint, FinetuneNet) else load_finetuned(checkpoint, model, device, trust_pickle)
-    check_questions(pairs)
     bb = net.backbone
     position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in pairs))}
     tokens = bb.tokenize([q for _, q in pairs])

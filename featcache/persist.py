@@ -70,7 +70,7 @@ def describe_file(path: Path) -> str:
             head = fh.read(4)
     except OSError:
         return ""
-    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}", b"c"):  # pickle protocol 2+ / 0-1 opcodes
+    if head[:1] == b"\x80":  # the PROTO opcode that starts every pickle of protocol 2+ (joblib's too)
         return "a pickle (joblib/pickle)"
     if head == b"PK\x03\x04" and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as zf:

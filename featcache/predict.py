@@ -55,6 +55,8 @@ def check_head_matches(provenance: dict, backbone: Backbone) -> None:
 def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None = None, device: str = "auto",
             top_k: int = 3, batch_size: int = 32) -> list[dict]:
     """Top-k answers with probabilities for each (image path, question)."""
+    if VIEWS[trained.view].question:
+        check_questions(pairs)  # before any model is loaded
     backbone = model if isinstance(model, Backbone) else load_backbone(
         model or trained.provenance["model_id"], device,
         max_text_length=trained.provenance.get("max_text_length") or DEFAULT_MAX_TEXT_LENGTH,
@@ -75,7 +77,6 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     question = None
     if spec.question:
         texts = [q for _, q in pairs]
-        check_questions(pairs)
         question = backbone.encode_texts(texts)[spec.question].astype(store)
     X = view_from_arrays(trained.view, images, image_row, question)
     proba = trained.head.predict_proba(X)

@@ -89,7 +89,7 @@ def test_bfloat16_and_compile_keep_features_close(small_dataset, tiny_itm, tmp_p
         assert not np.array_equal(bf.array("images", "query"), q)
 
 
-def test_jpeg_draft_decodes_big_photos_small_and_is_recorded(backbone, tiny_itm, tmp_path):
+def test_jpeg_draft_decodes_big_photos_small_and_is_recorded(backbone, tmp_path):
     from featcache.datasets import Question, VQADataset
     from featcache.images import JPEG_DRAFT, load_image
 
@@ -104,6 +104,7 @@ def test_jpeg_draft_decodes_big_photos_small_and_is_recorded(backbone, tiny_itm,
     assert np.abs(full - draft).mean() < 2.0  # grey levels, out of 255
 
     ds = VQADataset("big", str(tmp_path), [Question("big", "what?", "x", "train")], {"big": str(tmp_path / "big.jpg")})
-    extract(ds, tmp_path / "d.h5", model=str(tiny_itm), device="cpu", jpeg_draft=True, workers=0, progress=False)
+    extract(ds, tmp_path / "d.h5", model=backbone, jpeg_draft=True, workers=0, progress=False)
     with open_cache(tmp_path / "d.h5") as c:
         assert c.attrs["image_decoding"].endswith(JPEG_DRAFT)
+    assert backbone.preprocessor.jpeg_draft is False  # the run's choice; the caller's backbone is untouched

@@ -41,7 +41,6 @@ class ShardWorker:
         if threads:
             torch.set_num_threads(threads)
         self.backbone = model if isinstance(model, Backbone) else load_backbone(model, device="auto", **load)
-        self.backbone.preprocessor.jpeg_draft = load.get("jpeg_draft", False)
         self.job = job
 
     def provenance(self) -> dict:
