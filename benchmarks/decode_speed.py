@@ -70,6 +70,7 @@ def main() -> None:
     ap.add_argument("--daquar", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "daquar"))
     ap.add_argument("--feature-images", type=int, default=4)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--tag", default="", help="suffix of the result file (e.g. the machine)")
     args = ap.parse_args()
     pre = ImagePreprocessor(BlipImageProcessorPil(size={"height": 224, "width": 224}))
     results = {"benchmark": "decode_speed", "machine": platform.platform(), "cpu_count": os.cpu_count(),
@@ -102,7 +103,7 @@ def main() -> None:
         if args.feature_images:
             results["draft_feature_effect"] = feature_effect(kinds[list(kinds)[-1]][: args.feature_images])
             print(json.dumps(results["draft_feature_effect"]), flush=True)
-    save_result(results, args.out, "decode_speed.json")
+    save_result(results, args.out, f"decode_speed{'_' + args.tag if args.tag else ''}.json")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--amp", default=None)
+    ap.add_argument("--profile", action="store_true", help="print where a from-cache step's time goes")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
 
@@ -75,6 +76,24 @@ def main() -> None:
         return args.steps * B / seconds, peak
 
     net.train()
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        batch = {**base, "vision": vision}
+        run(batch)
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=acts) as prof:
+            for _ in range(3):
+                with torch.autocast(**amp):
+                    loss = torch.nn.functional.cross_entropy(net(batch).float(), labels.to(bb.device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if cuda:
+                torch.cuda.synchronize()
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60))
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=10, max_name_column_width=60))
     live_sps, live_mem = run({**base, "pixel_values": pixels})
     cache_sps, cache_mem = run({**base, "vision": vision})
     result = {"benchmark": "finetune_speed", "size": args.size, "device": str(bb.device),
@@ -89,7 +108,7 @@ def main() -> None:
     print(json.dumps(result, indent=1))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"finetune_speed_{args.size}_{bb.device.type}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"finetune_speed_{args.size}_{bb.device.type}_b{B}.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,10 @@ class ExtractReport:
     """Shards found finished in OUT.parts/ (from an interrupted run, or another --shard-index)."""
     merged: bool = True
     """False for a --shard-index run: its shards are written, `featcache merge` makes the file."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each stage (prepare: model load, checks, texts, plan; images: decode + forward + shard writes,
+    of which images_decode_wait blocked on decoding and images_writer_wait on the device / disk; merge:
+    the single file), so a user sees where a run's time went."""
 
     @property
     def images_per_second(self) -> float:
@@ -239,6 +243,7 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
     mine = [s for j, s in enumerate(plan) if shard_index is None or j % num_shards == shard_index]
     todo = [s for s in mine if not shard_done(parts, s)]
     merging = shard_index is None and merge_output
+    prepared = time.perf_counter()
     needed = sum(len(s.keys) for s in todo) * bytes_per_image + (len(keys) * bytes_per_image if merging else 0)
     if shutil.disk_usage(parts).free < needed:
         raise no_space(parts, needed)
@@ -246,20 +251,26 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
         batch_size = auto_batch_size(backbone, store_vision)
     done = sum(len(s.keys) for s in mine) - sum(len(s.keys) for s in todo)
     job = ShardJob(dataset, keys, parts, attrs, batch_size, workers, store_dtype, store_vision, skip_bad)
+    waits: dict[str, float] = {}
     if engine == "ray":
         from .engines.ray import run_ray
 
         computed = run_ray(job, todo, model, backbone, ray_address, gpus_per_worker, workers_per_node, progress,
                            done, done + sum(len(s.keys) for s in todo))
     else:
-        computed = run_shards(job, todo, backbone, progress, done, done + sum(len(s.keys) for s in todo))
+        computed = run_shards(job, todo, backbone, progress, done, done + sum(len(s.keys) for s in todo), waits)
+    imaged = time.perf_counter()
+    stages = {"prepare": round(prepared - started, 3), "images": round(imaged - prepared, 3),
+              **{f"images_{k}": round(v, 3) for k, v in waits.items()}}
     report = dict(n_texts=len(texts), truncated_questions=sum(q.text in cut for q in qs),
-                  truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo))
+                  truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo),
+                  stage_seconds=stages)
     if shard_index is not None or not merge_output:
         return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
                              resumed=resumed, merged=False, **report)
     failed_images, failed_questions = merge(parts, out, compression)
     shutil.rmtree(parts)
+    stages["merge"] = round(time.perf_counter() - imaged, 3)
     return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
                          failed_images=failed_images, failed_questions=failed_questions, resumed=resumed, **report)
 

@@ -108,13 +108,16 @@ class ShardWriter:
 
 
 def auto_workers(device: torch.device, cores: int | None = None) -> int:
-    """Decode processes for `--workers auto`: on a GPU, every core but one (the main process feeds the
-    device), at most 16; on a CPU the forward needs the cores, so none on small machines (measured:
-    on 2 cores a decode worker costs the ViT more than it saves) and a quarter of them on large ones."""
+    """Decode processes for `--workers auto`. On a GPU, up to 8 (one core stays with the process that feeds
+    the device): measured on an H100 with 16 cores, 15 workers left the pipeline at 78% of the bare
+    forward, 8 at 82% and 4 at 85% (they contend with the feeding thread), while 843 images/s of DAQUAR-size
+    JPEGs need about 4 cores of decoding and large photos more (benchmarks/decode_speed.py). On a CPU the
+    forward needs the cores: none on small machines (a worker costs the ViT more than it saves), a quarter
+    of them on large ones."""
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if device.type == "cuda":
-        return max(1, min(16, cores - 1))
+        return max(1, min(8, cores - 1))
     return 0 if cores <= 4 else cores // 4
 
 
