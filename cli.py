@@ -31,13 +31,16 @@ cli_extract.register(main)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Report folder (written as OUT.partial/ and renamed when complete; a rerun resumes it).")
-def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out) -> None:
+@click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
+              "larger than memory (same results as in memory).")
+def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out,
+          stream) -> None:
     """Train every head x view, rank them, and write a report with the best head."""
     from heads.sweep import sweep_to_folder
 
     rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split,
                heads=head_list.split(","), views=views.split(","), grid=grid,
-               validation_fraction=validation_fraction, n_jobs=jobs, seed=seed)
+               validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream)
     result, files, best = rep.result, rep.files, rep.best
     if rep.note != "fresh":
         click.echo(f"sweep started {rep.note}")
@@ -58,7 +61,9 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Folder to save the head to (JSON + safetensors).")
-def fit(cache, kind, view, params, train_split, out) -> None:
+@click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
+              "larger than memory (same results as in memory).")
+def fit(cache, kind, view, params, train_split, out, stream) -> None:
     """Train one head on one view of a cache."""
     import json
 
@@ -76,7 +81,7 @@ def fit(cache, kind, view, params, train_split, out) -> None:
             parsed[name] = value
         if isinstance(parsed[name], list):
             parsed[name] = tuple(parsed[name])
-    trained = run(fit_head, cache, kind, view, parsed, train_split)
+    trained = run(fit_head, cache, kind, view, parsed, train_split, stream)
     run(trained.save, out)
     click.echo(f"saved {kind} on view {view} ({len(trained.head.classes_)} classes) to {out}")
 
@@ -87,7 +92,9 @@ def fit(cache, kind, view, params, train_split, out) -> None:
 @click.option("--split", default="test", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: next to the head).")
 @TRUST_PICKLE
-def evaluate(head, cache, split, out, trust_pickle) -> None:
+@click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
+              "larger than memory (same results as in memory).")
+def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
     """Metrics, per-class table and confusion matrix of a saved head on a cache split."""
     from pathlib import Path
 
@@ -97,7 +104,7 @@ def evaluate(head, cache, split, out, trust_pickle) -> None:
     from heads.trained import TrainedHead
 
     trained = run(TrainedHead.load, head, trust_pickle)
-    metrics = run(evaluate_head, trained, cache, split)
+    metrics = run(evaluate_head, trained, cache, split, stream)
     with run(open_cache, cache) as c:
         attrs = dict(c.attrs)
     out = out or str(Path(head).with_suffix("")).rstrip("/") + f"_{split}"

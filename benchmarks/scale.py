@@ -1,8 +1,9 @@
 """Scale-out on this machine: extraction throughput with the local engine against Ray (1 and 2 actors),
 Ray's start-up and first-shard latency, and merge throughput. Tiny random BLIP-2 saved as a checkpoint
-(Ray actors load the model from a path, as they would a hub id or a shared folder).
+(Ray actors load the model from a path, as they would a hub id or a shared folder). The `heads` part
+is benchmarks/stream_heads.py: heads streamed over a cache larger than a memory cap.
 
-    python benchmarks/scale.py [--images 2000] [--shard-size 256]
+    python benchmarks/scale.py [--images 2000] [--shard-size 256] [--parts extract,heads]
 
 On 2 cores the actors share the cores the local engine has to itself: this measures the engine's
 overhead, not a speed-up. On a GPU node, run with --device cuda to compare local against an actor per
@@ -35,7 +36,24 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--gpus-per-worker", type=float, default=1.0)
     ap.add_argument("--out", default="benchmarks/results")
+    ap.add_argument("--parts", default="extract,heads", help="extract (engines, merge), heads (streamed heads)")
+    ap.add_argument("--heads-images", type=int, default=40000)
+    ap.add_argument("--budget-gib", type=float, default=2.0)
     args = ap.parse_args()
+    if "extract" in args.parts.split(","):
+        extraction(args)
+    if "heads" in args.parts.split(","):
+        import stream_heads
+
+        with tempfile.TemporaryDirectory() as tmp:
+            result = stream_heads.run_stream_heads(args.heads_images, args.budget_gib, Path(tmp))
+        result.update(benchmark="stream_heads", machine=platform.platform(), cpu_count=os.cpu_count(),
+                      command="python " + " ".join(sys.argv))
+        print(json.dumps(result, indent=1))
+        save_result(result, args.out, "stream_heads.json")
+
+
+def extraction(args) -> None:
     import ray
 
     ds = load_dataset("easy-vqa")

@@ -172,11 +172,12 @@ class FeatureCache:
         return self.read(group, name)
 
     # -- features -------------------------------------------------------------------------------------
-    def view(self, name: str, split: str | list[str] | None = None):
-        """(X, y) for a feature view (see featcache.views.VIEWS); X is factorised, y the answers."""
+    def view(self, name: str, split: str | list[str] | None = None, stream: bool = False):
+        """(X, y) for a feature view (see featcache.views.VIEWS); X is factorised, y the answers. With
+        `stream` the images stay on disk and heads read them in blocks (keep the cache open meanwhile)."""
         from .views import build_view
 
-        return build_view(self, name, split)
+        return build_view(self, name, split, stream=stream)
 
     def views(self) -> dict[str, str]:
         """View name -> '' if available, else why not."""
@@ -281,7 +282,7 @@ def info_text(path: str | Path) -> str:
     with open_cache(path) as cache:
         d = cache.describe()
     lines = [f"{d['path']}  ({_human(d['file_bytes'])}, featcache format {d['attrs'].get('featcache_format')})", ""]
-    if d["attrs"].get("model_id") == "tiny-random":
+    if str(d["attrs"].get("model_id", "")).startswith("tiny-random"):
         lines += ["!! made with tiny-random: RANDOM weights, features carry no meaning", ""]
     lines += [f"  {k:<22} {v}" for k, v in sorted(d["attrs"].items())]
     lines += ["", f"images:    {d['n_images']}  (failed: {d['failed_images']})",

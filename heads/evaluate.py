@@ -33,7 +33,12 @@ def evaluate(head, X, y, labels: np.ndarray | None = None) -> dict:
     labels = all_labels(y, head.classes_) if labels is None else labels
     t = time.perf_counter()
     pred = head.predict(X)
-    predict_s = time.perf_counter() - t
+    return prediction_metrics(y, pred, labels, time.perf_counter() - t)
+
+
+def prediction_metrics(y, pred, labels: np.ndarray, predict_s: float = 0.0) -> dict:
+    """The metrics of `evaluate` from predictions made elsewhere (e.g. a zero-shot model)."""
+    y, pred = np.asarray(y, dtype=object), np.asarray(pred, dtype=object)
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
     balanced = balanced_accuracy(y, pred)
     return {

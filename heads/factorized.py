@@ -11,7 +11,38 @@ import numpy as np
 import torch
 from torch import nn
 
-from featcache.views import FactorizedFeatures
+from featcache.views import FactorizedFeatures, LazyImageRows
+
+DEFAULT_BLOCK_IMAGES = 4096
+"""Images per block: heads sum losses, statistics and predictions block by block, in memory and when
+streaming alike (so the two give the same numbers); a streamed fit holds one block of images."""
+
+
+class LazyImage:
+    """A streamed image part on the torch side: cache rows plus the row-wise transforms (dtype,
+    normalisation, standardisation) to apply once a block is read."""
+
+    def __init__(self, rows: LazyImageRows, fns: tuple = ()) -> None:
+        self.rows, self.fns = rows, fns
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rows.shape
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def map(self, fn) -> "LazyImage":
+        return LazyImage(self.rows, self.fns + (fn,))
+
+    def take(self, index) -> "LazyImage":
+        return LazyImage(self.rows.take(np.asarray(index)), self.fns)
+
+    def load(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        t = torch.from_numpy(self.rows.load(start, stop))
+        for fn in self.fns:
+            t = fn(t)
+        return t
 
 
 class Parts:
@@ -32,25 +63,42 @@ class Parts:
         so either form predicts with either model."""
         if isinstance(X, FactorizedFeatures) and image_width != 0:
             q = None if X.question_part is None else torch.from_numpy(np.asarray(X.question_part, dtype=np.float32))
-            return cls(torch.from_numpy(np.asarray(X.image_part, dtype=np.float32)),
-                       torch.from_numpy(X.image_row), q, X.image_tokens)
+            image = (LazyImage(X.image_part) if X.streamed
+                     else torch.from_numpy(np.asarray(X.image_part, dtype=np.float32)))
+            return cls(image, torch.from_numpy(X.image_row), q, X.image_tokens)
         matrix = torch.from_numpy(np.asarray(X, dtype=np.float32))
         if not image_width:
             return cls(None, None, matrix)
         q = matrix[:, image_width:] if matrix.shape[1] > image_width else None
         return cls(matrix[:, :image_width], torch.arange(len(matrix)), q, image_tokens)
 
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.image, LazyImage)
+
+    def map_image(self, fn) -> "Parts":
+        """fn (row-wise) applied to the image part now, or when a block of it is read."""
+        if self.image is None:
+            return self
+        image = self.image.map(fn) if self.streamed else fn(self.image)
+        return Parts(image, self.row, self.question, self.image_tokens)
+
     def to(self, dtype: torch.dtype) -> "Parts":
-        cast = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-        return Parts(cast(self.image), self.row, cast(self.question), self.image_tokens)
+        q = None if self.question is None else self.question.to(dtype)
+        return Parts(self.map_image(lambda t: t.to(dtype)).image, self.row, q, self.image_tokens)
 
     def subset(self, idx: torch.Tensor) -> "Parts":
-        """Rows `idx`, keeping only the images they use."""
+        """Rows `idx`, keeping only the images they use (still unread if streamed)."""
         if self.image is None:
             return Parts(None, None, self.question[idx])
         used, inv = torch.unique(self.row[idx], return_inverse=True)
         q = None if self.question is None else self.question[idx]
-        return Parts(self.image[used], inv, q, self.image_tokens)
+        image = self.image.take(used.numpy()) if self.streamed else self.image[used]
+        return Parts(image, inv, q, self.image_tokens)
+
+    def image_block(self, start: int, stop: int) -> torch.Tensor:
+        """Images start:stop as a tensor (read from the cache if streamed)."""
+        return self.image.load(start, stop) if self.streamed else self.image[start:stop]
 
     def widths(self) -> tuple[int, int]:
         return (0 if self.image is None else self.image.shape[1], 0 if self.question is None else self.question.shape[1])
@@ -60,16 +108,43 @@ class Parts:
         return None if self.image is None else torch.bincount(self.row, minlength=len(self.image)).to(torch.float32)
 
 
-class Standardizer:
-    """Per-feature mean/std over questions, computed and applied per part (images once each)."""
+def image_blocks(parts: Parts, block: int = DEFAULT_BLOCK_IMAGES):
+    """(question indices, their Parts with the images loaded) per block of `block` consecutive images:
+    the unit in which heads stream. Questions come grouped by block; a plain matrix is cut into
+    blocks of `block` rows."""
+    if parts.image is None:
+        for start in range(0, parts.n, block):
+            idx = np.arange(start, min(start + block, parts.n))
+            yield idx, Parts(None, None, parts.question[idx])
+        return
+    row = parts.row.cpu().numpy()
+    order = np.argsort(row, kind="stable")
+    n_images = len(parts.image)
+    bounds = np.searchsorted(row[order], np.arange(0, n_images + block, block))
+    for b, start in enumerate(range(0, max(n_images, 1), block)):
+        idx = order[bounds[b]:bounds[b + 1]]
+        if not len(idx):
+            continue
+        q = None if parts.question is None else parts.question[idx]
+        yield idx, Parts(parts.image_block(start, start + block), torch.from_numpy(row[idx] - start).to(parts.row.device),
+                         q, parts.image_tokens)
 
-    def fit(self, parts: Parts) -> "Standardizer":
+
+class Standardizer:
+    """Per-feature mean/std over questions, computed and applied per part (images once each), summed
+    in float64 block by block (two passes over a streamed image part)."""
+
+    def fit(self, parts: Parts, block: int = DEFAULT_BLOCK_IMAGES) -> "Standardizer":
         self.image_ = None
         if parts.image is not None:
-            w = parts.counts()[:, None]
-            mean = (w * parts.image).sum(0) / w.sum()
-            var = (w * (parts.image - mean) ** 2).sum(0) / w.sum()
-            self.image_ = (mean, var.sqrt().clamp_min(1e-6))
+            counts = parts.counts().to(torch.float64)
+            total, n_images = counts.sum(), len(parts.image)
+            starts = range(0, n_images, block)
+            mean = sum((counts[s:s + block, None] * parts.image_block(s, s + block).double()).sum(0)
+                       for s in starts) / total
+            var = sum((counts[s:s + block, None] * (parts.image_block(s, s + block).double() - mean) ** 2).sum(0)
+                      for s in starts) / total
+            self.image_ = (mean.float(), var.sqrt().clamp_min(1e-6).float())
         self.question_ = None
         if parts.question is not None:
             q = parts.question
@@ -94,9 +169,11 @@ class Standardizer:
         return self
 
     def transform(self, parts: Parts) -> Parts:
-        img = parts.image if self.image_ is None else (parts.image - self.image_[0]) / self.image_[1]
+        if self.image_ is not None:
+            mean, std = self.image_
+            parts = parts.map_image(lambda t: (t - mean.to(t.dtype)) / std.to(t.dtype))
         q = parts.question if self.question_ is None else (parts.question - self.question_[0]) / self.question_[1]
-        return Parts(img, parts.row, q, parts.image_tokens)
+        return Parts(parts.image, parts.row, q, parts.image_tokens)
 
 
 class FactorizedLinear(nn.Module):
@@ -127,10 +204,12 @@ class FactorizedLinear(nn.Module):
 
 def token_normalize(parts: Parts) -> Parts:
     """L2-normalise each query token of the image part and the question vector (the reference recipe)."""
-    img = parts.image
-    if img is not None:
+    tokens = parts.image_tokens
+
+    def per_token(img: torch.Tensor) -> torch.Tensor:
         n, width = img.shape
-        img = nn.functional.normalize(img.reshape(n, parts.image_tokens, width // parts.image_tokens), dim=-1)
-        img = img.reshape(n, width)
+        return nn.functional.normalize(img.reshape(n, tokens, width // tokens), dim=-1).reshape(n, width)
+
+    parts = parts.map_image(per_token)
     q = None if parts.question is None else nn.functional.normalize(parts.question, dim=-1)
-    return Parts(img, parts.row, q, parts.image_tokens)
+    return Parts(parts.image, parts.row, q, parts.image_tokens)

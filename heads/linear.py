@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ._base import HeadBase
-from .factorized import FactorizedLinear, Standardizer
+from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Standardizer, image_blocks
 
 
 class LogisticRegressionHead(HeadBase):
@@ -25,16 +25,20 @@ class LogisticRegressionHead(HeadBase):
         raw Q-Former states; harmless on the normalised projections).
     max_iter, tol : L-BFGS iterations and gradient tolerance.
     num_threads : torch CPU threads (None leaves torch's setting).
+    block_images : images per block in which the loss and its gradient are summed; a streamed view
+        (`cache.view(..., stream=True)`) is read one block at a time, at every L-BFGS evaluation.
     """
 
     def __init__(self, C: float = 1.0, standardize: bool = True, max_iter: int = 100, tol: float = 1e-4,
-                 num_threads: int | None = None, random_state: int | None = 0) -> None:
+                 num_threads: int | None = None, random_state: int | None = 0,
+                 block_images: int = DEFAULT_BLOCK_IMAGES) -> None:
         self.C = C
         self.standardize = standardize
         self.max_iter = max_iter
         self.tol = tol
         self.num_threads = num_threads
         self.random_state = random_state
+        self.block_images = block_images
 
     def fit(self, X, y) -> "LogisticRegressionHead":
         X, y_idx = self._validate_fit(X, y)
@@ -45,7 +49,7 @@ class LogisticRegressionHead(HeadBase):
             torch.set_num_threads(self.num_threads)
         try:
             parts = self._parts(X)
-            self.scaler_ = Standardizer().fit(parts) if self.standardize else None
+            self.scaler_ = Standardizer().fit(parts, self.block_images) if self.standardize else None
             if self.scaler_ is not None:
                 parts = self.scaler_.transform(parts)
             torch.manual_seed(0 if self.random_state is None else self.random_state)
@@ -58,19 +62,26 @@ class LogisticRegressionHead(HeadBase):
                                     tolerance_grad=self.tol, tolerance_change=1e-9, history_size=10,
                                     line_search_fn="strong_wolfe")
 
-            def objective():
-                loss = nn.functional.cross_entropy(self.linear_(parts), target)
-                return loss + l2 * sum((w ** 2).sum() for w in self.linear_.weights())
+            def objective(backward: bool) -> torch.Tensor:
+                """Mean cross-entropy + L2, summed block by block (gradients accumulate per block)."""
+                total = l2 * sum((w ** 2).sum() for w in self.linear_.weights())
+                if backward:
+                    total.backward()
+                total = total.detach()
+                for idx, block in image_blocks(parts, self.block_images):
+                    loss = nn.functional.cross_entropy(self.linear_(block), target[idx], reduction="sum") / parts.n
+                    if backward:
+                        loss.backward()
+                    total = total + loss.detach()
+                return total
 
             def closure():
                 opt.zero_grad()
-                loss = objective()
-                loss.backward()
-                return loss
+                return objective(backward=True)
 
             opt.step(closure)
             with torch.no_grad():
-                self.loss_ = float(objective())  # at the solution (step() returns the first value)
+                self.loss_ = float(objective(backward=False))  # at the solution (step() returns the first value)
             self.n_iter_ = int(opt.state[opt._params[0]].get("n_iter", 0))
             # predict in float64: a row's answer must not depend on the batch it comes in
             # (float32 GEMMs round differently for different batch sizes)
@@ -102,8 +113,11 @@ class LogisticRegressionHead(HeadBase):
         parts = self._parts(X).to(torch.float64)
         if self.scaler_ is not None:
             parts = self.scaler_.transform(parts)
+        out = torch.empty((parts.n, len(self.classes_)), dtype=torch.float64)
         with torch.no_grad():
-            return self.linear_(parts)
+            for idx, block in image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES)):
+                out[idx] = self.linear_(block)
+        return out
 
     def decision_function(self, X) -> np.ndarray:
         """Class scores (n, k); for two classes the usual single score (n,), positive for classes_[1]."""

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ._base import HeadBase
-from .factorized import FactorizedLinear, Parts, Standardizer, token_normalize
+from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Parts, Standardizer, image_blocks, token_normalize
 
 
 class ClassifierNet(nn.Module):
@@ -57,22 +57,35 @@ PAPER_OPTIMISATION = dict(normalize="token", standardize=False, lr=1e-4, weight_
 """The reference paper's input normalisation and optimiser (plus our early stopping)."""
 
 
-def _image_grouped_batches(row: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Shuffled batches of question indices made of whole images (about batch_size questions each)."""
+def _image_grouped_batches(row: np.ndarray, batch_size: int, rng: np.random.Generator, n_images: int,
+                           block: int) -> list[tuple[int, list[np.ndarray]]]:
+    """Shuffled batches of question indices made of whole images (about batch_size questions each),
+    as (first image of the block, its batches) per block of `block` images: blocks in random order,
+    images shuffled within a block, so a streamed fit reads each block once per epoch."""
     order = np.argsort(row, kind="stable")
     bounds = np.flatnonzero(np.diff(row[order])) + 1
     groups = np.split(order, bounds)
-    rng.shuffle(groups)
-    batches, current, size = [], [], 0
-    for g in groups:
-        current.append(g)
-        size += len(g)
-        if size >= batch_size:
+    group_image = row[order][np.r_[0, bounds]] if len(order) else np.zeros(0, dtype=np.int64)
+    n_blocks = max(1, -(-n_images // block))
+    if n_blocks == 1:
+        members = [groups]
+    else:
+        members = [[g for g, i in zip(groups, group_image) if i // block == b] for b in range(n_blocks)]
+    out = []
+    for b in (rng.permutation(n_blocks) if n_blocks > 1 else [0]):
+        block_groups = members[b]
+        rng.shuffle(block_groups)
+        batches, current, size = [], [], 0
+        for g in block_groups:
+            current.append(g)
+            size += len(g)
+            if size >= batch_size:
+                batches.append(np.concatenate(current))
+                current, size = [], 0
+        if current:
             batches.append(np.concatenate(current))
-            current, size = [], 0
-    if current:
-        batches.append(np.concatenate(current))
-    return batches
+        out.append((int(b) * block, batches))
+    return out
 
 
 class MLPHead(HeadBase):
@@ -91,6 +104,8 @@ class MLPHead(HeadBase):
     max_epochs, batch_size, validation_fraction, patience : early stopping on the validation
         accuracy of a held-out fraction of the training data; the best epoch's weights are kept.
     device : "cpu", "cuda" or "auto".
+    block_images : images per block: batches are drawn block by block (blocks in random order), and
+        a streamed view (`cache.view(..., stream=True)`) is read one block at a time.
     """
 
     def __init__(self, hidden_sizes: tuple[int, ...] = (512,), dropout: float = 0.2, batch_norm: bool = True,
@@ -98,7 +113,7 @@ class MLPHead(HeadBase):
                  t_max: int = 500, eta_min: float = 1e-6, normalize: str | None = None, standardize: bool = True,
                  max_epochs: int = 30, batch_size: int = 256, validation_fraction: float = 0.1, patience: int = 4,
                  device: str = "cpu", num_threads: int | None = None, random_state: int | None = 0,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, block_images: int = DEFAULT_BLOCK_IMAGES) -> None:
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
         self.batch_norm = batch_norm
@@ -118,6 +133,7 @@ class MLPHead(HeadBase):
         self.num_threads = num_threads
         self.random_state = random_state
         self.verbose = verbose
+        self.block_images = block_images
 
     @classmethod
     def reference(cls, **overrides) -> "MLPHead":
@@ -176,7 +192,10 @@ class MLPHead(HeadBase):
     @staticmethod
     def _to(parts: Parts, dev: torch.device) -> Parts:
         mv = lambda t: None if t is None else t.to(dev)  # noqa: E731
-        return Parts(mv(parts.image), mv(parts.row), mv(parts.question), parts.image_tokens)
+        return Parts(parts.map_image(mv).image, mv(parts.row), mv(parts.question), parts.image_tokens)
+
+    def _blocks(self, parts: Parts):
+        return image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES))
 
     # -- estimator API ------------------------------------------------------------------------------
     def fit(self, X, y) -> "MLPHead":
@@ -204,7 +223,7 @@ class MLPHead(HeadBase):
         if self.normalize == "token":
             parts = token_normalize(parts)
         if self.standardize:
-            self.scaler_ = Standardizer().fit(parts)
+            self.scaler_ = Standardizer().fit(parts, self.block_images)
             parts = self.scaler_.transform(parts)
 
         n = parts.n
@@ -228,27 +247,22 @@ class MLPHead(HeadBase):
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.t_max, eta_min=self.eta_min)
                  if self.scheduler == "cosine" else None)
         train_row = train.row.cpu().numpy() if train.row is not None else None
+        block = self.block_images
         best_score, best_state, stale = -1.0, None, 0
         self.history_ = []
         for epoch in range(self.max_epochs):
             self.net_.train()
-            batches = (_image_grouped_batches(train_row, self.batch_size, rng) if train_row is not None
-                       else np.array_split(rng.permutation(train.n), max(1, int(np.ceil(train.n / self.batch_size)))))
+            blocks = (_image_grouped_batches(train_row, self.batch_size, rng, len(train.image), block)
+                      if train_row is not None else
+                      [(0, np.array_split(rng.permutation(train.n), max(1, int(np.ceil(train.n / self.batch_size)))))])
             total = 0.0
-            for b in batches:
-                if len(b) < 2 and self.batch_norm:
-                    continue  # BatchNorm cannot train on a single row
-                idx = torch.from_numpy(b).to(dev)
-                logits = self.net_(train.subset(idx))
-                loss = nn.functional.cross_entropy(logits, y_train[idx])
-                if self.l1:
-                    loss = loss + self.l1 * sum(w.abs().mean() for w in self.net_.weight_matrices())
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                if sched is not None:
-                    sched.step()
-                total += float(loss.detach()) * len(b)
+            for start, batches in blocks:
+                images = train.image_block(start, start + block) if train_row is not None else None
+                for b in batches:
+                    if len(b) < 2 and self.batch_norm:
+                        continue  # BatchNorm cannot train on a single row
+                    idx = torch.from_numpy(b).to(dev)
+                    total += self._train_step(train, images, start, idx, y_train, opt, sched) * len(b)
             score = self._accuracy(val, y_val) if val is not None else -total
             self.history_.append({"epoch": epoch, "train_loss": total / max(1, train.n),
                                   "val_accuracy": score if val is not None else None})
@@ -267,19 +281,45 @@ class MLPHead(HeadBase):
         # predict in float64: a row's answer must not depend on the batch it comes in
         self.net_.eval().requires_grad_(False).to("cpu", torch.float64)
 
+    def _train_step(self, train: Parts, images, start: int, idx: torch.Tensor, y: torch.Tensor, opt, sched) -> float:
+        """One batch: the questions `idx` of `train`, their images taken from the loaded block."""
+        if images is None:
+            batch = train.subset(idx)
+        else:
+            used, inv = torch.unique(train.row[idx] - start, return_inverse=True)
+            q = None if train.question is None else train.question[idx]
+            batch = Parts(images[used], inv, q, train.image_tokens)
+        loss = nn.functional.cross_entropy(self.net_(batch), y[idx])
+        if self.l1:
+            loss = loss + self.l1 * sum(w.abs().mean() for w in self.net_.weight_matrices())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        return float(loss.detach())
+
     @torch.no_grad()
     def _accuracy(self, parts: Parts, y: torch.Tensor) -> float:
         self.net_.eval()
-        return float((self.net_(parts).argmax(1) == y).float().mean())
+        hits = sum(int((self.net_(block).argmax(1) == y[torch.from_numpy(idx).to(y.device)]).sum())
+                   for idx, block in self._blocks(parts))
+        return hits / parts.n
 
     @torch.no_grad()
+    def _apply(self, X, fn, width: int) -> np.ndarray:
+        parts = self._prepare(self._parts(X))
+        out = torch.empty((parts.n, width), dtype=torch.float64)
+        for idx, block in self._blocks(parts):
+            out[idx] = fn(block).to(torch.float64)
+        return out.numpy()
+
     def predict_proba(self, X) -> np.ndarray:
         X = self._validate_predict(X)
-        parts = self._prepare(self._parts(X))
-        return torch.softmax(self.net_(parts), dim=1).numpy().astype(np.float64)
+        return self._apply(X, lambda p: torch.softmax(self.net_(p), dim=1), len(self.classes_))
 
-    @torch.no_grad()
     def transform_hidden(self, X) -> np.ndarray:
         """Last hidden layer activations for X (for embedding plots)."""
         X = self._validate_predict(X)
-        return self.net_.hidden(self._prepare(self._parts(X))).numpy()
+        return self._apply(X, self.net_.hidden, self.net_.rest[-1].in_features if len(self.net_.rest)
+                           else len(self.classes_)).astype(np.float32)

@@ -51,7 +51,7 @@ def plot_umap(source: str | Path, out: str | Path, cache: str | Path | None = No
     if (source.is_file() and source.suffix in (".h5", ".hdf5")) or (source / "manifest.json").is_file():
         with open_cache(source) as c:
             X, y = c.view(view, split)
-            random = c.attrs.get("model_id") == "tiny-random"
+            random = str(c.attrs.get("model_id", "")).startswith("tiny-random")
         return umap_plot(X, y, out, f"UMAP of view '{view}' ({split})", per_class, seed,
                          subtitle="RANDOM WEIGHTS (tiny-random)" if random else "")
     trained = TrainedHead.load(source, trust_pickle)

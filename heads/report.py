@@ -42,7 +42,7 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
                  extra: dict | None = None) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    random_weights = cache_attrs.get("model_id") == "tiny-random"
+    random_weights = str(cache_attrs.get("model_id", "")).startswith("tiny-random")
     env = environment()
     summary = {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "predict_s")}
     payload = {"title": title, "random_weights": random_weights, "environment": env, "cache": cache_attrs,

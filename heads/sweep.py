@@ -155,8 +155,11 @@ class _FitLog:
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
               heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] = ("pooled", "itc"),
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
-              progress: bool = True, state_dir: str | Path | None = None) -> SweepResult:
+              progress: bool = True, state_dir: str | Path | None = None, stream: bool = False) -> SweepResult:
     """Every head x view: choose params on validation, refit on the whole training split, evaluate once.
+
+    With `stream` the views' images stay on disk and heads read them block by block (caches larger
+    than memory; `sim` is small and always read); parallel fits then share the open cache in threads.
 
     With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
     with the same state_dir skips them."""
@@ -172,7 +175,8 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     cache = open_cache(cache_path)
     threads = 1 if n_jobs != 1 else None
     result = SweepResult()
-    data = {v: (cache.view(v, train_split), cache.view(v, eval_split)) for v in views}
+    lazy = {v: stream and v != "sim" for v in views}
+    data = {v: (cache.view(v, train_split, stream=lazy[v]), cache.view(v, eval_split, stream=lazy[v])) for v in views}
     result.fits_total = sum(len(candidates.get(h, [{}])) + 1 for h in heads) * len(views)
     result.fits_done = len(log.done)
     bar = tqdm(total=result.fits_total, initial=result.fits_done, desc="sweep", unit="fit", disable=not progress)
@@ -185,7 +189,8 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
             keys = [log.key(view, kind, p) for p in grid_k]
             todo = [i for i, k in enumerate(keys) if k not in log.done]
             jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads) for i in todo)
-            for i, (score, fit_s) in zip(todo, Parallel(n_jobs=n_jobs, return_as="generator")(jobs)):
+            parallel = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads" if lazy[view] else None)
+            for i, (score, fit_s) in zip(todo, parallel(jobs)):
                 log.add(keys[i], {"validation_accuracy": score, "fit_s": fit_s})
                 bar.update(1)
             scores = [log.done[k]["validation_accuracy"] for k in keys]
@@ -257,7 +262,7 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
                        "model_fingerprint": attrs.get("model_fingerprint"),
                        "dataset_digest": attrs.get("dataset_digest"),
                        "grid": load_grid(sweep_kwargs.get("grid", "small")),
-                       **{k: v for k, v in sweep_kwargs.items() if k not in ("progress", "n_jobs")}})
+                       **{k: v for k, v in sweep_kwargs.items() if k not in ("progress", "n_jobs", "stream")}})
     note = "fresh"
     run_file = partial / "run.json"
     if partial.exists():
@@ -282,16 +287,17 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
 
 
 def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None = None,
-             train_split: str | None = "train") -> TrainedHead:
-    """One head on one view of a cache's training split."""
+             train_split: str | None = "train", stream: bool = False) -> TrainedHead:
+    """One head on one view of a cache's training split (`stream`: images read block by block)."""
     with open_cache(cache_path) as cache:
-        X, y = cache.view(view, train_split)
+        X, y = cache.view(view, train_split, stream=stream and view != "sim")
         head = fit_checked(make_head(kind, params or {}), X, y)
         return TrainedHead.from_cache(head, view, cache, train_split, kind, params)
 
 
-def evaluate_head(trained: TrainedHead, cache_path: str | Path, split: str | None = "test") -> dict:
+def evaluate_head(trained: TrainedHead, cache_path: str | Path, split: str | None = "test",
+                  stream: bool = False) -> dict:
     """Metrics of a saved head on a cache split; refuses a cache of another model or preprocessing."""
     with open_cache(cache_path, expect=trained.provenance) as cache:
-        X, y = cache.view(trained.view, split)
-    return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_))
+        X, y = cache.view(trained.view, split, stream=stream and trained.view != "sim")
+        return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_))

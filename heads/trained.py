@@ -52,7 +52,7 @@ class TrainedHead:
 
     @property
     def random_weights(self) -> bool:
-        return self.provenance.get("model_id") == "tiny-random"
+        return str(self.provenance.get("model_id", "")).startswith("tiny-random")
 
     def save(self, path: str | Path) -> Path:
         """Write the head as a folder of JSON + safetensors (replacing an earlier save atomically)."""

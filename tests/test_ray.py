@@ -64,3 +64,60 @@ def test_a_worker_that_dies_has_its_shard_retried(cluster, small_dataset, tiny_i
     assert Path(ds.marker).exists() and rep.images_computed == len(small_dataset.images())
     extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
     assert_same_file(tmp_path / "ray.h5", tmp_path / "local.h5")
+
+
+DRIVER_SCRIPT = """
+import os, pickle, signal, sys, threading, time
+from pathlib import Path
+
+from featcache.datasets import VQADataset
+from featcache.extract import extract
+
+
+class Slow(VQADataset):  # defined in __main__: Ray ships it to the actors by value
+    def open_image(self, key, draft_size=None):
+        time.sleep(0.15)
+        return super().open_image(key, draft_size)
+
+
+ds = pickle.load(open(sys.argv[1], "rb"))
+ds = Slow(ds.name, ds.source, ds.questions, ds.image_paths)
+parts = Path(sys.argv[3] + ".parts")
+
+
+def kill_after_two_shards():
+    while len(list(parts.glob("shard-*.h5"))) < 2:
+        time.sleep(0.005)
+    os.kill(os.getpid(), signal.SIGKILL)  # the driver dies: no cleanup, no merge
+
+
+threading.Thread(target=kill_after_two_shards, daemon=True).start()
+extract(ds, sys.argv[3], model=sys.argv[2], device="cpu", engine="ray", ray_address=sys.argv[4], batch_size=2,
+        shard_size=2, workers=0, progress=False)
+"""
+
+
+def test_a_killed_driver_resumes_to_the_same_file(cluster, small_dataset, tiny_itm, tmp_path):
+    import pickle
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.test_extract import saved_images
+
+    pickle.dump(small_dataset, open(tmp_path / "ds.pkl", "wb"))
+    (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER_SCRIPT))
+    out = tmp_path / "ray.h5"
+    address = ray.get_runtime_context().gcs_address  # the driver joins the running cluster, as on a real one
+    proc = subprocess.run([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "ds.pkl"), str(tiny_itm),
+                           str(out), address], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    saved = saved_images(Path(str(out) + ".parts"))
+    assert 2 <= saved < len(small_dataset.images()) and not out.exists()
+
+    rep = extract(small_dataset, out, model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+    assert rep.resumed and rep.shards_done_before >= 2 and rep.images_computed == len(small_dataset.images()) - saved
+    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
+    assert_same_file(out, tmp_path / "local.h5")
