@@ -7,6 +7,7 @@ import sys
 import click
 
 import cli_extract
+import cli_generative
 from cli_common import TRUST_PICKLE, delimiter_arg, run
 
 
@@ -17,6 +18,7 @@ def main() -> None:
 
 
 cli_extract.register(main)
+cli_generative.register(main)
 
 
 @main.command()

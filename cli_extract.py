@@ -62,7 +62,7 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     from featcache.extract import extract as run_extract
     from featcache.tiny import TINY_RANDOM, random_weights_warning
 
-    if model == TINY_RANDOM:
+    if model.startswith(TINY_RANDOM):
         click.secho(random_weights_warning(), fg="yellow", err=True)
     ds = load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter)
     report = run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,

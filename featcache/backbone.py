@@ -293,7 +293,7 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str |
         dims["proj"] = int(cfg.image_text_hidden_size)
     return Backbone(
         model=net, preprocessor=preprocessor, tokenizer=tokenizer,
-        model_id=TINY_RANDOM if requested == TINY_RANDOM else model,
+        model_id=requested if requested.startswith(TINY_RANDOM) else model,
         model_class=(cfg.architectures or [type(net).__name__])[0],
         revision=revision or getattr(cfg, "_commit_hash", None) or "", device=dev,
         compute_dtype=compute_dtype, max_text_length=max_text_length,

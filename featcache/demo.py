@@ -9,7 +9,8 @@ from .tiny import TINY_RANDOM, random_weights_warning
 
 HUB_HELP = ("The demo needs BLIP-2 weights. Two ways on:\n"
             "  make demo MODEL=/path/to/checkpoint   # a folder saved with save_pretrained / `hf download`\n"
-            "  make demo MODEL=tiny-random           # a tiny RANDOM model: runs the whole pipeline, accuracy means nothing")
+            "  make demo MODEL=tiny-random           # a tiny RANDOM model: runs the whole pipeline, accuracy means nothing\n"
+            "  make demo MODEL=tiny-random-opt       # a tiny RANDOM generative model: zero-shot + heads in one report")
 
 
 def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) -> dict:
@@ -20,9 +21,11 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
     from .datasets import load_dataset
     from .extract import extract
 
+    from .generative.model import is_generative_checkpoint
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if model == TINY_RANDOM:
+    if model.startswith(TINY_RANDOM):
         echo(random_weights_warning())
     try:
         backbone = load_backbone(model)
@@ -33,11 +36,25 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
     echo(f"[1/3] extracting {len(ds.questions)} questions / {len(ds.images())} images with {backbone.model_id} "
          f"on {backbone.device} -> {cache}")
     extract(ds, cache, model=backbone)
-    echo("[2/3] sweeping heads x views on the cache (CPU)")
+    views, zeroshot_rows = ["pooled", "itc"], []
+    if is_generative_checkpoint(model):  # no text path: heads see the image only; the language model answers
+        from .generative.report import zeroshot_row
+        from .generative.zeroshot import zeroshot
+
+        from heads.evaluate import all_labels, prediction_metrics
+
+        views = ["image"]
+        for method in ("rank", "generate"):
+            echo(f"[2/3] zero-shot {method} with {model}'s language model, from the cache")
+            z = zeroshot(cache, model, method, split="test")
+            zeroshot_rows.append(zeroshot_row(z, prediction_metrics(z.y, z.pred, all_labels(z.y, z.vocabulary),
+                                                                    z.seconds)))
+    echo(f"[2/3] sweeping heads x views {views} on the cache (CPU)")
     rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=["lr", "mlp", "lgbm"],
-                          views=["pooled", "itc"], grid="small")
+                          views=views, grid="small", extra_rows=zeroshot_rows)
     result, files, best = rep.result, rep.files, rep.best
     echo("[3/3] UMAP of the best head's representation")
     umap_png = plot_umap(best, out / "report" / "umap.png", cache=cache)
     return {"cache": cache, "report": files["report"], "confusion": files["confusion"], "umap": umap_png,
-            "best": best, "rows": result.rows, "random_weights": model == TINY_RANDOM}
+            "best": best, "rows": sorted(result.rows + zeroshot_rows, key=lambda r: -r["accuracy"]),
+            "random_weights": model.startswith(TINY_RANDOM)}

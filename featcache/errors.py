@@ -23,3 +23,7 @@ class ExtractError(FeatcacheError):
 
 class UnsafeFileError(FeatcacheError):
     """A file that could run code when loaded (pickle, joblib, torch.save) was given without --trust-pickle."""
+
+
+class ZeroShotError(FeatcacheError):
+    """A zero-shot run asked for something its model or cache cannot do (a method, an answer, a prompt)."""

@@ -109,7 +109,12 @@ def random_weights_warning() -> str:
 
 
 def resolve_model(model: str, cache_dir: str | Path | None = None) -> str:
-    """`tiny-random` -> the folder of a tiny random checkpoint (built once, seeded); else `model` unchanged."""
+    """`tiny-random` -> the folder of a tiny random checkpoint (built once, seeded); `tiny-random-opt|t5`
+    likewise (featcache.generative.tiny); else `model` unchanged."""
+    from .generative.tiny import TINY_GENERATIVE, resolve_generative
+
+    if model in TINY_GENERATIVE:
+        return resolve_generative(model, cache_dir)
     if model != TINY_RANDOM:
         return model
     import os

@@ -243,8 +243,10 @@ def _swap_in(new: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None = None, **sweep_kwargs) -> SweepReport:
-    """Run a sweep and write its report folder atomically.
+def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None = None,
+                    extra_rows: list[dict] | None = None, **sweep_kwargs) -> SweepReport:
+    """Run a sweep and write its report folder atomically; `extra_rows` (e.g. zero-shot results, in the
+    same fields) are ranked in the same table.
 
     Work happens in `OUT.partial/`, renamed to OUT only when the report is complete, so a killed
     sweep never leaves a folder that mixes two runs. Rerunning the same sweep resumes its finished
@@ -277,7 +279,8 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     result = run_sweep(cache_path, state_dir=partial / "state", **sweep_kwargs)
     if note == "resumed":
         note = f"resumed ({result.fits_done} of {result.fits_total} fits were already done)"
-    files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=result.rows,
+    rows = sorted(result.rows + list(extra_rows or []), key=lambda r: -r["accuracy"])
+    files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=rows,
                          extra={"sweep_start": note})
     result.best.save(partial / "best")
     shutil.rmtree(partial / "state")

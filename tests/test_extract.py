@@ -114,8 +114,10 @@ def test_each_image_and_text_encoded_once(small_dataset, tmp_path, tiny_itm):
 
 
 def saved_images(parts: Path) -> int:
-    """Images in the finished shards of a parts folder (each shard's checksum sidecar counts them)."""
-    return sum(json.loads(p.read_text())["n_images"] for p in parts.glob("shard-*.json"))
+    """Images in the finished shards of a parts folder: a shard is finished when its file is in place
+    (each shard's checksum sidecar, written just before, counts its images)."""
+    return sum(json.loads(p.read_text())["n_images"] for p in parts.glob("shard-*.json")
+               if p.with_suffix(".h5").exists())
 
 
 def shard_plan(ds, shard_size):

@@ -133,6 +133,19 @@ def test_demo_with_tiny_random_is_labelled(tmp_path, monkeypatch):
     assert_png(tmp_path / "d" / "report" / "umap.png")
 
 
+def test_demo_with_a_tiny_generative_model_puts_zeroshot_and_heads_in_one_report(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    r = CliRunner().invoke(main, ["demo", "--model", "tiny-random-opt", "--limit", "300", "--out", str(tmp_path / "d")])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("RANDOM") >= 2
+    rows = json.loads((tmp_path / "d" / "report" / "results.json").read_text())["ranking"]
+    assert {"zeroshot-rank", "zeroshot-generate", "lr", "mlp", "lgbm"} == {row["head"] for row in rows}
+    assert {row["view"] for row in rows if not row["head"].startswith("zeroshot")} == {"image"}
+    assert "RANDOM WEIGHTS" in (tmp_path / "d" / "report" / "report.md").read_text()
+
+
 def test_killed_sweep_leaves_no_mixed_report_and_resumes(easy_cache, tmp_path, monkeypatch):
     """A sweep interrupted midway leaves the previous report whole; rerunning resumes its finished fits
     and ends with the report an uninterrupted sweep writes."""

@@ -1,0 +1,100 @@
+"""Zero-shot classification over a closed answer set with a generative BLIP-2.
+
+`score_answers` gives every candidate answer its log-likelihood under the language model, given the
+image tokens and the prompt. The prompt's keys and values are computed once per question and shared
+by all candidates, which are then scored in one batch (answers are 1-3 tokens):
+- OPT (decoder-only): [image tokens][</s> prompt], then each candidate as " answer\\n": the leading
+  space is how an answer follows "Answer:", and the end marker (BLIP-2's own answer end for OPT) makes
+  "red" pay for stopping, so it cannot win merely by being a prefix of "red and white".
+- Flan-T5 (encoder-decoder): the encoder runs once on [image tokens][prompt</s>]; the decoder scores
+  each "answer</s>".
+`generate_answers` is free generation (greedy) from the same inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .model import GenerativeLM
+
+PAPER_PROMPT = "Question: {} Answer:"
+"""The BLIP-2 Classifier paper's baseline prompt (and BLIP-2's VQA prompt)."""
+ONE_WORD_PROMPT = "Question: {} Answer in one word:"
+
+
+def answer_tokens(lm: GenerativeLM, answers: list[str]) -> list[list[int]]:
+    """Each answer's tokens as the language model would produce them after the prompt, end included."""
+    tok = lm.tokenizer
+    if lm.decoder_only:
+        end = tok("\n", add_special_tokens=False).input_ids
+        out = [tok(" " + a.strip(), add_special_tokens=False).input_ids + end for a in answers]
+    else:
+        out = [tok(a.strip()).input_ids for a in answers]  # T5's tokenizer closes with </s>
+    unk = getattr(tok, "unk_token_id", None)
+    for a, ids in zip(answers, out):
+        if not a.strip() or (unk is not None and unk in ids):
+            raise ValueError(f"answer {a!r} cannot be encoded by {lm.model_id}'s tokenizer"
+                             + (" (unknown token)" if a.strip() else " (empty)"))
+    return out
+
+
+def _padded(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)], mask[i, :len(s)] = torch.tensor(s), 1
+    return ids.to(device), mask.to(device)
+
+
+def _prefix(lm: GenerativeLM, image_tokens: torch.Tensor, prompt: str) -> torch.Tensor:
+    """[image tokens][prompt tokens] embedded, as Blip2Processor + the model's forward arrange them."""
+    ids = torch.tensor([lm.tokenizer(prompt).input_ids])
+    return torch.cat([image_tokens[None].to(lm.dtype), lm.embed(ids)], dim=1)
+
+
+@torch.inference_mode()
+def score_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[str], answers: list[str],
+                  length_norm: bool = False) -> np.ndarray:
+    """(questions, answers) log-likelihoods; image_tokens (questions, 32, d_LLM) from `lm.project`.
+    With length_norm each is divided by its number of tokens."""
+    cands = answer_tokens(lm, answers)
+    pad = lm.tokenizer.pad_token_id or 0
+    ids, mask = _padded(cands, pad, lm.device)
+    k = len(cands)
+    lengths = mask.sum(1).to(torch.float64)
+    out = np.empty((len(prompts), k), dtype=np.float64)
+    for i, prompt in enumerate(prompts):
+        prefix = _prefix(lm, image_tokens[i], prompt)
+        if lm.decoder_only:
+            first = lm.lm(inputs_embeds=prefix, use_cache=True)
+            cache = first.past_key_values
+            cache.batch_repeat_interleave(k)
+            n = prefix.shape[1]
+            rest = lm.lm(input_ids=ids, past_key_values=cache, use_cache=False,
+                         attention_mask=torch.cat([torch.ones((k, n), dtype=torch.long, device=lm.device), mask], 1))
+            logits = torch.cat([first.logits[:, -1:].expand(k, -1, -1), rest.logits[:, :-1]], dim=1)
+        else:
+            encoded = lm.lm.get_encoder()(inputs_embeds=prefix).last_hidden_state.expand(k, -1, -1)
+            start = torch.full((k, 1), lm.model.config.text_config.decoder_start_token_id, device=lm.device)
+            logits = lm.lm(encoder_outputs=(encoded,), decoder_input_ids=torch.cat([start, ids[:, :-1]], 1),
+                           decoder_attention_mask=torch.cat([torch.ones_like(start), mask[:, :-1]], 1)).logits
+        logp = torch.log_softmax(logits.double(), dim=-1).gather(2, ids[..., None])[..., 0] * mask
+        scores = logp.sum(1)
+        out[i] = (scores / lengths if length_norm else scores).cpu().numpy()
+    return out
+
+
+@torch.inference_mode()
+def generate_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[str],
+                     max_new_tokens: int = 4) -> list[str]:
+    """Greedy generation after each prompt (the report's setting: max_new_tokens 4), decoded text."""
+    texts = []
+    for i, prompt in enumerate(prompts):
+        prefix = _prefix(lm, image_tokens[i], prompt)
+        mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=lm.device)
+        new = lm.lm.generate(inputs_embeds=prefix, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, num_beams=1)
+        texts.append(lm.tokenizer.decode(new[0], skip_special_tokens=True).strip())
+    return texts

@@ -1,0 +1,30 @@
+"""Zero-shot results written as a sweep report (same files, same row fields), so the two sit in one table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..cache import open_cache
+
+
+def zeroshot_row(result, metrics: dict) -> dict:
+    """A row with the fields of a `sweep` row; `head` names the method, `view` the model."""
+    return {"head": f"zeroshot-{result.method}", "view": result.model, "params": result.settings,
+            "validation_accuracy": None, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "balanced_accuracy": metrics["balanced_accuracy"], "fit_s": 0.0, "predict_s": result.seconds,
+            "candidates": len(result.vocabulary), "questions": metrics["n"], **result.counts}
+
+
+def write_zeroshot_report(result, cache_path, out) -> tuple[dict, dict]:
+    from heads.evaluate import all_labels, prediction_metrics
+    from heads.report import write_report
+
+    labels = all_labels(result.y, result.vocabulary)
+    metrics = prediction_metrics(result.y, result.pred, labels, result.seconds)
+    row = zeroshot_row(result, metrics)
+    with open_cache(cache_path) as cache:
+        attrs = dict(cache.attrs)
+    files = write_report(Path(out), metrics, attrs, f"zero-shot {result.method} with {result.model} on "
+                         f"{result.settings.get('split')} of {cache_path}", rows=[row],
+                         extra={"zeroshot": {**result.settings, **result.counts}})
+    return files, row

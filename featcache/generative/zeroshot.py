@@ -1,0 +1,155 @@
+"""`featcache zeroshot`: a cache's questions answered without training, scored like a sweep.
+
+- rank: every vocabulary answer scored by a generative BLIP-2's language model (featcache.generative.rank),
+  from the cache's query states: the ViT never runs.
+- generate: free generation, matched to the vocabulary after VQA normalisation; the rest mapped by the
+  ITC text embedding of a retrieval checkpoint when `map_model` is given (counted apart as "mapped").
+- itc: a retrieval cache's query projections against the ITC text embeddings of prompt templates
+  (answer alone, "a picture of {answer}", "Question: {question} Answer: {answer}"), max over queries.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..cache import open_cache
+from ..errors import CacheFormatError, ModelLoadError, ZeroShotError
+
+ITC_TEMPLATES = {"answer": "{answer}", "picture": "a picture of {answer}",
+                 "statement": "Question: {question} Answer: {answer}"}
+METHODS = ("rank", "generate", "itc")
+
+
+@dataclass
+class ZeroShotResult:
+    method: str
+    model: str
+    y: np.ndarray
+    pred: np.ndarray
+    vocabulary: list[str]
+    seconds: float
+    settings: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    """generate: how many answers matched exactly, were mapped, or stayed unmatched."""
+
+    @property
+    def images_per_s(self) -> float:
+        return self.settings.get("images", 0) / self.seconds if self.seconds else 0.0
+
+
+def _questions(cache, split):
+    splits = cache.strings("questions", "split")
+    mask = cache.strings("questions", "error") == ""
+    if split is not None:
+        mask &= np.isin(splits, [split] if isinstance(split, str) else split)
+        if not mask.any():
+            raise CacheFormatError(f"no usable questions in split {split!r}; splits: {sorted(set(splits))}")
+    idx = np.flatnonzero(mask)
+    return idx, cache.strings("questions", "text")[idx], cache.strings("questions", "answer")[idx], \
+        cache.array("questions", "image_row")[idx]
+
+
+def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "test", prompt: str | None = None,
+             vocabulary: list[str] | None = None, length_norm: bool = False, max_new_tokens: int = 4,
+             map_model: str | None = None, template: str = "picture", device: str = "auto", dtype: str | None = None,
+             limit: int | None = None, batch_size: int = 64) -> ZeroShotResult:
+    """Answer the questions of `split` zero-shot over `vocabulary` (default: every answer in the cache)."""
+    from .rank import PAPER_PROMPT
+
+    if method not in METHODS:
+        raise ZeroShotError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    prompt = prompt or PAPER_PROMPT
+    if method != "itc" and "{}" not in prompt:
+        raise ZeroShotError(f"--prompt must hold {{}} where the question goes, got {prompt!r}")
+    with open_cache(cache_path) as cache:
+        idx, texts, y, rows = _questions(cache, split)
+        if limit:
+            idx, texts, y, rows = idx[:limit], texts[:limit], y[:limit], rows[:limit]
+        vocab = sorted(set(vocabulary or cache.strings("questions", "answer")))
+        started = time.perf_counter()
+        if method == "itc":
+            pred, settings, counts = _itc(cache, model, texts, rows, vocab, template, device, batch_size)
+        else:
+            pred, settings, counts = _generative(cache, model, method, texts, rows, vocab, prompt, length_norm,
+                                                 max_new_tokens, map_model, device, dtype, batch_size)
+        seconds = time.perf_counter() - started
+    settings.update(split=split, images=int(len(np.unique(rows))), questions=int(len(idx)))
+    return ZeroShotResult(method, model, np.asarray(y, dtype=object), np.asarray(pred, dtype=object), vocab, seconds,
+                          settings, counts)
+
+
+def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, max_new_tokens, map_model, device,
+                dtype, batch_size):
+    from .answers import map_by_embedding, match_answers
+    from .model import load_generative
+    from .rank import generate_answers, score_answers
+
+    lm = load_generative(model, device=device, dtype=dtype)
+    lm.check_cache(cache.attrs, cache.path)
+    pred, generated = [], []
+    for start in range(0, len(texts), batch_size):
+        part = slice(start, start + batch_size)
+        used, inv = np.unique(rows[part], return_inverse=True)
+        tokens = lm.project(cache.read("images", "query", used))[inv]
+        prompts = [prompt.format(t) for t in texts[part]]
+        if method == "rank":
+            try:
+                scores = score_answers(lm, tokens, prompts, vocab, length_norm=length_norm)
+            except ValueError as exc:  # an answer the tokenizer cannot encode
+                raise ZeroShotError(f"{exc}; fix or drop it from the vocabulary") from None
+            pred += [vocab[i] for i in scores.argmax(1)]
+        else:
+            generated += generate_answers(lm, tokens, prompts, max_new_tokens=max_new_tokens)
+    settings = {"prompt": prompt, "length_norm": length_norm} if method == "rank" else \
+        {"prompt": prompt, "max_new_tokens": max_new_tokens, "map_model": map_model}
+    if method == "rank":
+        return pred, settings, {}
+    found, matched = match_answers(generated, vocab)
+    counts = {"exact": int(matched.sum()), "mapped": 0, "unmatched": int((~matched).sum())}
+    if map_model and counts["unmatched"]:
+        from ..backbone import load_backbone
+
+        bb = load_backbone(map_model, device=device)
+        if not bb.has_text:
+            raise ModelLoadError(f"--map-model {map_model} has no ITC text path; give a retrieval checkpoint "
+                                 f"such as Salesforce/blip2-itm-vit-g")
+        todo = [i for i, f in enumerate(found) if f is None]
+        for i, answer in zip(todo, map_by_embedding([generated[i] for i in todo], vocab,
+                                                    lambda t: bb.encode_texts(t)["text_proj"])):
+            found[i] = answer
+        counts.update(mapped=len(todo), unmatched=0)
+    settings["examples"] = generated[:5]
+    return [f if f is not None else "<unmatched>" for f in found], settings, counts
+
+
+def _itc(cache, model, texts, rows, vocab, template, device, batch_size):
+    from ..backbone import load_backbone
+
+    if template not in ITC_TEMPLATES:
+        raise ZeroShotError(f"--template must be one of {', '.join(ITC_TEMPLATES)}, got {template!r}")
+    if "query_proj" not in cache.images:
+        raise CacheFormatError(f"{cache.path} has no ITC projections (/images/query_proj): it was made with a "
+                               f"generative checkpoint; use --method rank or generate, or a retrieval cache")
+    bb = load_backbone(model, device=device)
+    if not bb.has_text or bb.fingerprint != cache.attrs.get("model_fingerprint"):
+        raise ModelLoadError(f"--method itc needs the retrieval checkpoint that made {cache.path} "
+                             f"({cache.attrs.get('model_id')}); {model} is not it")
+    form = ITC_TEMPLATES[template]
+    per_answer = "{question}" not in form
+    if per_answer:
+        answer_emb = bb.encode_texts([form.format(answer=a) for a in vocab])["text_proj"]  # (K, d)
+    pred = []
+    for start in range(0, len(texts), batch_size):
+        part = slice(start, start + batch_size)
+        used, inv = np.unique(rows[part], return_inverse=True)
+        image = cache.read("images", "query_proj", used).astype(np.float32)[inv]  # (B, 32, d)
+        if per_answer:
+            sims = np.einsum("btd,kd->btk", image, answer_emb).max(1)
+        else:
+            emb = bb.encode_texts([form.format(question=q, answer=a) for q in texts[part] for a in vocab])["text_proj"]
+            sims = np.einsum("btd,bkd->btk", image, emb.reshape(len(image), len(vocab), -1)).max(1)
+        pred += [vocab[i] for i in sims.argmax(1)]
+    return pred, {"template": form}, {}
