@@ -57,6 +57,8 @@ class Backbone:
     max_text_length: int = DEFAULT_MAX_TEXT_LENGTH
     fingerprint: str = ""
     dims: dict = field(default_factory=dict)
+    itm_head: nn.Module | None = field(default=None, repr=False)
+    """The image-text matching head (retrieval checkpoints), apart from `model` so the fingerprint ignores it."""
     _table: torch.Tensor | None = field(default=None, repr=False)
     _pad_to: int = field(default=0, repr=False)
     """With a compiled ViT: every batch is padded to this size, so one compiled graph serves them all."""
@@ -275,7 +277,9 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str |
         raise ModelLoadError(f"{model!r} lacks the BLIP-2 vision model / Q-Former weights "
                              f"(missing e.g. {sorted(missing)[:3]}); is it a BLIP-2 checkpoint?")
     tokenizer = None
-    net.itm_head = None  # the ITM head is not used for features
+    # the ITM head is kept beside the model (zeroshot --method itm), outside the weights that are fingerprinted
+    itm_head = None if any(k.startswith("itm_head") for k in missing) else net.itm_head.eval().requires_grad_(False)
+    net.itm_head = None
     text_ffn = bool(getattr(net.config.qformer_config, "use_qformer_text_input", False))
     if not text_ffn or any(k.startswith(_TEXT_PARTS) for k in missing):
         net.embeddings = net.text_projection = net.vision_projection = None  # never use random weights
@@ -297,4 +301,4 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str |
         model_class=(cfg.architectures or [type(net).__name__])[0],
         revision=revision or getattr(cfg, "_commit_hash", None) or "", device=dev,
         compute_dtype=compute_dtype, max_text_length=max_text_length,
-        fingerprint=weights_fingerprint(net), dims=dims)
+        fingerprint=weights_fingerprint(net), dims=dims, itm_head=itm_head.to(dev) if itm_head is not None else None)

@@ -91,10 +91,13 @@ def generate_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list
                      max_new_tokens: int = 4) -> list[str]:
     """Greedy generation after each prompt (the report's setting: max_new_tokens 4), decoded text."""
     texts = []
+    stop = None
+    if lm.decoder_only:  # an OPT answer ends at "\n" (BLIP-2's answer end), or at </s>
+        stop = lm.tokenizer("\n", add_special_tokens=False).input_ids[-1:] + [lm.tokenizer.eos_token_id]
     for i, prompt in enumerate(prompts):
         prefix = _prefix(lm, image_tokens[i], prompt)
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=lm.device)
         new = lm.lm.generate(inputs_embeds=prefix, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, num_beams=1)
-        texts.append(lm.tokenizer.decode(new[0], skip_special_tokens=True).strip())
+                             do_sample=False, num_beams=1, **({"eos_token_id": stop} if stop else {}))
+        texts.append(lm.tokenizer.decode(new[0], skip_special_tokens=True).strip().split("\n")[0].strip())
     return texts

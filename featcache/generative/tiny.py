@@ -75,6 +75,13 @@ def build_tiny_generative(out_dir: str | Path, lm: str = "opt", seed: int = 0, i
     with torch.no_grad():  # informative query tokens, and language-model inputs on the embeddings' scale
         model.query_tokens.normal_(0.0, 0.5)
         model.language_projection.weight.mul_(4.0)
+        for name, p in model.qformer.named_parameters():  # at init the queries barely see the image (0.03%
+            if "crossattention.attention.value.weight" in name:  # of their variance): make it about half
+                p.mul_(10.0)
+            elif "crossattention.output.dense.weight" in name:
+                p.mul_(5.0)
+        if lm == "opt":  # OPT's tied embeddings start at std 0.02: logits too small for LoRA to ever sharpen
+            model.get_input_embeddings().weight.normal_(0.0, 0.2)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     return out

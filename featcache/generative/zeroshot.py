@@ -6,6 +6,8 @@
   ITC text embedding of a retrieval checkpoint when `map_model` is given (counted apart as "mapped").
 - itc: a retrieval cache's query projections against the ITC text embeddings of prompt templates
   (answer alone, "a picture of {answer}", "Question: {question} Answer: {answer}"), max over queries.
+- itm: the retrieval checkpoint's image-text matching head over (image, template) pairs
+  (featcache.generative.itm), from cached ViT states or the dataset's images.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from ..errors import CacheFormatError, ModelLoadError, ZeroShotError
 
 ITC_TEMPLATES = {"answer": "{answer}", "picture": "a picture of {answer}",
                  "statement": "Question: {question} Answer: {answer}"}
-METHODS = ("rank", "generate", "itc")
+METHODS = ("rank", "generate", "itc", "itm")
+DEFAULT_TEMPLATE = {"itc": "picture", "itm": "statement"}
 
 
 @dataclass
@@ -54,15 +57,14 @@ def _questions(cache, split):
 
 def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "test", prompt: str | None = None,
              vocabulary: list[str] | None = None, length_norm: bool = False, max_new_tokens: int = 4,
-             map_model: str | None = None, template: str = "picture", device: str = "auto", dtype: str | None = None,
-             limit: int | None = None, batch_size: int = 64) -> ZeroShotResult:
-    """Answer the questions of `split` zero-shot over `vocabulary` (default: every answer in the cache)."""
-    from .rank import PAPER_PROMPT
-
+             map_model: str | None = None, template: str | None = None, device: str = "auto", dtype: str | None = None,
+             limit: int | None = None, batch_size: int = 64, dataset=None) -> ZeroShotResult:
+    """Answer the questions of `split` zero-shot over `vocabulary` (default: every answer in the cache).
+    `model` may be a generative fine-tune's folder (`finetune --generative`): its prompt is then the default.
+    `dataset` (a VQADataset): where itm finds the images when the cache holds no ViT states."""
     if method not in METHODS:
         raise ZeroShotError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    prompt = prompt or PAPER_PROMPT
-    if method != "itc" and "{}" not in prompt:
+    if method != "itc" and prompt is not None and "{}" not in prompt:
         raise ZeroShotError(f"--prompt must hold {{}} where the question goes, got {prompt!r}")
     with open_cache(cache_path) as cache:
         idx, texts, y, rows = _questions(cache, split)
@@ -70,8 +72,13 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
             idx, texts, y, rows = idx[:limit], texts[:limit], y[:limit], rows[:limit]
         vocab = sorted(set(vocabulary or cache.strings("questions", "answer")))
         started = time.perf_counter()
+        template = template or DEFAULT_TEMPLATE.get(method, "picture")
+        if template not in ITC_TEMPLATES:
+            raise ZeroShotError(f"--template must be one of {', '.join(ITC_TEMPLATES)}, got {template!r}")
         if method == "itc":
             pred, settings, counts = _itc(cache, model, texts, rows, vocab, template, device, batch_size)
+        elif method == "itm":
+            pred, settings, counts = _itm(cache, model, texts, rows, vocab, template, device, dataset)
         else:
             pred, settings, counts = _generative(cache, model, method, texts, rows, vocab, prompt, length_norm,
                                                  max_new_tokens, map_model, device, dtype, batch_size)
@@ -84,10 +91,16 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
 def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, max_new_tokens, map_model, device,
                 dtype, batch_size):
     from .answers import map_by_embedding, match_answers
+    from .finetune import is_generative_checkpoint_folder, load_finetuned_generative, load_generative_checkpoint
     from .model import load_generative
-    from .rank import generate_answers, score_answers
+    from .rank import PAPER_PROMPT, generate_answers, score_answers
 
-    lm = load_generative(model, device=device, dtype=dtype)
+    if is_generative_checkpoint_folder(model):
+        lm = load_finetuned_generative(model, device=device, dtype=dtype)
+        prompt = prompt or load_generative_checkpoint(model)["config"]["prompt"]
+    else:
+        lm = load_generative(model, device=device, dtype=dtype)
+    prompt = prompt or PAPER_PROMPT
     lm.check_cache(cache.attrs, cache.path)
     pred, generated = [], []
     for start in range(0, len(texts), batch_size):
@@ -125,18 +138,44 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
     return [f if f is not None else "<unmatched>" for f in found], settings, counts
 
 
-def _itc(cache, model, texts, rows, vocab, template, device, batch_size):
+def _retrieval_backbone(cache, model, device, method):
     from ..backbone import load_backbone
 
-    if template not in ITC_TEMPLATES:
-        raise ZeroShotError(f"--template must be one of {', '.join(ITC_TEMPLATES)}, got {template!r}")
+    bb = load_backbone(model, device=device)
+    if not bb.has_text or bb.fingerprint != cache.attrs.get("model_fingerprint"):
+        raise ModelLoadError(f"--method {method} needs the retrieval checkpoint that made {cache.path} "
+                             f"({cache.attrs.get('model_id')}); {model} is not it")
+    return bb
+
+
+def _itm(cache, model, texts, rows, vocab, template, device, dataset):
+    from .itm import VisionStates, itm_scores
+
+    if "query_proj" not in cache.images:
+        raise CacheFormatError(f"{cache.path} was made with a generative checkpoint, which has no ITM head; use "
+                               f"--method rank or generate, or a cache of a retrieval checkpoint")
+    bb = _retrieval_backbone(cache, model, device, "itm")
+    if bb.itm_head is None:
+        raise ModelLoadError(f"{model} has no trained ITM head (its checkpoint lacks itm_head weights); use --method itc")
+    vision = VisionStates(cache, bb, dataset)
+    form = ITC_TEMPLATES[template]
+    pred = []
+    for row in np.unique(rows):  # each image's ViT states once, for all its questions
+        states = vision(int(row))
+        for i in np.flatnonzero(rows == row):
+            scores = itm_scores(bb, states, [form.format(question=texts[i], answer=a) for a in vocab])
+            pred.append((i, vocab[int(scores.argmax())]))
+    out = np.empty(len(texts), dtype=object)
+    for i, answer in pred:
+        out[i] = answer
+    return list(out), {"template": form, "vision_states": "cache" if vision.stored else "recomputed"}, {}
+
+
+def _itc(cache, model, texts, rows, vocab, template, device, batch_size):
     if "query_proj" not in cache.images:
         raise CacheFormatError(f"{cache.path} has no ITC projections (/images/query_proj): it was made with a "
                                f"generative checkpoint; use --method rank or generate, or a retrieval cache")
-    bb = load_backbone(model, device=device)
-    if not bb.has_text or bb.fingerprint != cache.attrs.get("model_fingerprint"):
-        raise ModelLoadError(f"--method itc needs the retrieval checkpoint that made {cache.path} "
-                             f"({cache.attrs.get('model_id')}); {model} is not it")
+    bb = _retrieval_backbone(cache, model, device, "itc")
     form = ITC_TEMPLATES[template]
     per_answer = "{question}" not in form
     if per_answer:
