@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from cli_common import run
@@ -13,7 +15,7 @@ def register(main: click.Group) -> None:
 
 
 @click.command("zeroshot")
-@click.argument("cache", type=click.Path(exists=True))
+@click.argument("cache", required=False, type=click.Path(exists=True))
 @click.option("--model", required=True, help="rank/generate: the generative checkpoint that made CACHE (e.g. "
               "Salesforce/blip2-opt-2.7b, or tiny-random-opt / tiny-random-t5: RANDOM weights); itc: the "
               "retrieval checkpoint that made it.")
@@ -26,25 +28,39 @@ def register(main: click.Group) -> None:
               "match no vocabulary answer to the nearest one (reported apart as 'mapped').")
 @click.option("--template", type=click.Choice(["answer", "picture", "statement"]),
               help="itc/itm: the text each answer is embedded as [default: picture for itc, statement for itm].")
-@click.option("--dataset", help="itm, when CACHE holds no ViT states (--store-vision): the dataset CACHE was "
-              "extracted from, whose images are encoded again.")
+@click.option("--dataset", help="Without CACHE: extract a cache of this dataset with --model first (see "
+              "--save-cache). itm, when CACHE holds no ViT states (--store-vision): the dataset CACHE was extracted "
+              "from, whose images are encoded again.")
+@click.option("--save-cache", type=click.Path(dir_okay=False), help="Without CACHE: keep the extracted cache here "
+              "(default: a temporary file, deleted after the report).")
 @click.option("--root", type=click.Path(file_okay=False), help="With --dataset: its folder (DAQUAR).")
 @click.option("--images", type=click.Path(file_okay=False), help="With --dataset: where relative image paths resolve.")
 @click.option("--limit", type=int, help="Only the first N questions of the split.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder (as `sweep` writes).")
-def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_tokens, map_model, template, dataset, root,
-                 images, limit, device, out) -> None:
-    """Answer a cache's questions without training, over its answer vocabulary, and report as `sweep` does."""
+def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_tokens, map_model, template, dataset,
+                 save_cache, root, images, limit, device, out) -> None:
+    """Answer the questions of CACHE (or of --dataset, extracted first) without training, over the answer
+    vocabulary, and report as `sweep` does."""
+    import tempfile
+
     from featcache.datasets import load_dataset
+    from featcache.extract import extract
     from featcache.generative.report import write_zeroshot_report
     from featcache.generative.zeroshot import zeroshot
 
+    if not cache and not dataset:
+        raise click.UsageError("give a CACHE, or --dataset to extract one first")
     ds = run(load_dataset, dataset, images=images, root=root) if dataset else None
-    result = run(zeroshot, cache, model, method=method, split=split, prompt=prompt, length_norm=length_norm,
-                 max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device, limit=limit,
-                 dataset=ds)
-    files, row = run(write_zeroshot_report, result, cache, out)
+    with tempfile.TemporaryDirectory(prefix="featcache-zeroshot-") as tmp:
+        if not cache:
+            cache = save_cache or str(Path(tmp) / "cache.h5")
+            click.echo(f"extracting {dataset} with {_base_model(model)} into {cache} first")
+            run(extract, ds, cache, model=_base_model(model), device=device, store_vision=method == "itm")
+        result = run(zeroshot, cache, model, method=method, split=split, prompt=prompt, length_norm=length_norm,
+                     max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device,
+                     limit=limit, dataset=ds)
+        files, row = run(write_zeroshot_report, result, cache, out)
     if _base_model(model).startswith("tiny-random"):
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
     counts = "".join(f"  {k} {v}" for k, v in result.counts.items())
@@ -128,7 +144,6 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
                 bertscore_layers, limit, batch_size, device) -> None:
     """Write a caption per image of CACHE or --dataset; with --references, score them."""
     import json
-    from pathlib import Path
 
     from featcache.datasets import load_dataset
     from featcache.generative.caption import CaptionSettings, caption, read_captions

@@ -151,3 +151,26 @@ def test_vqa_normalisation_and_mapping():
     table = {"purple": [1.0, 0.0], "red": [0.8, 0.6], "2": [0.0, 1.0], "circle": [-1.0, 0.0]}
     embed = lambda texts: np.array([table[t] for t in texts])  # noqa: E731
     assert map_by_embedding(["purple"], ["2", "circle", "red"], embed) == ["red"]
+
+
+def test_zeroshot_of_a_dataset_extracts_first(generative, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from cli import main
+    from tests.conftest import write_images
+
+    folder, _ = generative
+    paths = write_images(tmp_path / "imgs", 4)
+    rows = [f"{p.name},what color is it?,{'red' if i % 2 else 'blue'},test" for i, p in enumerate(paths)]
+    (tmp_path / "m.csv").write_text("image,question,answer,split\n" + "\n".join(rows) + "\n")
+    r = CliRunner().invoke(main, ["zeroshot", "--dataset", str(tmp_path / "m.csv"), "--images", str(tmp_path / "imgs"),
+                                  "--model", str(folder), "--save-cache", str(tmp_path / "kept.h5"),
+                                  "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    row = json.loads((tmp_path / "rep" / "results.json").read_text())["ranking"][0]
+    from featcache.generative.zeroshot import zeroshot
+
+    direct = zeroshot(tmp_path / "kept.h5", str(folder), "rank")
+    assert row["questions"] == 4 and row["accuracy"] == float((direct.pred == direct.y).mean())
