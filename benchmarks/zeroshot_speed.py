@@ -17,18 +17,16 @@ import argparse
 import os
 import platform
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from featcache.generative.model import GenerativeLM
 from featcache.generative.rank import PAPER_PROMPT, _prefix, answer_tokens, generate_answers, score_answers
-from featcache.generative.tiny import build_tiny_generative
 
-from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
+from _generative import random_opt  # noqa: E402  (benchmarks/, first on sys.path)
+from _results import save_result  # noqa: E402
 
 EASY_VQA_ANSWERS = ["blue", "brown", "circle", "gray", "green", "no", "rectangle", "red", "teal", "triangle",
                     "yellow", "yes", "black"]
@@ -37,20 +35,7 @@ QUESTIONS = ["what color is the shape?", "is there a red shape in the image?", "
 
 
 def build(size: str, device: str) -> GenerativeLM:
-    from transformers import AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration
-
-    folder = build_tiny_generative(Path(tempfile.mkdtemp()) / "opt", "opt", seed=0)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    if size == "tiny":
-        model = Blip2ForConditionalGeneration.from_pretrained(folder)
-    else:
-        config = Blip2Config.from_pretrained(folder)
-        config.text_config.update(dict(hidden_size=2560, num_hidden_layers=32, ffn_dim=10240, num_attention_heads=32,
-                                       vocab_size=50272, word_embed_proj_dim=2560, max_position_embeddings=2048))
-        torch.manual_seed(0)
-        model = Blip2ForConditionalGeneration(config)
-    return GenerativeLM(model.eval().requires_grad_(False).to(device), tokenizer, f"random-init-opt-{size}",
-                        torch.device(device), torch.float32)
+    return random_opt(size, device)
 
 
 @torch.inference_mode()

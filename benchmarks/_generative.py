@@ -1,0 +1,40 @@
+"""Random-init generative BLIP-2 models for the benchmarks: the tiny test model, or blip2-opt-2.7b's sizes."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from featcache.generative.model import GenerativeLM
+from featcache.generative.tiny import build_tiny_generative
+
+OPT_2_7B = dict(hidden_size=2560, num_hidden_layers=32, ffn_dim=10240, num_attention_heads=32, vocab_size=50272,
+                word_embed_proj_dim=2560, max_position_embeddings=2048)
+
+
+def random_opt(size: str, device: str, real_vision: bool = False) -> GenerativeLM:
+    """`tiny`: the test checkpoint. `real`: OPT-2.7b's language model (random init) behind the tiny vision side,
+    or with `real_vision` behind ViT-g + the Q-Former at blip2's sizes. The tokenizer is the tiny one."""
+    from transformers import AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration
+
+    from featcache.tiny import blip2_config
+
+    folder = build_tiny_generative(Path(tempfile.mkdtemp()) / "opt", "opt", seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    if size == "tiny":
+        model = Blip2ForConditionalGeneration.from_pretrained(folder)
+    else:
+        config = Blip2Config.from_pretrained(folder)
+        if real_vision:
+            base = blip2_config("opt", "real").to_dict()
+            text = config.text_config.to_dict() | OPT_2_7B
+            config = Blip2Config(vision_config=base["vision_config"], qformer_config=base["qformer_config"],
+                                 text_config=text, num_query_tokens=32)
+        else:
+            config.text_config.update(OPT_2_7B)
+        torch.manual_seed(0)
+        model = Blip2ForConditionalGeneration(config)
+    return GenerativeLM(model.eval().requires_grad_(False).to(device), tokenizer, f"random-init-opt-{size}",
+                        torch.device(device), torch.float32)
