@@ -153,6 +153,8 @@ def predict(head_path, model, image, question, pairs, delimiter, top_k, device, 
 @click.option("--recipe", type=click.Choice(["paper-baseline", "lora-vqa-report"]), default="lora-vqa-report",
               show_default=True, help="--generative: the BLIP-2 Classifier paper's baseline or the LoRA-VQA report's.")
 @click.option("--prompt", help="--generative: prompt with {} for the question [default: the recipe's].")
+@click.option("--lora-qformer", is_flag=True, help="--generative: LoRA on the Q-Former too (needs a --store-vision "
+              "cache: the Q-Former then reruns on the cached ViT states).")
 @click.option("--dataset", help="Registered name or manifest (live: images through the frozen ViT).")
 @click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR).")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against.")
@@ -183,7 +185,7 @@ def predict(head_path, model, image, question, pairs, delimiter, top_k, device, 
 @click.option("--overwrite", is_flag=True)
 @TRUST_PICKLE
 @click.pass_context
-def finetune(ctx, generative, recipe, prompt, dataset, root, images, limit, from_cache, model, out, view, epochs,
+def finetune(ctx, generative, recipe, prompt, lora_qformer, dataset, root, images, limit, from_cache, model, out, view, epochs,
              batch_size, grad_accum, lr, l1, lora_rank, lora_vision, hidden, batch_norm, dropout, patience, amp,
              gradient_checkpointing, init_head, device, workers, seed, overwrite, trust_pickle) -> None:
     """LoRA on the Q-Former + classifier (GPU mode; runs on CPU too, slowly), or with --generative on a
@@ -192,8 +194,8 @@ def finetune(ctx, generative, recipe, prompt, dataset, root, images, limit, from
 
     if generative:
         return cli_generative.finetune_generative_cmd(ctx, recipe, prompt, from_cache, model, out, device, overwrite)
-    if ctx.get_parameter_source("prompt").name != "DEFAULT" or ctx.get_parameter_source("recipe").name != "DEFAULT":
-        raise click.UsageError("--recipe and --prompt belong to --generative")
+    if any(ctx.get_parameter_source(n).name != "DEFAULT" for n in ("prompt", "recipe", "lora_qformer")):
+        raise click.UsageError("--recipe, --prompt and --lora-qformer belong to --generative")
 
     from featcache.backbone import load_backbone
     from featcache.datasets import load_dataset

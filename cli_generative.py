@@ -99,6 +99,8 @@ def finetune_generative_cmd(ctx: click.Context, recipe: str, prompt: str | None,
         overrides["lora_alpha"] = 2 * overrides["lora_rank"]  # the report's alpha = 2 x rank
     if prompt:
         overrides["prompt"] = prompt
+    if ctx.params["lora_qformer"]:
+        overrides["lora_qformer"] = True
     config = replace(RECIPES[recipe], **overrides)
     rep = run(finetune_generative, from_cache, out, model, config, device=device, overwrite=overwrite)
     summary = {"recipe": recipe, "config": config.identity() | {"epochs": config.epochs},

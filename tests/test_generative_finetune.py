@@ -104,3 +104,28 @@ def test_cli_finetune_generative_then_zeroshot_from_its_checkpoint(setup, tmp_pa
     r = runner.invoke(main, ["finetune", "--recipe", "paper-baseline", "--from-cache", str(cache),
                              "--out", str(tmp_path / "bad")])
     assert r.exit_code != 0 and "belong to --generative" in r.output
+
+
+def test_lora_on_the_qformer_too_learns_from_cached_vit_states(colours, tmp_path):  # noqa: F811
+    from featcache.errors import FeatcacheError
+    from featcache.generative.zeroshot import zeroshot
+
+    folder = build_tiny_generative(tmp_path / "model", "opt", seed=0)
+    extract(colours, tmp_path / "v.h5", model=str(folder), device="cpu", workers=0, store_dtype="float32",
+            store_vision=True, progress=False)
+    cfg = replace(FAST, lora_qformer=True)
+    lm = load_generative(str(folder), device="cpu")
+    targets = inject_lora(lm, cfg)
+    trainable = [n for n, p in lm.model.named_parameters() if p.requires_grad]
+    assert any(n.startswith("qformer.") for n in trainable) and any(n.startswith("language_model.") for n in trainable)
+    assert all("lora_" in n for n in trainable) and "qformer.dense" in targets
+    assert not any("vision_model" in n for n in trainable)
+    rep = finetune_generative(tmp_path / "v.h5", tmp_path / "run", str(folder), cfg, device="cpu", progress=False)
+    assert rep.test_accuracy >= 0.8
+    again = zeroshot(tmp_path / "v.h5", str(tmp_path / "run" / "best"), "rank", split="test")  # reruns the Q-Former
+    assert float((again.pred == again.y).mean()) == rep.test_accuracy
+    extract(colours, tmp_path / "q.h5", model=str(folder), device="cpu", workers=0, progress=False)
+    with pytest.raises(FeatcacheError, match="--store-vision"):
+        finetune_generative(tmp_path / "q.h5", tmp_path / "run2", str(folder), cfg, device="cpu", progress=False)
+    with pytest.raises(FeatcacheError, match="--store-vision"):
+        zeroshot(tmp_path / "q.h5", str(tmp_path / "run" / "best"), "rank")

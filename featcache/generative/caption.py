@@ -77,7 +77,7 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
             rows = np.flatnonzero(c.strings("images", "error") == "")[:limit]
             captions = []
             for s in tqdm(range(0, len(rows), batch_size), disable=not progress, unit="batch", desc="caption"):
-                captions += caption_tokens(lm, lm.project(c.read("images", "query", rows[s:s + batch_size])), settings)
+                captions += caption_tokens(lm, lm.image_tokens(c, rows[s:s + batch_size]), settings)
             keys = [str(k) for k in keys[rows]]
     else:
         from ..images import ImagePreprocessor

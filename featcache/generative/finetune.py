@@ -28,7 +28,7 @@ import torch
 from ..cache import open_cache
 from ..errors import FeatcacheError, ZeroShotError
 from ..persist import flatten, load_folder, save_folder, unflatten
-from .model import GenerativeLM, load_generative
+from .model import GenerativeLM, load_generative, read_vision
 from .rank import ONE_WORD_PROMPT, PAPER_PROMPT, answer_tokens, score_answers
 
 OPT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
@@ -52,6 +52,7 @@ class GenerativeConfig:
     batch_size: int = 4
     amp: str | None = "bfloat16"
     max_new_tokens: int = 4
+    lora_qformer: bool = False  # adapters on the Q-Former too: it then reruns on cached ViT states (--store-vision)
     validation_fraction: float = 0.1
     patience: int = 3
     seed: int = 0
@@ -72,7 +73,8 @@ RECIPES = {
 
 
 def inject_lora(lm: GenerativeLM, config: GenerativeConfig) -> list[str]:
-    """LoRA adapters on the language model's attention and MLP projections; returns the names targeted."""
+    """LoRA adapters on the language model's attention and MLP projections (and with `lora_qformer` on the
+    Q-Former's, as the classifier fine-tune does); returns the names targeted."""
     try:
         from peft import LoraConfig, inject_adapter_in_model
     except ImportError:
@@ -80,14 +82,20 @@ def inject_lora(lm: GenerativeLM, config: GenerativeConfig) -> list[str]:
     names = {n.rsplit(".", 1)[-1] for n, m in lm.lm.named_modules() if isinstance(m, torch.nn.Linear)}
     targets = [t for t in (OPT_TARGETS if lm.decoder_only else T5_TARGETS) if t in names]
     lm.model.requires_grad_(False)
-    inject_adapter_in_model(LoraConfig(target_modules=targets, r=config.lora_rank, lora_alpha=config.lora_alpha,
-                                       lora_dropout=config.lora_dropout), lm.lm)
-    lm.lm.to(lm.device)
+    lora = dict(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
+    inject_adapter_in_model(LoraConfig(target_modules=targets, **lora), lm.lm)
+    if config.lora_qformer:
+        from ..finetune import QFORMER_TARGETS
+
+        inject_adapter_in_model(LoraConfig(target_modules=QFORMER_TARGETS, **lora), lm.model.qformer)
+        targets = targets + [f"qformer.{t}" for t in QFORMER_TARGETS]
+        lm.qformer_adapted = True
+    lm.model.to(lm.device)
     return targets
 
 
 def adapter_state(lm: GenerativeLM) -> dict[str, torch.Tensor]:
-    return {k: v.detach().float().cpu().contiguous() for k, v in lm.lm.state_dict().items() if "lora_" in k}
+    return {k: v.detach().float().cpu().contiguous() for k, v in lm.model.state_dict().items() if "lora_" in k}
 
 
 def _batch_loss(lm: GenerativeLM, tokens: torch.Tensor, prompts: list[str], answers: list[list[int]]) -> torch.Tensor:
@@ -153,7 +161,7 @@ def rank_accuracy(lm: GenerativeLM, cache, idx, texts, answers, rows, vocab, pro
     for s in range(0, len(idx), batch):
         part = idx[s:s + batch]
         used, inv = np.unique(rows[part], return_inverse=True)
-        tokens = lm.project(cache.read("images", "query", used))[inv]
+        tokens = lm.image_tokens(cache, used)[inv]
         scores = score_answers(lm, tokens, [prompt.format(t) for t in texts[part]], vocab)
         hits += int((np.asarray(vocab, dtype=object)[scores.argmax(1)] == answers[part]).sum())
     return hits / len(idx)
@@ -166,7 +174,7 @@ def mean_loss(lm: GenerativeLM, cache, idx, texts, answers, rows, answer_ids, pr
     for s in range(0, len(idx), batch):
         part = idx[s:s + batch]
         used, inv = np.unique(rows[part], return_inverse=True)
-        tokens = lm.project(cache.read("images", "query", used))[inv]
+        tokens = lm.image_tokens(cache, used)[inv]
         total += float(_batch_loss(lm, tokens, [prompt.format(t) for t in texts[part]],
                                    [answer_ids[a] for a in answers[part]])) * len(part)
     return total / max(len(idx), 1)
@@ -194,6 +202,9 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
     cache = open_cache(cache_path)
     try:
         lm.check_cache(cache.attrs, cache.path)
+        if config.lora_qformer and "vision" not in cache.images:
+            raise FeatcacheError(f"adapting the Q-Former reruns it on the ViT states, and {cache.path} has none: "
+                                 f"extract it with --store-vision, or train without --lora-qformer")
         _, texts, answers, rows, train, val, test = _split(cache, config)
         vocab = sorted(set(answers[train]))
         try:
@@ -237,10 +248,12 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
             batches = [order[s:s + config.batch_size] for s in range(0, len(order), config.batch_size)]
             for part in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, unit="batch"):
                 used, inv = np.unique(rows[part], return_inverse=True)
-                with torch.no_grad():
-                    query = torch.as_tensor(cache.read("images", "query", used).astype(np.float32)).to(lm.device)
-                    tokens = lm.model.language_projection(query.to(lm.dtype))[inv]
                 with torch.autocast(**amp):
+                    if config.lora_qformer:  # the adapted Q-Former reruns on the cached ViT states
+                        tokens = lm.tokens_from_vision(read_vision(cache, used))[inv]
+                    else:
+                        with torch.no_grad():
+                            tokens = lm.project(cache.read("images", "query", used)).clone()[inv]
                     loss = _batch_loss(lm, tokens, [config.prompt.format(t) for t in texts[part]],
                                        [answer_ids[a] for a in answers[part]])
                 if config.l1:
@@ -294,10 +307,10 @@ def _optimizer_state(meta: dict, tensors: dict) -> dict:
 
 
 def _load_adapters(lm: GenerativeLM, adapters: dict) -> None:
-    missing = set(adapters) - set(lm.lm.state_dict())
+    missing = set(adapters) - set(lm.model.state_dict())
     if missing:
-        raise FeatcacheError(f"adapters do not fit this language model (e.g. {sorted(missing)[:2]})")
-    lm.lm.load_state_dict({k: v.to(lm.device) for k, v in adapters.items()}, strict=False)
+        raise FeatcacheError(f"adapters do not fit this model (e.g. {sorted(missing)[:2]})")
+    lm.model.load_state_dict({k: v.to(lm.device) for k, v in adapters.items()}, strict=False)
 
 
 def save_generative(path: Path, lm: GenerativeLM, config: GenerativeConfig, labels: list[str], targets: list[str],

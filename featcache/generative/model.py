@@ -27,6 +27,9 @@ class GenerativeLM:
     model_id: str
     device: torch.device
     dtype: torch.dtype
+    qformer_adapted: bool = False
+    """A fine-tune adapted the Q-Former: its query states must be recomputed from cached ViT states."""
+    _fingerprint: str = ""
 
     @property
     def decoder_only(self) -> bool:
@@ -46,10 +49,30 @@ class GenerativeLM:
         query = torch.as_tensor(np.asarray(query, dtype=np.float32)).to(self.device, self.dtype)
         return self.model.language_projection(query)
 
+    def image_tokens(self, cache, rows: np.ndarray) -> torch.Tensor:
+        """The language model's image tokens for sorted unique cache rows: the cached query states
+        projected, or, with an adapted Q-Former, the Q-Former rerun on the cached ViT states."""
+        if not self.qformer_adapted:
+            return self.project(cache.read("images", "query", rows))
+        with torch.inference_mode():
+            return self.tokens_from_vision(read_vision(cache, rows))
+
+    def tokens_from_vision(self, vision) -> torch.Tensor:
+        """ViT states (B, 257, D) -> Q-Former (with any adapters) -> language_projection; keeps the graph."""
+        vision = torch.as_tensor(np.asarray(vision, dtype=np.float32)).to(self.device, self.dtype)
+        m = self.model
+        query = m.qformer(query_embeds=m.query_tokens.expand(vision.shape[0], -1, -1), encoder_hidden_states=vision,
+                          encoder_attention_mask=torch.ones(vision.shape[:2], dtype=torch.long, device=self.device)
+                          ).last_hidden_state
+        return m.language_projection(query.to(m.language_projection.weight.dtype))
+
     def qformer_fingerprint(self) -> str:
-        """The fingerprint `extract` records for this checkpoint's vision model + Q-Former."""
-        shared = {k: v for k, v in self.model.state_dict().items() if k.startswith(_SHARED)}
-        return weights_fingerprint(_StateDict(shared))
+        """The fingerprint `extract` records for this checkpoint's vision model + Q-Former (computed once, at
+        load: adapters injected later rename the weights they wrap)."""
+        if not self._fingerprint:
+            shared = {k: v for k, v in self.model.state_dict().items() if k.startswith(_SHARED)}
+            self._fingerprint = weights_fingerprint(_StateDict(shared))
+        return self._fingerprint
 
     def check_cache(self, attrs: dict, path) -> None:
         if attrs.get("model_fingerprint") != self.qformer_fingerprint():
@@ -57,6 +80,13 @@ class GenerativeLM:
                 f"{path} was extracted with {attrs.get('model_id')!r}, whose Q-Former is not {self.model_id!r}'s "
                 f"(a generative checkpoint's Q-Former was trained further than the retrieval one's). Extract a "
                 f"cache with --model {self.model_id} for zero-shot ranking with it.")
+
+
+def read_vision(cache, rows: np.ndarray) -> np.ndarray:
+    if "vision" not in cache.images:
+        raise ModelLoadError(f"this fine-tune adapted the Q-Former, which reads the ViT states: {cache.path} has none; "
+                             f"extract it with --store-vision")
+    return cache.read("images", "vision", rows)
 
 
 class _StateDict(torch.nn.Module):
@@ -114,4 +144,6 @@ def load_generative(model: str, device: str = "auto", dtype: str | None = None) 
         raise ModelLoadError(_hub_hint(model, exc)) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
-    return GenerativeLM(net, tokenizer, model if model in TINY_GENERATIVE else path, dev, compute)
+    lm = GenerativeLM(net, tokenizer, model if model in TINY_GENERATIVE else path, dev, compute)
+    lm.qformer_fingerprint()
+    return lm

@@ -106,7 +106,7 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
     for start in range(0, len(texts), batch_size):
         part = slice(start, start + batch_size)
         used, inv = np.unique(rows[part], return_inverse=True)
-        tokens = lm.project(cache.read("images", "query", used))[inv]
+        tokens = lm.image_tokens(cache, used)[inv]
         prompts = [prompt.format(t) for t in texts[part]]
         if method == "rank":
             try:
