@@ -178,6 +178,6 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
 
 
 def _base_model(model: str) -> str:
-    from featcache.generative.finetune import is_generative_checkpoint_folder, load_generative_checkpoint
+    from featcache.generative.finetune import base_model_of
 
-    return load_generative_checkpoint(model)["base_model"] if is_generative_checkpoint_folder(model) else model
+    return base_model_of(model)

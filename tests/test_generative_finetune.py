@@ -25,7 +25,7 @@ def setup(request, colours, tmp_path_factory):  # noqa: F811
     return folder, root / "c.h5"
 
 
-def test_learns_the_colour_task_and_reloads_to_the_same_predictions(setup, tmp_path):
+def test_learns_the_colour_task_and_reloads_to_the_same_predictions(setup, colours, tmp_path):  # noqa: F811
     from featcache.generative.zeroshot import zeroshot
 
     folder, cache = setup
@@ -37,6 +37,13 @@ def test_learns_the_colour_task_and_reloads_to_the_same_predictions(setup, tmp_p
     assert float((again.pred == again.y).mean()) == rep.test_accuracy
     gen = zeroshot(cache, str(tmp_path / "run" / "best"), "generate", split="test")
     assert gen.counts["exact"] >= 1, gen.settings  # the tuned model says the colour words themselves
+    from featcache.generative.caption import CaptionSettings, caption, read_captions
+
+    best, settings = str(tmp_path / "run" / "best"), CaptionSettings(num_beams=1, max_new_tokens=3)
+    from_cache = read_captions(caption(best, tmp_path / "a.csv", cache=cache, settings=settings, progress=False))
+    from_images = read_captions(caption(best, tmp_path / "b.csv", dataset=colours, settings=settings, limit=5,
+                                        progress=False))  # the base checkpoint's processor
+    assert all(from_images[k] == from_cache[k] for k in from_images)
 
 
 def test_only_the_language_model_adapters_change(setup):
@@ -56,6 +63,10 @@ def test_resume_equals_an_uninterrupted_run(setup, tmp_path):
     finetune_generative(cache, tmp_path / "b", str(folder), replace(cfg, epochs=2), device="cpu", progress=False)
     resumed = finetune_generative(cache, tmp_path / "b", str(folder), cfg, device="cpu", progress=False)
     assert resumed.resumed_from_epoch == 2
+    from featcache.errors import FeatcacheError
+
+    with pytest.raises(FeatcacheError, match=r"config\.lr differ.*--overwrite"):
+        finetune_generative(cache, tmp_path / "b", str(folder), replace(cfg, lr=1e-3), device="cpu", progress=False)
     assert [round(h["train_loss"], 6) for h in resumed.history] == [round(h["train_loss"], 6) for h in straight.history]
     a = load_finetuned_generative(tmp_path / "a" / "best", device="cpu")
     b = load_finetuned_generative(tmp_path / "b" / "best", device="cpu")

@@ -68,7 +68,9 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
         raise FeatcacheError(f"--out {out} must end in .csv or .jsonl")
     if (cache is None) == (dataset is None):
         raise FeatcacheError("give a cache or a dataset to caption, not both")
-    lm = _load(model, device, dtype)
+    from .finetune import load_generative_or_finetuned
+
+    lm = load_generative_or_finetuned(model, device=device, dtype=dtype)
     torch.manual_seed(settings.seed)
     if cache is not None:
         with open_cache(cache) as c:
@@ -81,9 +83,10 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
             keys = [str(k) for k in keys[rows]]
     else:
         from ..images import ImagePreprocessor
+        from .finetune import base_model_of
         from .tiny import resolve_generative
 
-        pre = ImagePreprocessor.from_pretrained(resolve_generative(model))
+        pre = ImagePreprocessor.from_pretrained(resolve_generative(base_model_of(model)))
         keys = dataset.images()[:limit]
         captions = []
         for s in tqdm(range(0, len(keys), batch_size), disable=not progress, unit="batch", desc="caption"):
@@ -94,15 +97,6 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
             captions += caption_tokens(lm, tokens, settings)
     write_captions(out, keys, captions, {"model": model, **asdict(settings)})
     return out
-
-
-def _load(model: str, device: str, dtype: str | None) -> GenerativeLM:
-    from .finetune import is_generative_checkpoint_folder, load_finetuned_generative
-    from .model import load_generative
-
-    if is_generative_checkpoint_folder(model):
-        return load_finetuned_generative(model, device=device, dtype=dtype)
-    return load_generative(model, device=device, dtype=dtype)
 
 
 def write_captions(out: Path, keys: list[str], captions: list[str], settings: dict) -> None:

@@ -223,8 +223,12 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
         if (last / "featcache.json").exists() and not overwrite:
             meta, tensors = load_folder(last, (STATE_FORMAT,), "generative fine-tune state")
             if meta["run"] != run:
-                raise FeatcacheError(f"{out} holds a generative fine-tune with other settings, model or data; pass "
-                                     f"--overwrite to start afresh or choose another --out")
+                differ = [f"config.{k}" for k in sorted(set(run["config"]) | set(meta["run"]["config"]))
+                          if run["config"].get(k) != meta["run"]["config"].get(k)]
+                differ += [k for k in run if k != "config" and run[k] != meta["run"].get(k)]
+                raise FeatcacheError(f"{out} holds a generative fine-tune with other settings, model or data "
+                                     f"({', '.join(differ)} differ); pass --overwrite to start afresh or choose "
+                                     f"another --out")
             _load_adapters(lm, unflatten("adapters", tensors))
             opt.load_state_dict(_optimizer_state(meta, tensors))
             sched.load_state_dict(meta["scheduler"])
@@ -328,6 +332,18 @@ def load_generative_checkpoint(path) -> dict:
 def is_generative_checkpoint_folder(path) -> bool:
     f = Path(path) / "featcache.json"
     return f.exists() and MODEL_FORMAT in f.read_text()[:4000]
+
+
+def load_generative_or_finetuned(model: str, device: str = "auto", dtype: str | None = None) -> GenerativeLM:
+    """A generative checkpoint (hub id, folder, tiny-random-*), or a fine-tune folder with its adapters."""
+    if is_generative_checkpoint_folder(model):
+        return load_finetuned_generative(model, device=device, dtype=dtype)
+    return load_generative(model, device=device, dtype=dtype)
+
+
+def base_model_of(model: str) -> str:
+    """`model` itself, or for a fine-tune folder the generative checkpoint its adapters belong to."""
+    return load_generative_checkpoint(model)["base_model"] if is_generative_checkpoint_folder(model) else model
 
 
 def load_finetuned_generative(path, device: str = "auto", dtype: str | None = None) -> GenerativeLM:

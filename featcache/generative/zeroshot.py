@@ -91,15 +91,12 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
 def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, max_new_tokens, map_model, device,
                 dtype, batch_size):
     from .answers import map_by_embedding, match_answers
-    from .finetune import is_generative_checkpoint_folder, load_finetuned_generative, load_generative_checkpoint
-    from .model import load_generative
+    from .finetune import is_generative_checkpoint_folder, load_generative_checkpoint, load_generative_or_finetuned
     from .rank import PAPER_PROMPT, generate_answers, score_answers
 
-    if is_generative_checkpoint_folder(model):
-        lm = load_finetuned_generative(model, device=device, dtype=dtype)
+    lm = load_generative_or_finetuned(model, device=device, dtype=dtype)
+    if is_generative_checkpoint_folder(model):  # its own prompt by default
         prompt = prompt or load_generative_checkpoint(model)["config"]["prompt"]
-    else:
-        lm = load_generative(model, device=device, dtype=dtype)
     prompt = prompt or PAPER_PROMPT
     lm.check_cache(cache.attrs, cache.path)
     pred, generated = [], []
