@@ -46,6 +46,7 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
 
     from featcache.datasets import load_dataset
     from featcache.extract import extract
+    from featcache.generative.finetune import base_model_of
     from featcache.generative.report import write_zeroshot_report
     from featcache.generative.zeroshot import zeroshot
 
@@ -55,13 +56,13 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
     with tempfile.TemporaryDirectory(prefix="featcache-zeroshot-") as tmp:
         if not cache:
             cache = save_cache or str(Path(tmp) / "cache.h5")
-            click.echo(f"extracting {dataset} with {_base_model(model)} into {cache} first")
-            run(extract, ds, cache, model=_base_model(model), device=device, store_vision=method == "itm")
+            click.echo(f"extracting {dataset} with {base_model_of(model)} into {cache} first")
+            run(extract, ds, cache, model=base_model_of(model), device=device, store_vision=method == "itm")
         result = run(zeroshot, cache, model, method=method, split=split, prompt=prompt, length_norm=length_norm,
                      max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device,
                      limit=limit, dataset=ds)
         files, row = run(write_zeroshot_report, result, cache, out)
-    if _base_model(model).startswith("tiny-random"):
+    if base_model_of(model).startswith("tiny-random"):
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
     counts = "".join(f"  {k} {v}" for k, v in result.counts.items())
     click.echo(f"zeroshot-{method}  acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
@@ -150,6 +151,7 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
     from featcache.datasets import load_dataset
     from featcache.generative.caption import CaptionSettings, caption, read_captions
     from featcache.generative.caption_metrics import caption_scores
+    from featcache.generative.finetune import base_model_of
 
     if bool(cache) == bool(dataset):
         raise click.UsageError("give a CACHE or --dataset (not both)")
@@ -160,7 +162,7 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
     ds = run(load_dataset, dataset, images=images, root=root) if dataset else None
     path = run(caption, model, out, cache=cache, dataset=ds, settings=settings, device=device, batch_size=batch_size,
                limit=limit)
-    random_weights = _base_model(model).startswith("tiny-random")
+    random_weights = base_model_of(model).startswith("tiny-random")
     click.echo(f"captions: {path}")
     if references:
         refs = run(read_captions, references)
@@ -177,7 +179,3 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
         click.secho("RANDOM WEIGHTS (tiny-random): these captions and scores mean nothing.", fg="red", bold=True)
 
 
-def _base_model(model: str) -> str:
-    from featcache.generative.finetune import base_model_of
-
-    return base_model_of(model)

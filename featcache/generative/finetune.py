@@ -154,30 +154,25 @@ def _split(cache, config: GenerativeConfig):
     return ok, texts[ok], answers[ok], rows[ok], train, val, test
 
 
-def rank_accuracy(lm: GenerativeLM, cache, idx, texts, answers, rows, vocab, prompt, batch: int = 64) -> float:
-    if not len(idx):
-        return 0.0
-    hits = 0
-    for s in range(0, len(idx), batch):
-        part = idx[s:s + batch]
-        used, inv = np.unique(rows[part], return_inverse=True)
-        tokens = lm.image_tokens(cache, used)[inv]
-        scores = score_answers(lm, tokens, [prompt.format(t) for t in texts[part]], vocab)
-        hits += int((np.asarray(vocab, dtype=object)[scores.argmax(1)] == answers[part]).sum())
-    return hits / len(idx)
-
-
 @torch.no_grad()
-def mean_loss(lm: GenerativeLM, cache, idx, texts, answers, rows, answer_ids, prompt, batch: int = 64) -> float:
-    """Teacher-forced answer loss over `idx`: breaks ties between epochs of equal rank accuracy."""
-    total = 0.0
+def evaluate_rank(lm: GenerativeLM, cache, idx, texts, answers, rows, vocab, prompt, answer_ids: dict | None = None,
+                  batch: int = 64) -> tuple[float, float]:
+    """(rank accuracy over `vocab`, teacher-forced answer loss) on questions `idx`, one pass over their image
+    tokens. The loss (what breaks ties between epochs of equal accuracy) counts answers in `answer_ids` only."""
+    hits, loss, counted = 0, 0.0, 0
     for s in range(0, len(idx), batch):
         part = idx[s:s + batch]
         used, inv = np.unique(rows[part], return_inverse=True)
         tokens = lm.image_tokens(cache, used)[inv]
-        total += float(_batch_loss(lm, tokens, [prompt.format(t) for t in texts[part]],
-                                   [answer_ids[a] for a in answers[part]])) * len(part)
-    return total / max(len(idx), 1)
+        prompts = [prompt.format(t) for t in texts[part]]
+        scores = score_answers(lm, tokens, prompts, vocab)
+        hits += int((np.asarray(vocab, dtype=object)[scores.argmax(1)] == answers[part]).sum())
+        known = [i for i, a in enumerate(answers[part]) if answer_ids and a in answer_ids]
+        if known:
+            loss += float(_batch_loss(lm, tokens[known], [prompts[i] for i in known],
+                                      [answer_ids[answers[part][i]] for i in known])) * len(known)
+            counted += len(known)
+    return hits / max(len(idx), 1), loss / max(counted, 1)
 
 
 def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | None = None, device: str = "auto",
@@ -269,9 +264,7 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
                 total += float(loss.detach()) * len(part)
             seen += len(order)
             lm.model.eval()
-            val_acc = rank_accuracy(lm, cache, val, texts, answers, rows, vocab, config.prompt) if len(val) else 0.0
-            known = np.array([j for j in val if answers[j] in answer_ids], dtype=np.int64)  # unseen answers: no loss
-            val_loss = mean_loss(lm, cache, known, texts, answers, rows, answer_ids, config.prompt) if len(known) else 0.0
+            val_acc, val_loss = evaluate_rank(lm, cache, val, texts, answers, rows, vocab, config.prompt, answer_ids)
             record = {"epoch": epoch, "train_loss": total / max(len(order), 1), "val_rank_accuracy": val_acc,
                       "val_loss": val_loss, "lr": sched.get_last_lr()[0]}
             history.append(record)
@@ -294,7 +287,7 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
         if (best / "featcache.json").exists():
             _load_adapters(lm, load_generative_checkpoint(best)["adapters"])
         lm.model.eval()
-        test_acc = rank_accuracy(lm, cache, test, texts, answers, rows, vocab, config.prompt) if len(test) else None
+        test_acc = evaluate_rank(lm, cache, test, texts, answers, rows, vocab, config.prompt)[0] if len(test) else None
     finally:
         cache.close()
     return GenerativeReport(out, len(history), best_acc, test_acc, seen / elapsed if elapsed > 0 else 0.0, targets,
@@ -330,8 +323,11 @@ def load_generative_checkpoint(path) -> dict:
 
 
 def is_generative_checkpoint_folder(path) -> bool:
-    f = Path(path) / "featcache.json"
-    return f.exists() and MODEL_FORMAT in f.read_text()[:4000]
+    """Whether `path` is a `finetune --generative` best/ folder (a hub id or a model folder is not)."""
+    try:
+        return json.loads((Path(path) / "featcache.json").read_text()).get("format") == MODEL_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def load_generative_or_finetuned(model: str, device: str = "auto", dtype: str | None = None) -> GenerativeLM:
