@@ -18,10 +18,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 install: $(VENV)/.installed
 
 test: $(VENV)/.installed
+	$(VENV)/bin/lint-imports --no-logo  # the import contracts in setup.cfg (docs/ARCHITECTURE.md)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/featcache demo --model "$(MODEL)" --out "$(DEMO_DIR)"
 
 clean:
-	rm -rf $(VENV) runs *.egg-info .pytest_cache
+	rm -rf $(VENV) runs *.egg-info .pytest_cache .import_linter_cache

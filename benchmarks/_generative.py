@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from featcache.generative.model import GenerativeLM
-from featcache.generative.tiny import build_tiny_generative
+from featcache.models.generative import GenerativeLM
+from featcache.models.tiny_generative import build_tiny_generative
 
 OPT_2_7B = dict(hidden_size=2560, num_hidden_layers=32, ffn_dim=10240, num_attention_heads=32, vocab_size=50272,
                 word_embed_proj_dim=2560, max_position_embeddings=2048)
@@ -19,7 +19,7 @@ def random_opt(size: str, device: str, real_vision: bool = False) -> GenerativeL
     or with `real_vision` behind ViT-g + the Q-Former at blip2's sizes. The tokenizer is the tiny one."""
     from transformers import AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration
 
-    from featcache.tiny import blip2_config
+    from featcache.models.tiny import blip2_config
 
     folder = build_tiny_generative(Path(tempfile.mkdtemp()) / "opt", "opt", seed=0)
     tokenizer = AutoTokenizer.from_pretrained(folder)

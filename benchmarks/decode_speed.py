@@ -52,7 +52,7 @@ def rate(paths: list[Path], pre: ImagePreprocessor, draft: bool, seconds: float 
 
 def feature_effect(paths: list[Path]) -> dict:
     """Query states of full vs draft decodes through a random-init ViT-g + Q-Former (float32, CPU)."""
-    from featcache.tiny import random_backbone
+    from featcache.models.random_init import random_backbone
 
     bb = random_backbone("real", device="cpu")
     pre = bb.preprocessor

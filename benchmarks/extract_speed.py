@@ -28,8 +28,8 @@ import torch
 from featcache.cache import CacheWriter
 from featcache.datasets import load_dataset
 from featcache.extract import extract
-from featcache.pipeline import auto_workers, save_atomic
-from featcache.tiny import random_backbone
+from featcache.extract.pipeline import auto_workers, save_atomic
+from featcache.models.random_init import random_backbone
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
 

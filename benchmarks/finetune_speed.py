@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from heads_speed import PeakRSS  # noqa: E402
 
 from featcache.finetune import FinetuneConfig, FinetuneNet  # noqa: E402
-from featcache.tiny import random_backbone  # noqa: E402
+from featcache.models.random_init import random_backbone  # noqa: E402
 
 
 def main() -> None:

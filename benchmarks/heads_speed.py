@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache import open_cache
-from featcache.synthetic import write_synthetic_cache
+from featcache.cache.synthetic import write_synthetic_cache
 from heads import LightGBMHead, LogisticRegressionHead, MLPHead
 
 

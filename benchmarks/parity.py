@@ -25,7 +25,7 @@ import torch
 from featcache import open_cache
 from featcache.datasets import load_dataset
 from featcache.extract import extract
-from featcache.tiny import random_backbone
+from featcache.models.random_init import random_backbone
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from featcache import open_cache
-from featcache.synthetic import write_synthetic_cache
+from featcache.cache.synthetic import write_synthetic_cache
 from heads import MLPHead
 
 sys.path.insert(0, str(Path(__file__).parent))

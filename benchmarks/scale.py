@@ -24,7 +24,7 @@ from pathlib import Path
 
 from featcache.datasets import load_dataset
 from featcache.extract import extract, merge_parts
-from featcache.tiny import build_tiny_blip2
+from featcache.models.tiny import build_tiny_blip2
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
 

@@ -74,7 +74,7 @@ def child(args) -> None:
 
 
 def run_stream_heads(images: int, budget_gib: float, work: Path) -> dict:
-    from featcache.synthetic import write_synthetic_cache
+    from featcache.cache.synthetic import write_synthetic_cache
 
     n_test = images // 10
     t = time.perf_counter()

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from featcache.generative.model import GenerativeLM
+from featcache.models.generative import GenerativeLM
 from featcache.generative.rank import PAPER_PROMPT, _prefix, answer_tokens, generate_answers, score_answers
 
 from _generative import random_opt  # noqa: E402  (benchmarks/, first on sys.path)

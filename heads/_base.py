@@ -8,7 +8,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from featcache.views import FactorizedFeatures
+from featcache.cache.views import FactorizedFeatures
 
 
 class HeadBase(ClassifierMixin, BaseEstimator):
@@ -65,14 +65,14 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         self.input_layout_ = tuple(attrs["input_layout"])
 
     def _scaler_tensors(self) -> dict:
-        from featcache.persist import flatten
+        from featcache.safe_folder import flatten
 
         scaler = getattr(self, "scaler_", None)
         return {} if scaler is None else flatten("scaler", scaler.state())
 
     @staticmethod
     def _scaler_from(tensors: dict):
-        from featcache.persist import unflatten
+        from featcache.safe_folder import unflatten
 
         from .factorized import Standardizer
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from featcache.views import FactorizedFeatures, LazyImageRows
+from featcache.cache.views import FactorizedFeatures, LazyImageRows
 
 DEFAULT_BLOCK_IMAGES = 4096
 """Images per block: heads sum losses, statistics and predictions block by block, in memory and when

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from featcache.views import FactorizedFeatures
+from featcache.cache.views import FactorizedFeatures
 
 from ._base import HeadBase
 

@@ -91,7 +91,7 @@ class LogisticRegressionHead(HeadBase):
         return self
 
     def _fitted_state(self) -> tuple[dict, dict]:
-        from featcache.persist import flatten
+        from featcache.safe_folder import flatten
 
         attrs, tensors = super()._fitted_state()
         attrs.update(loss=self.loss_, n_iter=self.n_iter_)
@@ -99,7 +99,7 @@ class LogisticRegressionHead(HeadBase):
         return attrs, tensors
 
     def _restore(self, attrs: dict, tensors: dict) -> None:
-        from featcache.persist import unflatten
+        from featcache.safe_folder import unflatten
 
         super()._restore(attrs, tensors)
         self.loss_, self.n_iter_ = attrs["loss"], attrs["n_iter"]

@@ -155,7 +155,7 @@ class MLPHead(HeadBase):
 
     # -- safe persistence -----------------------------------------------------------------------------
     def _fitted_state(self) -> tuple[dict, dict]:
-        from featcache.persist import flatten
+        from featcache.safe_folder import flatten
 
         attrs, tensors = super()._fitted_state()
         attrs.update(n_epochs=self.n_epochs_, best_validation_score=self.best_validation_score_,
@@ -164,7 +164,7 @@ class MLPHead(HeadBase):
         return attrs, tensors
 
     def _restore(self, attrs: dict, tensors: dict) -> None:
-        from featcache.persist import unflatten
+        from featcache.safe_folder import unflatten
 
         super()._restore(attrs, tensors)
         self.n_epochs_, self.best_validation_score_ = attrs["n_epochs"], attrs["best_validation_score"]

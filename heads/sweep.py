@@ -251,7 +251,7 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     Work happens in `OUT.partial/`, renamed to OUT only when the report is complete, so a killed
     sweep never leaves a folder that mixes two runs. Rerunning the same sweep resumes its finished
     fits; a sweep with other settings starts clean."""
-    from featcache.persist import plain
+    from featcache.safe_folder import plain
 
     from .report import write_report
 

@@ -1,6 +1,6 @@
 """A fitted head together with what it expects: its view and the provenance of its features.
 
-Saved as a folder (`featcache.json` + `tensors.safetensors`, see featcache.persist), in the spirit of
+Saved as a folder (`featcache.json` + `tensors.safetensors`, see featcache.safe_folder), in the spirit of
 `save_pretrained`: loading it runs no code, so a head from a colleague or a paper's supplement is
 safe to open. Loading it for prediction on a cache or a live model refuses features from another
 model or preprocessing. Pickled heads (joblib) load only with `trust_pickle=True`.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from featcache.cache import MATCH_KEYS
 from featcache.errors import CacheFormatError
-from featcache.persist import load_folder, load_pickle, save_folder
+from featcache.safe_folder import load_folder, load_pickle, save_folder
 
 PROVENANCE_KEYS = MATCH_KEYS + ("model_id", "model_class", "dataset_name", "compute_dtype", "store_dtype")
 HEAD_FORMAT = "featcache-head-1"

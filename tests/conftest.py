@@ -17,28 +17,28 @@ SHARED_DAQUAR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "d
 
 @pytest.fixture(scope="session")
 def tiny_itm(tmp_path_factory) -> Path:
-    from featcache.tiny import build_tiny_blip2
+    from featcache.models.tiny import build_tiny_blip2
 
     return build_tiny_blip2(tmp_path_factory.mktemp("tiny_itm"), kind="itm", seed=0)
 
 
 @pytest.fixture(scope="session")
 def tiny_itm_other(tmp_path_factory) -> Path:
-    from featcache.tiny import build_tiny_blip2
+    from featcache.models.tiny import build_tiny_blip2
 
     return build_tiny_blip2(tmp_path_factory.mktemp("tiny_itm_other"), kind="itm", seed=1)
 
 
 @pytest.fixture(scope="session")
 def tiny_opt(tmp_path_factory) -> Path:
-    from featcache.tiny import build_tiny_blip2
+    from featcache.models.tiny import build_tiny_blip2
 
     return build_tiny_blip2(tmp_path_factory.mktemp("tiny_opt"), kind="opt", seed=0)
 
 
 @pytest.fixture(scope="session")
 def backbone(tiny_itm):
-    from featcache.backbone import load_backbone
+    from featcache.models.backbone import load_backbone
 
     return load_backbone(str(tiny_itm), device="cpu")
 

@@ -10,7 +10,7 @@ from featcache.errors import FeatcacheError
 from featcache.extract import extract
 from featcache.generative.caption import CaptionSettings, caption, read_captions
 from featcache.generative.caption_metrics import caption_scores
-from featcache.generative.tiny import build_tiny_generative
+from featcache.models.tiny_generative import build_tiny_generative
 
 JAVA = shutil.which("java")
 
@@ -53,7 +53,7 @@ def test_greedy_caption_equals_model_generate(captioner):
     from transformers import AutoProcessor
 
     from featcache.generative.caption import caption_tokens
-    from featcache.generative.model import load_generative
+    from featcache.models.generative import load_generative
 
     folder, _, ds = captioner
     lm = load_generative(str(folder), device="cpu")

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from featcache import open_cache
-from featcache.backbone import load_backbone
+from featcache.models.backbone import load_backbone
 from featcache.cache import FORMAT_VERSION
 from featcache.errors import CacheFormatError, DatasetError, ExtractError, ModelLoadError
 from featcache.extract import extract
@@ -121,7 +121,7 @@ def saved_images(parts: Path) -> int:
 
 
 def shard_plan(ds, shard_size):
-    from featcache.shards import plan_shards
+    from featcache.extract.plan import plan_shards
 
     keys = sorted(ds.images())
     return plan_shards(keys, {k: f"{ds.image_paths[k]}|" for k in keys}, shard_size)
@@ -129,7 +129,7 @@ def shard_plan(ds, shard_size):
 
 KILL_SCRIPT = """
 import os, signal, sys
-from featcache.backbone import load_backbone
+from featcache.models.backbone import load_backbone
 from featcache.datasets import Question, VQADataset
 import pickle
 ds = pickle.load(open(sys.argv[1], "rb"))

@@ -5,13 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
-from featcache.backbone import load_backbone
+from featcache.models.backbone import load_backbone
 from featcache.datasets import Question, VQADataset
 from featcache.errors import CacheFormatError
 from featcache.extract import extract
 from featcache.finetune import (CachedSource, FinetuneConfig, LiveSource, finetune, load_finetuned,
                                 predict_finetuned)
-from featcache.finetune_data import _Batches
+from featcache.finetune.data import _Batches
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
 FAST = dict(batch_size=16, lr=3e-3, l1=0.0, batch_norm=True, hidden_sizes=(64,), dropout=0.1)
@@ -119,7 +119,7 @@ def test_resume_continues_where_it_stopped(colours, tiny_itm, tmp_path):
 
 def test_init_head_starts_from_a_head_fitted_on_the_cache(colours, tiny_itm, tmp_path):
     from featcache import open_cache
-    from featcache.finetune import FinetuneNet, _init_from_head
+    from featcache.finetune.qformer import FinetuneNet, _init_from_head
     from heads import MLPHead
     from heads.trained import TrainedHead
 

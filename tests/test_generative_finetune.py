@@ -9,8 +9,8 @@ import torch
 from featcache.extract import extract
 from featcache.generative.finetune import (RECIPES, GenerativeConfig, finetune_generative, inject_lora,
                                            load_finetuned_generative)
-from featcache.generative.model import load_generative
-from featcache.generative.tiny import build_tiny_generative
+from featcache.models.generative import load_generative
+from featcache.models.tiny_generative import build_tiny_generative
 from tests.test_finetune import colours  # noqa: F401 (the fixture: noisy solid colours, chance 1/3)
 
 FAST = GenerativeConfig(lora_rank=8, lora_alpha=16, lora_dropout=0.0, prompt="Question: {} Answer:", lr=3e-3,

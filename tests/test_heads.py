@@ -12,8 +12,8 @@ from sklearn.base import clone
 from featcache import open_cache
 from featcache.errors import CacheFormatError
 from featcache.extract import extract
-from featcache.synthetic import write_synthetic_cache
-from featcache.views import FactorizedFeatures
+from featcache.cache.synthetic import write_synthetic_cache
+from featcache.cache.views import FactorizedFeatures
 from heads import LightGBMHead, LogisticRegressionHead, MLPHead
 
 

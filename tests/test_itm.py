@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from featcache.backbone import load_backbone
+from featcache.models.backbone import load_backbone
 from featcache.extract import extract
 from featcache.generative.itm import itm_scores
 from featcache.generative.zeroshot import zeroshot
@@ -45,7 +45,7 @@ def test_itm_errors_name_the_fix(tiny_itm, tiny_itm_other, small_dataset, tmp_pa
     import pytest
 
     from featcache.errors import FeatcacheError
-    from featcache.generative.tiny import build_tiny_generative
+    from featcache.models.tiny_generative import build_tiny_generative
 
     extract(small_dataset, tmp_path / "p.h5", model=str(tiny_itm), device="cpu", workers=0, progress=False)
     with pytest.raises(FeatcacheError, match="--store-vision"):

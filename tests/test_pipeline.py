@@ -8,7 +8,7 @@ from PIL import Image
 from featcache import open_cache
 from featcache.datasets import load_dataset
 from featcache.extract import extract
-from featcache.pipeline import auto_batch_size, auto_workers, find_largest
+from featcache.extract.pipeline import auto_batch_size, auto_workers, find_largest
 
 
 def pictures():

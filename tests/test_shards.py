@@ -10,7 +10,8 @@ from click.testing import CliRunner
 
 from cli import main
 from featcache.errors import ExtractError
-from featcache.extract import _lock, extract
+from featcache.extract import extract
+from featcache.extract.run import _lock
 from tests.test_extract import assert_same_file, saved_images
 
 FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
@@ -65,8 +66,8 @@ def test_a_second_run_on_the_same_output_is_refused(small_dataset, backbone, tmp
 
 def test_full_disk_stops_with_the_space_needed_and_the_rerun_finishes(small_dataset, backbone, tmp_path,
                                                                       monkeypatch):
-    import featcache.extract as extract_mod
-    import featcache.shards as shards_mod
+    import featcache.extract.run as extract_mod
+    import featcache.cache.parts as shards_mod
 
     out = tmp_path / "c.h5"
     real_usage = shards_mod.shutil.disk_usage

@@ -8,7 +8,7 @@ import pytest
 
 from featcache import open_cache
 from featcache.extract import extract
-from featcache.synthetic import write_synthetic_cache
+from featcache.cache.synthetic import write_synthetic_cache
 from heads import LightGBMHead, LogisticRegressionHead, MLPHead
 
 BLOCK = 64  # images per block: the synthetic cache below has 360, so every fit streams several blocks

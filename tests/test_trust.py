@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from cli import main
 from featcache.errors import FeatcacheError, UnsafeFileError
-from featcache.synthetic import write_synthetic_cache
+from featcache.cache.synthetic import write_synthetic_cache
 
 
 class Evil:
@@ -50,9 +50,9 @@ def assert_refused(result, marker):
 
 
 def test_library_loaders_refuse_pickles(evil):
-    from featcache.checkpoints import load_model, load_state
+    from featcache.finetune.checkpoints import load_model, load_state
     from featcache.finetune import load_finetuned
-    from featcache.persist import convert_legacy
+    from featcache.workflows.convert import convert_legacy
     from heads.trained import load_head
 
     for call in (lambda: load_head(evil["joblib"]), lambda: load_head(evil["pt"]),
@@ -78,7 +78,7 @@ def test_every_cli_loading_path_refuses(evil, cache, tmp_path, kind):
 
 
 def test_finetune_refuses_a_pickled_init_head_and_resume_state(evil, tiny_itm, small_dataset, tmp_path):
-    from featcache.backbone import load_backbone
+    from featcache.models.backbone import load_backbone
     from featcache.finetune import FinetuneConfig, LiveSource, finetune
 
     bb = load_backbone(str(tiny_itm), device="cpu")

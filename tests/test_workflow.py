@@ -13,7 +13,7 @@ from featcache import open_cache
 from featcache.datasets import load_dataset
 from featcache.errors import CacheFormatError
 from featcache.extract import extract
-from featcache.predict import predict
+from featcache.workflows.predict import predict
 from heads.evaluate import evaluate
 from heads.sweep import fit_head, run_sweep
 from heads.trained import TrainedHead
@@ -21,7 +21,7 @@ from heads.trained import TrainedHead
 
 @pytest.fixture(scope="module")
 def easy_cache(tmp_path_factory, tiny_itm):
-    from featcache.backbone import load_backbone
+    from featcache.models.backbone import load_backbone
 
     path = tmp_path_factory.mktemp("wf") / "easy.h5"
     extract(load_dataset("easy-vqa", limit=600), path, model=load_backbone(str(tiny_itm), device="cpu"),
@@ -194,7 +194,7 @@ def test_unfinished_sweep_with_other_settings_starts_clean(easy_cache, tmp_path)
 
 
 def test_predict_with_a_random_weight_fine_tune_is_labelled(tmp_path, monkeypatch):
-    from featcache.backbone import load_backbone
+    from featcache.models.backbone import load_backbone
     from featcache.finetune import FinetuneConfig, LiveSource, finetune
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))

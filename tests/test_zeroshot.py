@@ -8,9 +8,9 @@ import torch
 
 from featcache import open_cache
 from featcache.extract import extract
-from featcache.generative.model import load_generative
+from featcache.models.generative import load_generative
 from featcache.generative.rank import PAPER_PROMPT, answer_tokens, generate_answers, score_answers
-from featcache.generative.tiny import build_tiny_generative
+from featcache.models.tiny_generative import build_tiny_generative
 
 ANSWERS = ["red", "blue", "circle", "yes", "no", "two"]
 

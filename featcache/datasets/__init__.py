@@ -1,63 +1,18 @@
-"""Datasets by name (`featcache datasets` lists them) or by manifest path."""
+"""Datasets: every source becomes one shape, a `VQADataset` of questions pointing at images by key.
 
-from __future__ import annotations
+    base.py        Question, VQADataset
+    registry.py    names -> protocols (`featcache datasets`), load_dataset(name or manifest path)
+    easyvqa.py, daquar.py, manifest.py   the sources; augment.py, normalize.py   their transforms
+    pairs.py       (image, question) pairs for prediction
+    stats.py       class frequencies before and after a protocol (`featcache stats`)
+"""
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
-
-from ..errors import DatasetError
 from .base import Question, VQADataset
-from .daquar import load_daquar, load_daquar_18, load_daquar_paper
-from .easyvqa import load_easy_vqa, load_easy_vqa_balanced, load_easy_vqa_paper
+from .daquar import load_daquar
+from .easyvqa import load_easy_vqa
 from .manifest import load_manifest
 from .normalize import fold_rare, normalize_answers
-
-
-@dataclass(frozen=True)
-class Protocol:
-    load: Callable[..., VQADataset]
-    description: str
-    base: str | None = None
-    """The unbalanced dataset this protocol is drawn from (for before/after statistics)."""
-    leaks: bool = False
-
-
-def protocols() -> dict[str, Protocol]:
-    return {
-        "easy-vqa": Protocol(lambda root, seed: load_easy_vqa(),
-                             "Easy-VQA, official image-disjoint train/test (38,575 / 9,673 questions)"),
-        "easy-vqa-balanced": Protocol(lambda root, seed: load_easy_vqa_balanced(seed),
-                                      "yes/no downsampled as in the paper (16,905), split by image", "easy-vqa"),
-        "easy-vqa-paper": Protocol(lambda root, seed: load_easy_vqa_paper(seed),
-                                   "the paper's question-level split (LEAKS: images in both splits)", "easy-vqa", True),
-        "daquar": Protocol(lambda root, seed: load_daquar(root), "DAQUAR, all answers, split by image (--root DIR)"),
-        "daquar-18": Protocol(lambda root, seed: load_daquar_18(root, seed),
-                              "the paper's 18 classes, image-disjoint stratified split, train-only augmentation",
-                              "daquar"),
-        "daquar-paper": Protocol(lambda root, seed: load_daquar_paper(root, seed),
-                                 "the paper's 18 classes, augmented before a question split (LEAKS)", "daquar", True),
-    }
-
-
-def dataset_names() -> dict[str, str]:
-    """Registered names with a one-line description."""
-    return {name: p.description for name, p in protocols().items()}
-
-
-def load_dataset(name_or_path: str, images: str | None = None, limit: int | None = None, root: str | None = None,
-                 seed: int = 0, delimiter: str | None = None) -> VQADataset:
-    """A registered dataset by name (DAQUAR needs `root`), or a CSV/JSONL manifest by path."""
-    registry = protocols()
-    if name_or_path in registry:
-        ds = registry[name_or_path].load(root, seed)
-    elif Path(name_or_path).suffix.lower() in (".csv", ".jsonl", ".ndjson") or Path(name_or_path).exists():
-        ds = load_manifest(name_or_path, images=images, delimiter=delimiter)
-    else:
-        raise DatasetError(f"unknown dataset {name_or_path!r}: use one of {sorted(registry)} "
-                           f"or a path to a CSV/JSONL manifest")
-    return ds.limit(limit)
-
+from .registry import Protocol, dataset_names, load_dataset, protocols
 
 __all__ = ["Protocol", "Question", "VQADataset", "dataset_names", "fold_rare", "load_dataset", "load_daquar",
            "load_easy_vqa", "load_manifest", "normalize_answers", "protocols"]

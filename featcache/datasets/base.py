@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..images import load_image
+from ..images.decode import load_image
 
 
 @dataclass(frozen=True)

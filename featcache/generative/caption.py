@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import FeatcacheError
-from .model import GenerativeLM
+from ..models.generative import GenerativeLM
 
 
 @dataclass
@@ -84,9 +84,9 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
     else:
         from ..images import ImagePreprocessor
         from .finetune import base_model_of
-        from .tiny import resolve_generative
+        from ..models.names import resolve_model
 
-        pre = ImagePreprocessor.from_pretrained(resolve_generative(base_model_of(model)))
+        pre = ImagePreprocessor.from_pretrained(resolve_model(base_model_of(model)))
         keys = dataset.images()[:limit]
         captions = []
         for s in tqdm(range(0, len(keys), batch_size), disable=not progress, unit="batch", desc="caption"):

@@ -27,8 +27,8 @@ import torch
 
 from ..cache import open_cache
 from ..errors import FeatcacheError, ZeroShotError
-from ..persist import flatten, load_folder, save_folder, unflatten
-from .model import GenerativeLM, load_generative, read_vision
+from ..safe_folder import flatten, load_folder, save_folder, unflatten
+from ..models.generative import GenerativeLM, load_generative, read_vision
 from .rank import ONE_WORD_PROMPT, PAPER_PROMPT, answer_tokens, score_answers
 
 OPT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
@@ -85,7 +85,7 @@ def inject_lora(lm: GenerativeLM, config: GenerativeConfig) -> list[str]:
     lora = dict(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout)
     inject_adapter_in_model(LoraConfig(target_modules=targets, **lora), lm.lm)
     if config.lora_qformer:
-        from ..finetune import QFORMER_TARGETS
+        from ..finetune.qformer import QFORMER_TARGETS
 
         inject_adapter_in_model(LoraConfig(target_modules=QFORMER_TARGETS, **lora), lm.model.qformer)
         targets = targets + [f"qformer.{t}" for t in QFORMER_TARGETS]
@@ -142,7 +142,7 @@ class GenerativeReport:
 
 
 def _split(cache, config: GenerativeConfig):
-    from ..finetune_data import Sample, split_validation
+    from ..finetune.data import Sample, split_validation
 
     splits, errors = cache.strings("questions", "split"), cache.strings("questions", "error")
     texts, answers = cache.strings("questions", "text"), cache.strings("questions", "answer")

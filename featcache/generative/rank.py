@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .model import GenerativeLM
+from ..models.generative import GenerativeLM
 
 PAPER_PROMPT = "Question: {} Answer:"
 """The BLIP-2 Classifier paper's baseline prompt (and BLIP-2's VQA prompt)."""

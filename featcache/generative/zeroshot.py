@@ -120,7 +120,7 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
     found, matched = match_answers(generated, vocab)
     counts = {"exact": int(matched.sum()), "mapped": 0, "unmatched": int((~matched).sum())}
     if map_model and counts["unmatched"]:
-        from ..backbone import load_backbone
+        from ..models.backbone import load_backbone
 
         bb = load_backbone(map_model, device=device)
         if not bb.has_text:
@@ -136,7 +136,7 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
 
 
 def _retrieval_backbone(cache, model, device, method):
-    from ..backbone import load_backbone
+    from ..models.backbone import load_backbone
 
     bb = load_backbone(model, device=device)
     if not bb.has_text or bb.fingerprint != cache.attrs.get("model_fingerprint"):

@@ -1,0 +1,221 @@
+"""The single-file HDF5 feature cache, format v1: its writer and lazy reader (see docs/FORMAT.md).
+
+Only h5py and numpy here, so that reading a cache (the CPU heads) never imports torch or
+transformers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..errors import CacheFormatError
+
+FORMAT_VERSION = 1
+CHUNK_BYTES = 1 << 20
+"""Target chunk size: a few images per chunk keeps random reads of a few rows cheap."""
+
+MATCH_KEYS = ("model_fingerprint", "preprocessing", "image_decoding", "image_size", "image_mean", "image_std",
+              "image_resample", "max_text_length")
+"""Attributes that must agree for features from two sources to be interchangeable."""
+
+_STR = h5py.string_dtype("utf-8")
+
+
+def _chunk_rows(row_shape: tuple[int, ...], dtype) -> int:
+    row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize if row_shape else 8
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
+
+
+def _attr(value):
+    """Python value -> something HDF5 stores faithfully."""
+    if isinstance(value, (list, tuple)):
+        return np.asarray(value)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return str(value)  # np.str_ has no HDF5 conversion
+    return value
+
+
+def _py(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+class CacheWriter:
+    """Creates every dataset at its final size up front, then fills rows; datasets stay resizable."""
+
+    def __init__(self, path: str | Path, attrs: dict, n_images: int, n_questions: int,
+                 image_arrays: dict[str, tuple[int, ...]], question_arrays: dict[str, tuple[int, ...]],
+                 store_dtype: str = "float16", compression: str | None = None) -> None:
+        self.file = h5py.File(path, "w")
+        self.file.attrs["featcache_format"] = FORMAT_VERSION
+        self.file.attrs["store_dtype"] = store_dtype
+        self.file.attrs["compression"] = compression or "none"
+        for key, value in attrs.items():
+            self.file.attrs[key] = _attr(value)
+        images = self.file.create_group("images")
+        questions = self.file.create_group("questions")
+        for name in ("key", "error"):
+            self._make(images, name, n_images, (), _STR, None)
+        for name in ("text", "answer", "split", "error"):
+            self._make(questions, name, n_questions, (), _STR, None)
+        self._make(questions, "image_row", n_questions, (), np.int64, None)
+        self._make(questions, "truncated", n_questions, (), np.uint8, None)
+        for name, shape in image_arrays.items():
+            self._make(images, name, n_images, shape, store_dtype, compression)
+        for name, shape in question_arrays.items():
+            self._make(questions, name, n_questions, shape, store_dtype, compression)
+
+    @staticmethod
+    def _make(group, name, n, row_shape, dtype, compression) -> None:
+        is_str = dtype is _STR
+        rows = min(max(n, 1), _chunk_rows(row_shape, np.int64 if is_str else dtype))
+        # fletcher32: every chunk of numbers carries a checksum, so damaged bytes fail loudly on read
+        # (HDF5 cannot filter variable-length strings; their damage shows as undecodable heap data)
+        group.create_dataset(name, shape=(n, *row_shape), maxshape=(None, *row_shape), dtype=dtype,
+                             chunks=(rows, *row_shape), compression=compression, fletcher32=not is_str)
+
+    def write(self, group: str, start: int, arrays: dict[str, np.ndarray | list]) -> None:
+        for name, values in arrays.items():
+            ds = self.file[group][name]
+            is_str = h5py.check_string_dtype(ds.dtype) is not None
+            ds[start:start + len(values)] = np.asarray(values, dtype=object if is_str else ds.dtype)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class FeatureCache:
+    """Lazy read access to a cache file. Arrays are read from disk only when asked for."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise CacheFormatError(f"cache file {self.path} does not exist; create it with `featcache extract`")
+        try:
+            self.file = h5py.File(self.path, "r")
+        except OSError as exc:
+            with open(self.path, "rb") as fh:
+                if fh.read(8) != b"\x89HDF\r\n\x1a\n":
+                    raise CacheFormatError(f"{self.path} is not an HDF5 file, so not a featcache cache; caches are "
+                                           f"made by `featcache extract --out FILE.h5`") from None
+            raise CacheFormatError(f"{self.path} is not a readable HDF5 file ({exc}). It is damaged or incomplete "
+                                   f"(extract writes caches atomically, so an interrupted run never leaves one "
+                                   f"like this: a copy cut short?). Copy it again, or re-create it with the same "
+                                   f"`featcache extract ... --out {self.path} --overwrite`") from None
+        version = self.file.attrs.get("featcache_format")
+        if version is None:
+            self.close()
+            raise CacheFormatError(f"{self.path} is an HDF5 file but not a featcache cache (no featcache_format "
+                                   f"attribute)")
+        if int(version) != FORMAT_VERSION:
+            writer = _py(self.file.attrs.get("featcache_version", "?"))
+            self.close()
+            raise CacheFormatError(f"{self.path} has cache format {int(version)}; this featcache reads format "
+                                   f"{FORMAT_VERSION}. Re-extract it, or use the featcache version that wrote it "
+                                   f"({writer})")
+        self.attrs: dict = {k: _py(v) for k, v in self.file.attrs.items()}
+        lacking = [f"/{g}/{d}" for g, names in (("images", ("key", "error")), ("questions", ("text", "answer", "split",
+                   "error", "image_row"))) for d in names if g not in self.file or d not in self.file[g]]
+        if lacking:
+            self.close()
+            raise CacheFormatError(f"{self.path} is damaged: it lacks {', '.join(lacking)}. Re-create it with "
+                                   f"`featcache extract ... --out {self.path} --overwrite`")
+
+    # -- access ---------------------------------------------------------------------------------------
+    @property
+    def images(self) -> h5py.Group:
+        return self.file["images"]
+
+    @property
+    def questions(self) -> h5py.Group:
+        return self.file["questions"]
+
+    @property
+    def n_images(self) -> int:
+        return int(self.images["key"].shape[0])
+
+    @property
+    def n_questions(self) -> int:
+        return int(self.questions["text"].shape[0])
+
+    @property
+    def has_text(self) -> bool:
+        return "text_proj" in self.questions
+
+    def read(self, group: str, name: str, rows=slice(None)) -> np.ndarray:
+        """Rows of /group/name; damaged bytes (a failed chunk checksum) raise CacheFormatError naming them."""
+        ds = self.file[group][name]
+        try:
+            return ds.asstr()[rows].astype(object) if h5py.check_string_dtype(ds.dtype) else ds[rows]
+        except OSError as exc:
+            raise CacheFormatError(
+                f"{self.path}: /{group}/{name} cannot be read ({str(exc).splitlines()[0]}): the file is damaged. "
+                f"`featcache verify {self.path}` lists every damaged dataset; copy the file again or re-create "
+                f"it with `featcache extract ... --overwrite`") from None
+
+    def strings(self, group: str, name: str) -> np.ndarray:
+        """A string column as a numpy array of str."""
+        return self.read(group, name)
+
+    def array(self, group: str, name: str) -> np.ndarray:
+        return self.read(group, name)
+
+    # -- features -------------------------------------------------------------------------------------
+    def view(self, name: str, split: str | list[str] | None = None, stream: bool = False):
+        """(X, y) for a feature view (see featcache.cache.views.VIEWS); X is factorised, y the answers. With
+        `stream` the images stay on disk and heads read them in blocks (keep the cache open meanwhile)."""
+        from .views import build_view
+
+        return build_view(self, name, split, stream=stream)
+
+    def views(self) -> dict[str, str]:
+        """View name -> '' if available, else why not."""
+        from .views import available_views
+
+        return available_views(self)
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def check_compatible(self, expected: dict, what: str = "the caller") -> None:
+        """Refuse loudly when `expected` provenance (a model, a head) disagrees with this cache's."""
+        diffs = [f"{k}: cache has {self.attrs.get(k)!r}, {what} has {expected[k]!r}"
+                 for k in MATCH_KEYS if k in expected and k in self.attrs
+                 and json.dumps(self.attrs[k]) != json.dumps(_py(expected[k]))]
+        if diffs:
+            raise CacheFormatError(
+                f"{self.path} was made with a different model or preprocessing than {what} "
+                f"(cache model {self.attrs.get('model_id')!r}, expected {expected.get('model_id')!r}):\n  "
+                + "\n  ".join(diffs) + "\nRe-extract the cache with the same --model, or use a matching one.")
+
+    # -- description ----------------------------------------------------------------------------------
+    def describe(self) -> dict:
+        """Metadata, counts and dataset sizes, for `featcache info`."""
+        sizes = {}
+        self.file.visititems(lambda name, obj: sizes.__setitem__(name, (obj.shape, str(obj.dtype), obj.id.get_storage_size()))
+                             if isinstance(obj, h5py.Dataset) else None)
+        n_failed_images = int(np.count_nonzero(self.strings("images", "error") != ""))
+        n_failed_questions = int(np.count_nonzero(self.strings("questions", "error") != ""))
+        splits, counts = np.unique(self.strings("questions", "split"), return_counts=True)
+        return {"path": str(self.path), "file_bytes": self.path.stat().st_size, "attrs": self.attrs,
+                "n_images": self.n_images, "n_questions": self.n_questions,
+                "failed_images": n_failed_images, "failed_questions": n_failed_questions,
+                "splits": {str(s): int(c) for s, c in zip(splits, counts)}, "datasets": sizes}
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "FeatureCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,206 @@
+"""Feature views of a cache: per question, its image's features joined with its text features.
+
+Questions share images (Easy-VQA: 9.6 per image), so a view keeps the image part once per image
+plus an `image_row` index (`FactorizedFeatures`) instead of copying it per question. Linear first
+layers exploit that; anything else calls `np.asarray(X)` and gets the plain (n, d) matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import CacheFormatError
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    name: str
+    image: str | None  # /images dataset used, or None
+    question: str | None  # /questions dataset used, or None
+    pool: bool  # mean over query tokens instead of flattening
+    description: str
+
+
+VIEWS = {
+    "itc": ViewSpec("itc", "query_proj", "text_proj", False,
+                    "query_proj flattened (32x256) + text_proj (256): the reference paper's input, ITC-projected"),
+    "pooled": ViewSpec("pooled", "query", "text_proj", True, "mean of the 32 query states (768) + text_proj (256)"),
+    "full": ViewSpec("full", "query", "text_cls", False, "query states flattened (32x768) + text CLS (768)"),
+    "sim": ViewSpec("sim", "query_proj", "text_proj", False, "the 32 ITC similarities query_proj . text_proj"),
+    "image": ViewSpec("image", "query", None, True, "mean of the 32 query states only (no question features)"),
+}
+
+
+class LazyImageRows:
+    """The image part of a view left in the cache: rows are read when a head asks for a block of them.
+
+    For caches larger than memory (`cache.view(name, split, stream=True)`): heads read it block by
+    block (`heads.factorized.image_blocks`), so memory holds one block of images, not all of them.
+    The cache must stay open while it is used. `np.asarray` reads it all (what a plain matrix needs).
+    """
+
+    def __init__(self, cache, name: str, rows: np.ndarray, pool: bool, tokens: int, width: int) -> None:
+        self.cache, self.name, self.pool, self.tokens, self.width = cache, name, pool, tokens, width
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if len(self.rows) > 1 and np.any(np.diff(self.rows) <= 0):
+            raise ValueError("LazyImageRows needs strictly increasing cache rows")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), self.width)
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, index: np.ndarray) -> "LazyImageRows":
+        """A subset of rows (increasing `index`), still unread."""
+        return LazyImageRows(self.cache, self.name, self.rows[np.asarray(index)], self.pool, self.tokens, self.width)
+
+    def load(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Rows start:stop as float32 (n, width): one read of the cache range they span when they are
+        dense in it (sequential I/O), else a read of just those rows."""
+        rows = self.rows[start:stop]
+        if not len(rows):
+            return np.zeros((0, self.width), dtype=np.float32)
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        if hi - lo <= 2 * len(rows):
+            block = self.cache.read("images", self.name, slice(lo, hi))[rows - lo]
+        else:
+            block = self.cache.read("images", self.name, rows)
+        if self.pool:  # as build_view pools: the mean in float32, stored back in the cache's dtype
+            return block.astype(np.float32).mean(axis=1).astype(block.dtype).astype(np.float32)
+        return block.reshape(len(block), -1).astype(np.float32)
+
+    def __getitem__(self, index) -> np.ndarray:
+        index = np.arange(len(self))[index]
+        order = np.argsort(index, kind="stable")
+        out = np.empty((len(index), self.width), dtype=np.float32)
+        out[order] = self.take(index[order]).load() if len(index) else out[order]
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return self.load().astype(dtype or np.float32, copy=False)
+
+
+class FactorizedFeatures:
+    """X = [image_part[image_row], question_part] without materialising the copy per question.
+
+    `np.asarray(X)` materialises it (float32), so any scikit-learn estimator accepts it.
+    `image_tokens` says how many equal-width tokens the image part is made of (for per-token norms).
+    `image_part` may be a `LazyImageRows` (a streamed view): featcache's heads then read it in blocks.
+    """
+
+    def __init__(self, image_part: np.ndarray, image_row: np.ndarray, question_part: np.ndarray | None,
+                 image_tokens: int = 1) -> None:
+        self.image_part = image_part
+        self.image_row = np.asarray(image_row, dtype=np.int64)
+        self.question_part = question_part
+        self.image_tokens = image_tokens
+        if question_part is not None and len(question_part) != len(self.image_row):
+            raise ValueError("question_part and image_row must have one row per question")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        d_q = 0 if self.question_part is None else self.question_part.shape[1]
+        return (len(self.image_row), self.image_part.shape[1] + d_q)
+
+    @property
+    def dtype(self):
+        return self.image_part.dtype
+
+    def __len__(self) -> int:
+        return len(self.image_row)
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.image_part, LazyImageRows)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        parts = [np.asarray(self.image_part)[self.image_row]]
+        if self.question_part is not None:
+            parts.append(self.question_part)
+        out = np.concatenate(parts, axis=1)
+        return out.astype(dtype or np.float32, copy=False)
+
+    def rows(self, index) -> np.ndarray:
+        """Rows `index` as a plain float32 matrix, reading only the images they use."""
+        index = np.arange(len(self))[index]
+        used, inv = np.unique(self.image_row[index], return_inverse=True)
+        parts = [np.asarray(self.image_part[used], dtype=np.float32)[inv]]
+        if self.question_part is not None:
+            parts.append(np.asarray(self.question_part[index], dtype=np.float32))
+        return np.concatenate(parts, axis=1)
+
+    def __getitem__(self, index) -> "FactorizedFeatures":
+        """Row subset (array of indices or mask): still factorised, images shared."""
+        rows = np.arange(len(self))[index]
+        q = None if self.question_part is None else self.question_part[rows]
+        return FactorizedFeatures(self.image_part, self.image_row[rows], q, self.image_tokens)
+
+
+def available_views(cache) -> dict[str, str]:
+    """View name -> '' if the cache can give it, else the reason it cannot."""
+    out = {}
+    for name, spec in VIEWS.items():
+        lacks = []
+        if spec.image and spec.image not in cache.images:
+            lacks.append(f"/images/{spec.image}")
+        if spec.question and spec.question not in cache.questions:
+            lacks.append(f"/questions/{spec.question}")
+        out[name] = "" if not lacks else (f"needs {' and '.join(lacks)}, which this cache lacks (model "
+                                          f"{cache.attrs.get('model_class')} has no text path / projections)")
+    return out
+
+
+def build_view(cache, name: str, split: str | list[str] | None = None, include_failed: bool = False,
+               stream: bool = False):
+    """(X, y) for questions of `split` (all splits when None); y holds answer strings. With `stream` the
+    image part stays in the cache (a `LazyImageRows`) and the question part is read: for caches whose
+    images do not fit in memory."""
+    if name not in VIEWS:
+        raise CacheFormatError(f"unknown view {name!r}; views: {', '.join(VIEWS)}")
+    reason = available_views(cache)[name]
+    if reason:
+        ok = [v for v, r in available_views(cache).items() if not r]
+        raise CacheFormatError(f"view {name!r} {reason}. Available views: {', '.join(ok)}")
+    spec = VIEWS[name]
+    splits = cache.strings("questions", "split")
+    mask = np.ones(len(splits), dtype=bool) if split is None else np.isin(splits, [split] if isinstance(split, str) else split)
+    if not include_failed:
+        mask &= cache.strings("questions", "error") == ""
+    if split is not None and not mask.any():
+        raise CacheFormatError(f"no usable questions in split {split!r}; splits: {sorted(set(splits))}")
+    q_idx = np.flatnonzero(mask)
+    y = cache.strings("questions", "answer")[q_idx]
+    image_row = cache.array("questions", "image_row")[q_idx]
+    used, image_row = np.unique(image_row, return_inverse=True)  # load only the images this split uses
+    question = cache.read("questions", spec.question, q_idx) if spec.question else None
+    if stream:
+        if name == "sim":
+            raise CacheFormatError("view 'sim' cannot be streamed (it is small: 32 numbers per question); "
+                                   "use it without stream")
+        shape = cache.images[spec.image].shape[1:]
+        width = shape[-1] if spec.pool else int(np.prod(shape))
+        lazy = LazyImageRows(cache, spec.image, used, spec.pool, 1 if spec.pool else shape[0], width)
+        return FactorizedFeatures(lazy, image_row, question, lazy.tokens), y
+    images = cache.read("images", spec.image, np.sort(used)) if len(used) else np.zeros((0, *cache.images[spec.image].shape[1:]))
+    return view_from_arrays(name, images, image_row, question), y
+
+
+def view_from_arrays(name: str, images: np.ndarray, image_row: np.ndarray, question: np.ndarray | None):
+    """The view `name` of per-image arrays (N, 32, d) and per-question arrays (Nq, d) joined by image_row.
+    Shared by cache reading and live prediction, so both give a head the same features."""
+    spec = VIEWS[name]
+    if name == "sim":
+        return np.einsum("qtd,qd->qt", images[image_row].astype(np.float32), question.astype(np.float32))
+    if spec.pool:
+        image_part, tokens = images.astype(np.float32).mean(axis=1).astype(images.dtype), 1
+    else:
+        image_part, tokens = images.reshape(len(images), -1), images.shape[1]
+    return FactorizedFeatures(image_part, image_row, question, tokens)

@@ -1,0 +1,173 @@
+"""`featcache` commands of the CPU side: sweep, fit, evaluate, predict, plot umap, convert."""
+
+from __future__ import annotations
+
+import click
+
+from .common import TRUST_PICKLE, delimiter_arg, run
+
+
+def register(main: click.Group) -> None:
+    for command in (sweep, fit, evaluate, predict, plot, convert):
+        main.add_command(command)
+
+
+@click.command()
+@click.argument("cache", type=click.Path(exists=True))
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--eval-split", default="test", show_default=True)
+@click.option("--heads", "head_list", default="lr,mlp,lgbm", show_default=True, help="Comma-separated: lr, mlp, lgbm.")
+@click.option("--views", default="pooled,itc", show_default=True, help="Comma-separated: itc, pooled, full, sim, image.")
+@click.option("--grid", default="small", show_default=True, help="small, default, or a JSON file {head: [params]}.")
+@click.option("--validation-fraction", default=0.1, show_default=True)
+@click.option("--jobs", default=1, show_default=True, help="Parallel fits (joblib).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Report folder (written as OUT.partial/ and renamed when complete; a rerun resumes it).")
+@click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
+              "larger than memory (same results as in memory).")
+def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out,
+          stream) -> None:
+    """Train every head x view, rank them, and write a report with the best head."""
+    from heads.sweep import sweep_to_folder
+
+    rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split,
+               heads=head_list.split(","), views=views.split(","), grid=grid,
+               validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream)
+    result, files, best = rep.result, rep.files, rep.best
+    if rep.note != "fresh":
+        click.echo(f"sweep started {rep.note}")
+    if result.best.random_weights:
+        click.secho("RANDOM WEIGHTS (tiny-random): the accuracies below mean nothing.", fg="red", bold=True)
+    for r in result.rows:
+        click.echo(f"{r['head']:>5} {r['view']:<7} acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+                   f"fit {r['fit_s']:.1f}s  {r['params']}")
+    click.echo(f"report: {files['report']}  best head: {best}")
+
+
+@click.command()
+@click.argument("cache", type=click.Path(exists=True))
+@click.option("--head", "kind", default="lr", show_default=True, help="lr, mlp or lgbm.")
+@click.option("--view", default="pooled", show_default=True)
+@click.option("--param", "params", multiple=True, help="Head parameter as name=JSON value, e.g. C=0.1 (repeatable); "
+              "preset=reference|compact for the mlp.")
+@click.option("--train-split", default="train", show_default=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Folder to save the head to (JSON + safetensors).")
+@click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
+              "larger than memory (same results as in memory).")
+def fit(cache, kind, view, params, train_split, out, stream) -> None:
+    """Train one head on one view of a cache."""
+    import json
+
+    from heads.sweep import fit_head
+
+    parsed = {}
+    for p in params:
+        name, eq, value = p.partition("=")
+        if not eq or not name.strip():
+            raise click.BadParameter(f"{p!r} is not NAME=VALUE, e.g. C=0.1 or hidden_sizes=[512]", param_hint="--param")
+        name = name.strip()
+        try:
+            parsed[name] = json.loads(value)
+        except json.JSONDecodeError:
+            parsed[name] = value
+        if isinstance(parsed[name], list):
+            parsed[name] = tuple(parsed[name])
+    trained = run(fit_head, cache, kind, view, parsed, train_split, stream)
+    run(trained.save, out)
+    click.echo(f"saved {kind} on view {view} ({len(trained.head.classes_)} classes) to {out}")
+
+
+@click.command()
+@click.argument("head", type=click.Path(exists=True))
+@click.argument("cache", type=click.Path(exists=True))
+@click.option("--split", default="test", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), help="Report folder (default: next to the head).")
+@TRUST_PICKLE
+@click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
+              "larger than memory (same results as in memory).")
+def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
+    """Metrics, per-class table and confusion matrix of a saved head on a cache split."""
+    from pathlib import Path
+
+    from featcache import open_cache
+    from heads.report import write_report
+    from heads.sweep import evaluate_head
+    from heads.trained import TrainedHead
+
+    trained = run(TrainedHead.load, head, trust_pickle)
+    metrics = run(evaluate_head, trained, cache, split, stream)
+    with run(open_cache, cache) as c:
+        attrs = dict(c.attrs)
+    out = out or str(Path(head).with_suffix("")).rstrip("/") + f"_{split}"
+    files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}")
+    if trained.random_weights:
+        click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
+    click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+               f"balanced {metrics['balanced_accuracy']:.4f}  (n={metrics['n']})\nreport: {files['report']}")
+
+
+@click.command()
+@click.option("--head", "head_path", required=True, type=click.Path(exists=True),
+              help="A head folder (fit, sweep) or a fine-tune checkpoint folder (finetune's best/).")
+@click.option("--model", help="Backbone (default: the one the head's cache was made with).")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="One image...")
+@click.option("--question", help="...and its question.")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Or a CSV/JSONL with columns image, question.")
+@click.option("--delimiter", help="--pairs CSV delimiter (default: sniffed).")
+@click.option("--top-k", default=3, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@TRUST_PICKLE
+def predict(head_path, model, image, question, pairs, delimiter, top_k, device, trust_pickle) -> None:
+    """Answer new (image, question) pairs with a saved head; runs the backbone, no cache needed."""
+    from featcache.datasets.pairs import read_pairs
+    from featcache.workflows.predict import predict_saved
+
+    if pairs:
+        todo = run(read_pairs, pairs, delimiter_arg(delimiter))
+    elif image and question is not None:
+        todo = [(image, question)]
+    else:
+        raise click.UsageError("give --image and --question, or --pairs CSV")
+    results, random_weights = run(predict_saved, head_path, todo, model=model, device=device, top_k=top_k,
+                                   trust_pickle=trust_pickle)
+    if random_weights:
+        click.secho("RANDOM WEIGHTS (tiny-random): these answers mean nothing.", fg="red", bold=True)
+    for r in results:
+        alts = ", ".join(f"{a} {p:.2f}" for a, p in r["top_k"])
+        click.echo(f"{r['image']} | {r['question']} -> {r['answer']} ({r['probability']:.2f})   top-{top_k}: {alts}")
+
+
+@click.group()
+def plot() -> None:
+    """Plots of caches and heads."""
+
+
+@plot.command("umap")
+@click.argument("source", type=click.Path(exists=True))
+@click.option("--cache", type=click.Path(exists=True), help="Features to embed (when SOURCE is a head).")
+@click.option("--view", default="pooled", show_default=True, help="View to plot (when SOURCE is a cache).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--per-class", default=300, show_default=True, help="Class-balanced subsample size.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file.")
+@TRUST_PICKLE
+def plot_umap_cmd(source, cache, view, split, per_class, seed, out, trust_pickle) -> None:
+    """2-D UMAP of a cache view, or of a head's learned representation (SOURCE a head folder), by class."""
+    from heads.plots import plot_umap
+
+    path = run(plot_umap, source, out, cache=cache, view=view, split=split, per_class=per_class, seed=seed,
+                trust_pickle=trust_pickle)
+    click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.argument("source", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the safe copy.")
+@TRUST_PICKLE
+def convert(source, out, trust_pickle) -> None:
+    """Re-save a pickle-based head or fine-tune checkpoint (featcache 0.1) as a safe JSON + safetensors folder."""
+    from featcache.workflows.convert import convert_legacy
+
+    click.echo(f"wrote {run(convert_legacy, source, out, trust_pickle)}")

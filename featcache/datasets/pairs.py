@@ -1,0 +1,31 @@
+"""(image, question) pairs to answer: read from a CSV/JSONL, checked before any model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import DatasetError
+from .manifest import read_table, require_columns
+
+
+def read_pairs(path: str | Path, delimiter: str | None = None) -> list[tuple[str, str]]:
+    """A CSV/JSONL with columns image, question (relative image paths resolve against its folder)."""
+    path = Path(path)
+    rows = read_table(path, delimiter)
+    if not rows:
+        raise DatasetError(f"{path} has no rows; it needs columns image, question")
+    cols = require_columns(path, rows, {"image": ("image",), "question": ("question",)})
+    out = []
+    for lineno, r in rows:
+        image, question = str(r[cols["image"]] or "").strip(), str(r[cols["question"]] or "").strip()
+        if not image or not question:
+            raise DatasetError(f"{path}:{lineno}: empty {'image' if not image else 'question'}; every row needs both")
+        out.append((str(path.parent / image) if not Path(image).is_absolute() else image, question))
+    return out
+
+
+def check_questions(pairs: list[tuple[str, str]]) -> None:
+    empty = [image for image, q in pairs if not q.strip()]
+    if empty:
+        raise DatasetError(f"the question for image {empty[0]} is empty ({len(empty)} empty in all); give every "
+                           f"image a question")

@@ -1,0 +1,84 @@
+"""The local engine: every shard of a list through one process's decode -> forward -> write pipeline."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ...cache.parts import ShardSpec, shard_done, write_shard
+from ...errors import ExtractError
+from ..pipeline import DecodedImages, ShardWriter, collate
+
+
+@dataclass
+class ShardJob:
+    """What every engine needs to compute shards, besides the model: plain data, cheap to ship to workers."""
+
+    dataset: object
+    keys: list[str]
+    parts: Path
+    attrs: dict
+    batch_size: int
+    workers: int
+    store_dtype: str
+    store_vision: bool
+    skip_bad: bool
+
+
+def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = False, done: int = 0,
+               total: int | None = None, waits: dict[str, float] | None = None) -> int:
+    """Decode -> forward -> write every shard of `todo`; returns the number of images encoded.
+
+    `waits`, if given, receives the seconds the feeding thread spent blocked on decoded batches
+    ("decode_wait": the decode workers are the bottleneck) and on the copy-back/write thread
+    ("writer_wait": the device or the disk is)."""
+    dataset, keys, parts, attrs = job.dataset, job.keys, job.parts, job.attrs
+    batch_size, workers, store_dtype, store_vision = job.batch_size, job.workers, job.store_dtype, job.store_vision
+    total = total if total is not None else sum(len(s.keys) for s in todo)
+    batches = [list(range(b, min(b + batch_size, s.stop))) for s in todo for b in range(s.start, s.stop, batch_size)]
+    cuda = backbone.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
+        collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
+    bar = tqdm(total=total, initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
+    save = lambda spec, arrays, errors: write_shard(parts, spec, attrs, arrays, errors, store_dtype)  # noqa: E731
+    writer = ShardWriter(todo, save, store_dtype, backbone.image_feature_shapes(store_vision))
+    computed = 0
+    waits = waits if waits is not None else {}
+    waits.update(decode_wait=0.0, writer_wait=0.0)
+    batches_in = iter(loader)
+    try:
+        while True:
+            t = time.perf_counter()
+            batch = next(batches_in, None)
+            waits["decode_wait"] += time.perf_counter() - t
+            if batch is None:
+                break
+            index, pixels, good, errors = batch
+            for i, err in zip(index, errors):
+                if err and not job.skip_bad:
+                    raise ExtractError(f"{err}\nImage {keys[i]!r} cannot be used; fix or remove it, or pass "
+                                       f"--skip-bad to record it as failed. Finished work is kept in {parts}; "
+                                       f"the same command resumes.")
+            feats = backbone.encode_images(pixels, keep_vision=store_vision, to_numpy=False) if good else {}
+            t = time.perf_counter()
+            writer.submit(index, good, errors, feats)  # copy back + write in the background
+            waits["writer_wait"] += time.perf_counter() - t
+            computed += len(good)
+            bar.update(len(index))
+        writer.close()
+    except KeyboardInterrupt:
+        writer.close()
+        saved = sum(shard_done(parts, s) for s in todo)
+        raise ExtractError(f"interrupted: {saved} more shards are saved in {parts}; run the same command again "
+                           f"to continue") from None
+    except BaseException:
+        writer.close()  # keep the shards that were finished before the error
+        raise
+    finally:
+        bar.close()
+    return computed

@@ -1,0 +1,156 @@
+"""The moving parts of extraction, arranged so the device never waits.
+
+decode workers (PIL decode + resize to uint8) -> pinned uint8 batch -> non-blocking copy -> normalise
+and forward on the device -> background thread: copy results back, fill shard buffers, write shards.
+
+Each stage overlaps the next batch's forward: workers prefetch, the copy to the device is a quarter
+of float32's bytes, and the copy back plus disk writes happen off the main thread.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..images.decode import ImageLoadError
+
+MAX_AUTO_BATCH = 1024
+
+
+class DecodedImages(torch.utils.data.Dataset):
+    """Decode + resize to uint8 in loader workers; a failure is returned as text, not raised."""
+
+    def __init__(self, dataset, keys: list[str], preprocessor) -> None:
+        self.dataset, self.keys, self.preprocessor = dataset, keys, preprocessor
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int):
+        try:
+            image = self.dataset.open_image(self.keys[i], self.preprocessor.draft_size)
+            return i, self.preprocessor.resize_uint8(image), ""
+        except ImageLoadError as exc:
+            return i, None, str(exc)
+        except Exception as exc:  # a preprocessing failure on a strange file: name it, don't crash the worker
+            return i, None, f"cannot preprocess image {self.dataset.image_paths[self.keys[i]]}: {exc}"
+
+
+def collate(items) -> tuple[list[int], torch.Tensor | None, list[int], list[str]]:
+    """(image indices, uint8 pixels of the good ones, positions of the good ones, error texts)."""
+    good = [k for k, (_, _, err) in enumerate(items) if not err]
+    pixels = torch.from_numpy(np.stack([items[k][1] for k in good])) if good else None
+    return [i for i, _, _ in items], pixels, good, [err for _, _, err in items]
+
+
+def save_atomic(path: Path, **arrays) -> None:
+    """An .npz written to a temporary name, synced, and renamed into place."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(buf.getvalue())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Collects per-image features into shard buffers and hands each full shard to `save`, in one
+    background thread. At most `depth` batches wait, which bounds the memory held for them."""
+
+    def __init__(self, specs: list, save: Callable, store_dtype: str, feature_shapes: dict[str, tuple[int, ...]],
+                 depth: int = 2) -> None:
+        self.specs = {s.start: s for s in specs}
+        self.starts = sorted(self.specs)
+        self.save, self.store_dtype, self.feature_shapes, self.depth = save, store_dtype, feature_shapes, depth
+        self.buffers: dict[int, dict] = {}
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="featcache-writer")
+        self.pending: deque[Future] = deque()
+
+    def submit(self, index: list[int], good: list[int], errors: list[str], feats: dict) -> None:
+        """Hand over one batch (rows `index` of one shard; feats: device tensors of the good images)."""
+        self.pending.append(self.pool.submit(self._store, index, good, errors, feats))
+        while len(self.pending) > self.depth:
+            self.pending.popleft().result()
+
+    def _store(self, index, good, errors, feats) -> None:
+        feats = {k: v.cpu().numpy() for k, v in feats.items()}  # waits for this batch's kernels only
+        spec = self.specs[self.starts[bisect.bisect_right(self.starts, index[0]) - 1]]
+        n = len(spec.keys)
+        buf = self.buffers.setdefault(spec.start, {"errors": [""] * n, "filled": 0, "arrays": {
+            name: np.zeros((n, *shape), dtype=self.store_dtype) for name, shape in self.feature_shapes.items()}})
+        rows = [index[k] - spec.start for k in good]
+        for name, values in feats.items():
+            buf["arrays"][name][rows] = values
+        for i, err in zip(index, errors):
+            buf["errors"][i - spec.start] = err
+        buf["filled"] += len(index)
+        if buf["filled"] == n:
+            self.save(spec, buf["arrays"], buf["errors"])
+            del self.buffers[spec.start]
+
+    def close(self) -> None:
+        """Wait for every handed-over batch (so finished shards are on disk), then stop the thread."""
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True)
+
+
+def auto_workers(device: torch.device, cores: int | None = None) -> int:
+    """Decode processes for `--workers auto`. On a GPU, up to 8 (one core stays with the process that feeds
+    the device): measured on an H100 with 16 cores, 15 workers left the pipeline at 78% of the bare
+    forward, 8 at 82% and 4 at 85% (they contend with the feeding thread), while 843 images/s of DAQUAR-size
+    JPEGs need about 4 cores of decoding and large photos more (benchmarks/decode_speed.py). On a CPU the
+    forward needs the cores: none on small machines (a worker costs the ViT more than it saves), a quarter
+    of them on large ones."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return max(1, min(8, cores - 1))
+    return 0 if cores <= 4 else cores // 4
+
+
+def find_largest(fits: Callable[[int], bool], start: int = 32, limit: int = MAX_AUTO_BATCH) -> int:
+    """The largest power-of-two multiple or fraction of `start` (<= limit) for which fits(n) holds."""
+    n = start
+    if not fits(n):
+        while n > 1:
+            n //= 2
+            if fits(n):
+                return n
+        raise RuntimeError("not even a batch of 1 fits")
+    while n * 2 <= limit and fits(n * 2):
+        n *= 2
+    return n
+
+
+def auto_batch_size(backbone, keep_vision: bool = False, default: int = 32) -> int:
+    """`--batch-size auto`: on a GPU, the largest batch whose forward fits in memory, found by trying
+    (then halved once for headroom: other processes, fragmentation); on a CPU, `default` (RAM is not
+    probed: running out of it kills the process instead of raising)."""
+    if backbone.device.type != "cuda":
+        return default
+    height, width = backbone.preprocessor.size
+
+    def fits(n: int) -> bool:
+        try:
+            backbone.encode_images(torch.zeros((n, 3, height, width), dtype=torch.uint8), keep_vision, to_numpy=False)
+            torch.cuda.synchronize(backbone.device)
+            return True
+        except torch.cuda.OutOfMemoryError:
+            return False
+        finally:
+            torch.cuda.empty_cache()
+
+    return max(1, find_largest(fits) // 2)

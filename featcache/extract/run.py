@@ -1,0 +1,291 @@
+"""One extraction run: each unique image through ViT + Q-Former once, each distinct question once.
+
+Work is committed in shards under `OUT.parts/` (see featcache.cache.parts) by atomic renames, so Ctrl-C or
+kill -9 loses at most the shards in flight; running the same command again skips finished shards.
+Batches never cross shards, so a resumed run computes exactly the batches an uninterrupted one would
+and the merged file is the same. With `shard_index`/`num_shards` a process does only its share of the
+shards (SLURM arrays, Kubernetes jobs); `featcache merge` then writes the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import FeatureCache
+from ..cache.parts import merge, no_space, read_manifest, shard_done, write_json_atomic
+from ..datasets import VQADataset
+from ..errors import CacheFormatError, ExtractError
+from ..models.backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_backbone
+from .engines.local import ShardJob, run_shards
+from .pipeline import auto_batch_size, auto_workers, save_atomic
+from .plan import IDENTITY_KEYS, PARTS_KEYS, plan_shards
+
+
+@dataclass
+class ExtractReport:
+    path: Path
+    n_images: int
+    n_questions: int
+    n_texts: int
+    images_computed: int
+    seconds: float
+    failed_images: list[str] = field(default_factory=list)
+    failed_questions: list[int] = field(default_factory=list)
+    resumed: bool = False
+    already_complete: bool = False
+    truncated_questions: int = 0
+    """Questions longer than max_text_length tokens (cut; flagged in /questions/truncated)."""
+    truncated_examples: list[str] = field(default_factory=list)
+    shards: int = 0
+    shards_done_before: int = 0
+    """Shards found finished in OUT.parts/ (from an interrupted run, or another --shard-index)."""
+    merged: bool = True
+    """False for a --shard-index run: its shards are written, `featcache merge` makes the file."""
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall time of each stage (prepare: model load, checks, texts, plan; images: decode + forward + shard writes,
+    of which images_decode_wait blocked on decoding and images_writer_wait on the device / disk; merge:
+    the single file), so a user sees where a run's time went."""
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_computed / self.seconds if self.seconds > 0 else 0.0
+
+
+def _check_writable(out: Path) -> None:
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ExtractError(f"cannot write {out}: folder {parent} does not exist (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise ExtractError(f"cannot write {out}: folder {parent} is not writable (choose another --out)")
+    if out.is_dir():
+        raise ExtractError(f"cannot write {out}: it is a folder; --out must be a file path such as {out}/cache.h5")
+
+
+def _mismatch(a: dict, b: dict, keys: tuple[str, ...] = IDENTITY_KEYS) -> list[str]:
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if json.dumps(a.get(k)) != json.dumps(b.get(k))]
+
+
+def _lock(parts: Path, name: str, out: Path):
+    """An exclusive lock on parts/name for this process's lifetime (the OS drops it if the process dies)."""
+    fh = open(parts / name, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise ExtractError(f"another featcache extract is writing {out} ({holder}); two runs on one output would "
+                           f"race. Wait for it to finish or stop it, then run this command again.") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+    fh.flush()
+    return fh
+
+
+def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",
+            dtype: str | None = None, batch_size: int | str = 32, workers: int | str = "auto",
+            store_dtype: str = "float16", compression: str | None = None, shard_size: int = 1024,
+            text_batch_size: int = 128, overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
+            max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False, jpeg_draft: bool = False,
+            shard_index: int | None = None, num_shards: int | None = None, engine: str = "local",
+            ray_address: str | None = None, gpus_per_worker: float = 1.0, workers_per_node: int | None = None,
+            merge_output: bool = True, progress: bool = True) -> ExtractReport:
+    """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
+
+    batch_size and workers may be "auto" (see featcache.extract.pipeline); `compile` runs the ViT through
+    torch.compile (worth it on a GPU for large runs: it compiles once per batch shape). With
+    shard_index/num_shards only shards j with j % num_shards == shard_index are computed and nothing
+    is merged. With merge_output=False the sharded form (OUT.parts/) is kept as the result:
+    `open_cache` reads it in place. engine="ray" spreads the shards over Ray actors (featcache.extract.engines.ray)."""
+    started = time.perf_counter()
+    out = Path(out)
+    _check_writable(out)
+    if store_dtype not in ("float16", "float32"):
+        raise ExtractError(f"--store-dtype must be float16 or float32, got {store_dtype!r}")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ExtractError(f"--batch-size must be a positive integer or auto, got {batch_size!r}")
+    if shard_size < 1:
+        raise ExtractError(f"--shard-size must be positive, got {shard_size}")
+    if workers != "auto" and (not isinstance(workers, int) or workers < 0):
+        raise ExtractError(f"--workers must be 0 or more, or auto, got {workers!r}")
+    if (shard_index is None) != (num_shards is None) or (num_shards is not None and not 0 <= shard_index < num_shards):
+        raise ExtractError(f"--shard-index and --num-shards go together, with 0 <= index < count; got "
+                           f"{shard_index} and {num_shards}")
+    if max_text_length < 2:
+        raise ExtractError(f"--max-text-length must be at least 2 tokens, got {max_text_length}")
+    if engine not in ("local", "ray"):
+        raise ExtractError(f"--engine must be local or ray, got {engine!r}")
+    backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
+                                                                      max_text_length=max_text_length)
+    if backbone.preprocessor.jpeg_draft != jpeg_draft:  # a decoding choice of this run (recorded in image_decoding),
+        preprocessor = copy.copy(backbone.preprocessor)  # made on a copy: the caller's backbone stays as it was
+        preprocessor.jpeg_draft = jpeg_draft
+        backbone = replace(backbone, preprocessor=preprocessor)
+    if compile:
+        backbone.compile_vision()
+    if workers == "auto":
+        workers = auto_workers(backbone.device)
+    run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
+           "dataset_digest": dataset.digest(), "store_dtype": store_dtype, "shard_size": shard_size,
+           "store_vision": store_vision, "compression": compression or "none"}
+
+    keys = sorted(dataset.images())  # the cache's image order: the shard plan's
+    n_q = len(dataset.questions)
+    if out.exists() and not overwrite:
+        try:
+            with FeatureCache(out) as existing:
+                diff = _mismatch(existing.attrs, run)
+        except CacheFormatError as exc:
+            raise ExtractError(f"{out} exists and is not a readable cache ({exc}); pass --overwrite to replace it")
+        if diff:
+            raise ExtractError(f"{out} exists and was made differently:\n  " + "\n  ".join(diff)
+                               + "\nPass --overwrite to replace it, or choose another --out.")
+        return ExtractReport(out, len(keys), n_q, 0, 0, time.perf_counter() - started, already_complete=True)
+
+    parts = out.with_name(out.name + ".parts")
+    if parts.exists() and overwrite and shard_index is None:
+        shutil.rmtree(parts)
+    parts.mkdir(exist_ok=True)
+    lock = _lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
+    try:
+        engine_options = dict(engine=engine, model=model, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                              workers_per_node=workers_per_node, merge_output=merge_output)
+        return _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype,
+                               compression, shard_size, text_batch_size, skip_bad, store_vision, shard_index,
+                               num_shards, progress, started, **engine_options)
+    finally:
+        lock.close()
+
+
+def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype, compression,
+                    shard_size, text_batch_size, skip_bad, store_vision, shard_index, num_shards, progress,
+                    started, engine, model, ray_address, gpus_per_worker, workers_per_node,
+                    merge_output) -> ExtractReport:
+    state_file = parts / "run.json"
+    resumed = state_file.exists()
+    if resumed:
+        prior = json.loads(state_file.read_text())
+        diff = _mismatch(prior, run, PARTS_KEYS)
+        if diff:
+            raise ExtractError(f"an unfinished run for {out} ({parts}) used another model or settings:\n  "
+                               + "\n  ".join(diff) + "\nRe-run with its settings to finish it, or pass --overwrite "
+                               "to start afresh.")
+        run["created"] = prior["created"]
+    else:
+        run["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        write_json_atomic(state_file, run)
+    n_q = len(dataset.questions)
+
+    # -- validate before spending compute ----------------------------------------------------------
+    q_errors = [""] * n_q
+    for i, q in enumerate(dataset.questions):
+        if not q.text.strip():
+            if not skip_bad:
+                raise ExtractError(f"question row {i} (image {q.image!r}) is empty; fix the dataset or pass "
+                                   f"--skip-bad to record it as failed and go on")
+            q_errors[i] = "empty question"
+    missing = dataset.missing_images()
+    if missing and not skip_bad:
+        shown = ", ".join(f"{k!r} -> {dataset.image_paths[k]}" for k in missing[:5])
+        raise ExtractError(f"{len(missing)} image file(s) not found, e.g. {shown}. Fix the paths (--images DIR "
+                           f"sets the folder for relative names) or pass --skip-bad to record them as failed.")
+
+    # -- distinct question texts (cheap), then the question table and the manifest -------------------
+    texts = list(dict.fromkeys(q.text for q, err in zip(dataset.questions, q_errors) if not err))
+    cut: set[str] = set()
+    texts_file = ""
+    if backbone.has_text:
+        cut = {t for t, n in zip(texts, backbone.token_counts(texts)) if n > backbone.max_text_length}
+        texts_file = "texts-" + hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16] + ".npz"
+        if not (parts / texts_file).exists():
+            chunks = [backbone.encode_texts(texts[i:i + text_batch_size]) for i in range(0, len(texts), text_batch_size)]
+            joined = {k: np.concatenate([c[k] for c in chunks]).astype(store_dtype) for k in ("text_cls", "text_proj")}
+            save_atomic(parts / texts_file, texts=np.array(texts, dtype=str), **joined)
+    row_of = {k: i for i, k in enumerate(keys)}
+    text_row = {t: i for i, t in enumerate(texts)}
+    qs = dataset.questions
+    save_atomic(parts / "questions.npz", text=np.array([q.text for q in qs], dtype=str),
+                answer=np.array([q.answer for q in qs], dtype=str), split=np.array([q.split for q in qs], dtype=str),
+                image_row=np.array([row_of[q.image] for q in qs], dtype=np.int64),
+                error=np.array(q_errors, dtype=str), truncated=np.array([q.text in cut for q in qs], dtype=np.uint8),
+                text_row=np.array([text_row.get(q.text, -1) if not e else -1 for q, e in zip(qs, q_errors)]))
+    sources = {k: f"{dataset.image_paths[k]}|{dataset.augmented.get(k, '')}" for k in keys}
+    plan = plan_shards(keys, sources, shard_size)
+    shapes = backbone.image_feature_shapes(store_vision)
+    bytes_per_image = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(store_dtype).itemsize
+    attrs = {k: v for k, v in run.items() if k not in ("store_dtype", "compression")}
+    attrs.update(n_texts=len(texts))
+    write_json_atomic(parts / "manifest.json", {
+        "attrs": attrs, "store_dtype": store_dtype, "n_images": len(keys), "n_questions": n_q,
+        "texts_file": texts_file, "bytes_per_image": bytes_per_image, "model_fingerprint": run["model_fingerprint"],
+        "shards": [{"file": s.path(parts).name, "digest": s.digest, "start": s.start, "stop": s.stop,
+                    "n_images": len(s.keys), "first_key": s.keys[0], "last_key": s.keys[-1]} for s in plan]})
+
+    # -- images, shard by shard --------------------------------------------------------------------
+    mine = [s for j, s in enumerate(plan) if shard_index is None or j % num_shards == shard_index]
+    todo = [s for s in mine if not shard_done(parts, s)]
+    merging = shard_index is None and merge_output
+    prepared = time.perf_counter()
+    needed = sum(len(s.keys) for s in todo) * bytes_per_image + (len(keys) * bytes_per_image if merging else 0)
+    if shutil.disk_usage(parts).free < needed:
+        raise no_space(parts, needed)
+    if batch_size == "auto":
+        batch_size = auto_batch_size(backbone, store_vision)
+    done = sum(len(s.keys) for s in mine) - sum(len(s.keys) for s in todo)
+    job = ShardJob(dataset, keys, parts, attrs, batch_size, workers, store_dtype, store_vision, skip_bad)
+    waits: dict[str, float] = {}
+    if engine == "ray":
+        from .engines.ray import run_ray
+
+        computed = run_ray(job, todo, model, backbone, ray_address, gpus_per_worker, workers_per_node, progress,
+                           done, done + sum(len(s.keys) for s in todo))
+    else:
+        computed = run_shards(job, todo, backbone, progress, done, done + sum(len(s.keys) for s in todo), waits)
+    imaged = time.perf_counter()
+    stages = {"prepare": round(prepared - started, 3), "images": round(imaged - prepared, 3),
+              **{f"images_{k}": round(v, 3) for k, v in waits.items()}}
+    report = dict(n_texts=len(texts), truncated_questions=sum(q.text in cut for q in qs),
+                  truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo),
+                  stage_seconds=stages)
+    if shard_index is not None or not merge_output:
+        return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
+                             resumed=resumed, merged=False, **report)
+    failed_images, failed_questions = merge(parts, out, compression)
+    shutil.rmtree(parts)
+    stages["merge"] = round(time.perf_counter() - imaged, 3)
+    return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
+                         failed_images=failed_images, failed_questions=failed_questions, resumed=resumed, **report)
+
+
+def merge_parts(parts: str | Path, out: str | Path | None = None, compression: str | None = None) -> ExtractReport:
+    """`featcache merge`: the single-file cache from a parts folder whose shards are all finished."""
+    started = time.perf_counter()
+    parts = Path(parts)
+    if not parts.is_dir():
+        raise ExtractError(f"{parts} is not a folder; give the FILE.h5.parts folder that extract wrote")
+    manifest = read_manifest(parts)
+    out = Path(out) if out else parts.with_name(parts.name.removesuffix(".parts"))
+    _check_writable(out)
+    if out.exists():
+        raise ExtractError(f"{out} exists; remove it or give another --out")
+    lock = _lock(parts, "lock", out)
+    try:
+        failed_images, failed_questions = merge(parts, out, compression)
+    finally:
+        lock.close()
+    shutil.rmtree(parts)
+    return ExtractReport(out, manifest["n_images"], manifest["n_questions"], manifest["attrs"]["n_texts"], 0,
+                         time.perf_counter() - started, failed_images, failed_questions,
+                         shards=len(manifest["shards"]))

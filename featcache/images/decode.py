@@ -1,0 +1,68 @@
+"""Image decoding: a file becomes the 8-bit RGB picture a person sees (EXIF orientation, 16-bit,
+transparency, palettes), with errors that name the file. PIL only; the rules are recorded in caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DatasetError
+
+class ImageLoadError(DatasetError):
+    """An image file is missing or cannot be decoded; the message names it."""
+
+
+DECODING = "exif-orientation;16bit-scaled-to-8bit;alpha-over-white;palette-cmyk-gray-to-rgb"
+"""Name recorded in caches for the decoding rules of `to_rgb`."""
+
+JPEG_DRAFT = ";jpeg-draft-2x"
+"""Suffix of `image_decoding` when large JPEGs are decoded at reduced scale (`extract --jpeg-draft`)."""
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_rgb(image):
+    """The picture as a person sees it, as 8-bit RGB.
+
+    - EXIF orientation applied (phone photos are stored sideways), as transformers' `load_image` does;
+    - 16-bit (and 32-bit integer) images scaled to 8 bits, not clipped to white;
+    - float images in [0, 1] scaled to 8 bits;
+    - transparency composited over white (what transformers' `convert_to_rgb` does), palette images
+      with a transparent colour included;
+    - palette, CMYK, grayscale and bilevel images converted to RGB.
+    """
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT or image.mode in ("I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = arr.max() if arr.size else 0.0
+        scale = (255.0 if top <= 1.0 else 1.0) if image.mode == "F" else (1.0 if top <= 255 else 255.0 / 65535.0)
+        image = Image.fromarray(np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path, draft_size: int | None = None):
+    """Open an image fully (so a truncated file fails here, not later) and decode it by `to_rgb`'s rules.
+
+    With `draft_size`, a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale that keeps both sides at
+    least `draft_size` (libjpeg's DCT scaling): several times faster on large photos."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            if draft_size and img.format == "JPEG":
+                img.draft(img.mode, (draft_size, draft_size))
+            img.load()
+            return to_rgb(img)
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: {path} (check the path)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageLoadError(f"cannot decode image {path}: it is damaged or not an image ({exc}); re-save it "
+                             f"as PNG or JPEG, or remove it") from None

@@ -1,0 +1,59 @@
+"""`make demo`: extract Easy-VQA -> sweep heads -> report and plots, as a new user would run them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ModelLoadError
+from ..models.names import TINY_RANDOM, random_weights_warning
+
+HUB_HELP = ("The demo needs BLIP-2 weights. Two ways on:\n"
+            "  make demo MODEL=/path/to/checkpoint   # a folder saved with save_pretrained / `hf download`\n"
+            "  make demo MODEL=tiny-random           # a tiny RANDOM model: runs the whole pipeline, accuracy means nothing\n"
+            "  make demo MODEL=tiny-random-opt       # a tiny RANDOM generative model: zero-shot + heads in one report")
+
+
+def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) -> dict:
+    from heads.plots import plot_umap
+    from heads.sweep import sweep_to_folder
+
+    from ..datasets import load_dataset
+    from ..extract import extract
+    from ..models.backbone import load_backbone
+    from ..models.generative import is_generative_checkpoint
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if model.startswith(TINY_RANDOM):
+        echo(random_weights_warning())
+    try:
+        backbone = load_backbone(model)
+    except ModelLoadError as exc:
+        raise ModelLoadError(f"{exc}\n\n{HUB_HELP}") from None
+    ds = load_dataset("easy-vqa", limit=limit)
+    cache = out / f"easy-vqa-{backbone.fingerprint}.h5"  # one cache per model: a rerun reuses it
+    echo(f"[1/3] extracting {len(ds.questions)} questions / {len(ds.images())} images with {backbone.model_id} "
+         f"on {backbone.device} -> {cache}")
+    extract(ds, cache, model=backbone)
+    views, zeroshot_rows = ["pooled", "itc"], []
+    if is_generative_checkpoint(model):  # no text path: heads see the image only; the language model answers
+        from heads.evaluate import all_labels, prediction_metrics
+
+        from ..generative.report import zeroshot_row
+        from ..generative.zeroshot import zeroshot
+
+        views = ["image"]
+        for method in ("rank", "generate"):
+            echo(f"[2/3] zero-shot {method} with {model}'s language model, from the cache")
+            z = zeroshot(cache, model, method, split="test")
+            zeroshot_rows.append(zeroshot_row(z, prediction_metrics(z.y, z.pred, all_labels(z.y, z.vocabulary),
+                                                                    z.seconds)))
+    echo(f"[2/3] sweeping heads x views {views} on the cache (CPU)")
+    rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=["lr", "mlp", "lgbm"],
+                          views=views, grid="small", extra_rows=zeroshot_rows)
+    result, files, best = rep.result, rep.files, rep.best
+    echo("[3/3] UMAP of the best head's representation")
+    umap_png = plot_umap(best, out / "report" / "umap.png", cache=cache)
+    return {"cache": cache, "report": files["report"], "confusion": files["confusion"], "umap": umap_png,
+            "best": best, "rows": sorted(result.rows + zeroshot_rows, key=lambda r: -r["accuracy"]),
+            "random_weights": model.startswith(TINY_RANDOM)}

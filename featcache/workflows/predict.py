@@ -1,0 +1,97 @@
+"""Answer new (image, question) pairs with a saved head: the backbone runs live, no cache needed.
+
+Features are computed exactly as `extract` computes them and rounded to the head's cache store
+dtype, so a pair that is also in a cache gets the prediction the cache would give.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import MATCH_KEYS
+from ..cache.views import VIEWS, view_from_arrays
+from ..datasets.pairs import check_questions
+from ..errors import CacheFormatError
+from ..images import JPEG_DRAFT
+from ..models.backbone import DEFAULT_MAX_TEXT_LENGTH, Backbone, load_backbone
+
+
+def check_head_matches(provenance: dict, backbone: Backbone) -> None:
+    mine = backbone.provenance()
+    diffs = [f"{k}: head {provenance[k]!r}, model {mine[k]!r}" for k in MATCH_KEYS
+             if k in provenance and k in mine and provenance[k] != mine[k]]
+    if diffs:
+        raise CacheFormatError(f"the head was trained on features of {provenance.get('model_id')!r}, but --model "
+                               f"{backbone.model_id!r} computes different ones:\n  " + "\n  ".join(diffs)
+                               + "\nUse the model the head's cache was extracted with.")
+
+
+def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None = None, device: str = "auto",
+            top_k: int = 3, batch_size: int = 32) -> list[dict]:
+    """Top-k answers with probabilities for each (image path, question)."""
+    if VIEWS[trained.view].question:
+        check_questions(pairs)  # before any model is loaded
+    backbone = model if isinstance(model, Backbone) else load_backbone(
+        model or trained.provenance["model_id"], device,
+        max_text_length=trained.provenance.get("max_text_length") or DEFAULT_MAX_TEXT_LENGTH,
+        jpeg_draft=JPEG_DRAFT in str(trained.provenance.get("image_decoding", "")))
+    check_head_matches(trained.provenance, backbone)
+    spec = VIEWS[trained.view]
+    store = np.dtype(trained.provenance.get("store_dtype", "float32"))
+    position = {p: i for i, p in enumerate(dict.fromkeys(p for p, _ in pairs))}
+    paths = list(position)
+    image_row = np.array([position[p] for p, _ in pairs])
+    feats: dict[str, list] = {}
+    for i in range(0, len(paths), batch_size):
+        pre = backbone.preprocessor
+        pixels = np.stack([pre.resize_uint8(pre.load(p)) for p in paths[i:i + batch_size]])
+        for k, v in backbone.encode_images(pixels).items():
+            feats.setdefault(k, []).append(v)
+    images = np.concatenate(feats[spec.image]).astype(store)
+    question = None
+    if spec.question:
+        texts = [q for _, q in pairs]
+        question = backbone.encode_texts(texts)[spec.question].astype(store)
+    X = view_from_arrays(trained.view, images, image_row, question)
+    proba = trained.head.predict_proba(X)
+    classes = trained.head.classes_
+    out = []
+    for (path, q), p in zip(pairs, proba):
+        order = np.argsort(-p)[:top_k]
+        out.append({"image": path, "question": q, "answer": str(classes[order[0]]), "probability": float(p[order[0]]),
+                    "top_k": [(str(classes[j]), float(p[j])) for j in order]})
+    return out
+
+
+def is_finetune_checkpoint(path: str | Path) -> bool:
+    """A fine-tune checkpoint (folder or featcache 0.1 .pt), as opposed to a head, judged without loading it."""
+    import json
+
+    from ..safe_folder import META_FILE, describe_file
+
+    path = Path(path)
+    if path.is_dir():
+        try:
+            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False  # the head loader reports what is wrong with it
+        return isinstance(meta, dict) and str(meta.get("format", "")).startswith("featcache-finetune")
+    return describe_file(path).startswith("a torch.save")
+
+
+def predict_saved(path: str | Path, pairs: list[tuple[str, str]], model: str | None = None, device: str = "auto",
+                  top_k: int = 3, trust_pickle: bool = False) -> tuple[list[dict], bool]:
+    """Predict with a saved head or fine-tune checkpoint: (results, whether it rests on random weights)."""
+    from ..models.names import TINY_RANDOM
+
+    if is_finetune_checkpoint(path):
+        from ..finetune import load_finetuned, predict_finetuned
+
+        net = load_finetuned(path, model, device, trust_pickle)
+        return predict_finetuned(net, pairs, top_k=top_k), net.backbone.model_id == TINY_RANDOM
+    from heads.trained import load_head
+
+    trained = load_head(path, trust_pickle)
+    return predict(trained, pairs, model=model, device=device, top_k=top_k), trained.random_weights
