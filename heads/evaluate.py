@@ -28,15 +28,29 @@ def balanced_accuracy(y, pred) -> float:
 
 
 def evaluate(head, X, y, labels: np.ndarray | None = None) -> dict:
-    """Accuracy, macro F1 over all classes, balanced accuracy, per-class precision/recall, timing."""
+    """Accuracy, macro F1 over all classes, balanced accuracy (= mean per-class recall), top-5 accuracy
+    where the head gives probabilities, per-class precision/recall, timing."""
     y = np.asarray(y, dtype=object)
     labels = all_labels(y, head.classes_) if labels is None else labels
     t = time.perf_counter()
     pred = head.predict(X)
-    return prediction_metrics(y, pred, labels, time.perf_counter() - t)
+    predict_s = time.perf_counter() - t
+    top5 = top_k_accuracy(y, head.predict_proba(X), head.classes_, 5) if hasattr(head, "predict_proba") else None
+    return prediction_metrics(y, pred, labels, predict_s, top5)
 
 
-def prediction_metrics(y, pred, labels: np.ndarray, predict_s: float = 0.0) -> dict:
+def top_k_accuracy(y, scores: np.ndarray, classes, k: int) -> float:
+    """Fraction of rows whose true label is among the k highest-scoring classes (CLIP_benchmark's top-k; a
+    label the classes lack counts as a miss)."""
+    y = np.asarray(y, dtype=object)
+    if not len(y):
+        return 0.0
+    top = np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
+    names = np.asarray(classes, dtype=object)[top]
+    return float(np.mean([label in row for label, row in zip(y, names)]))
+
+
+def prediction_metrics(y, pred, labels: np.ndarray, predict_s: float = 0.0, top5: float | None = None) -> dict:
     """The metrics of `evaluate` from predictions made elsewhere (e.g. a zero-shot model)."""
     y, pred = np.asarray(y, dtype=object), np.asarray(pred, dtype=object)
     p, r, f, support = precision_recall_fscore_support(y, pred, labels=labels, zero_division=0)
@@ -46,6 +60,7 @@ def prediction_metrics(y, pred, labels: np.ndarray, predict_s: float = 0.0) -> d
         "accuracy": float(accuracy_score(y, pred)),
         "macro_f1": float(f1_score(y, pred, labels=labels, average="macro", zero_division=0)),
         "balanced_accuracy": balanced,
+        "top5_accuracy": top5,
         "predict_s": predict_s,
         "per_class": {str(c): {"precision": float(pi), "recall": float(ri), "f1": float(fi), "support": int(si)}
                       for c, pi, ri, fi, si in zip(labels, p, r, f, support)},

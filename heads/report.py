@@ -44,7 +44,9 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
     out.mkdir(parents=True, exist_ok=True)
     random_weights = str(cache_attrs.get("model_id", "")).startswith("tiny-random")
     env = environment()
-    summary = {k: metrics[k] for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "predict_s")}
+    summary = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "top5_accuracy",
+                                           "predict_s")}
+    classify = cache_attrs.get("task") == "classify"
     payload = {"title": title, "random_weights": random_weights, "environment": env, "cache": cache_attrs,
                "ranking": rows or [], "evaluation": summary, "per_class": metrics["per_class"], **(extra or {})}
     files = {"results": out / "results.json", "report": out / "report.md", "per_class": out / "per_class.csv",
@@ -63,17 +65,25 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
     md = [f"# {title}", ""]
     if random_weights:
         md += [RANDOM_BANNER, ""]
-    md += [f"Evaluated on {summary['n']} questions: accuracy **{summary['accuracy']:.4f}**, macro F1 over all "
-           f"{len(metrics['per_class'])} classes **{summary['macro_f1']:.4f}**, balanced accuracy "
-           f"**{summary['balanced_accuracy']:.4f}**.", ""]
+    if classify:  # CLIP_benchmark's figures: top-1, top-5, mean per-class recall (= balanced accuracy)
+        top5 = f", top-5 **{summary['top5_accuracy']:.4f}**" if summary["top5_accuracy"] is not None else ""
+        md += [f"Evaluated on {summary['n']} images over {len(metrics['per_class'])} classes: top-1 accuracy "
+               f"**{summary['accuracy']:.4f}**{top5}, mean per-class recall **{summary['balanced_accuracy']:.4f}**, "
+               f"macro F1 **{summary['macro_f1']:.4f}**.", ""]
+    else:
+        md += [f"Evaluated on {summary['n']} questions: accuracy **{summary['accuracy']:.4f}**, macro F1 over all "
+               f"{len(metrics['per_class'])} classes **{summary['macro_f1']:.4f}**, balanced accuracy "
+               f"**{summary['balanced_accuracy']:.4f}**.", ""]
     if rows:
+        recall = "mean per-class recall" if classify else "balanced acc"
         md += ["## Ranking (hyperparameters chosen on an image-disjoint validation fraction; test used once per row)",
-               "", "| rank | head | view | params | val acc | accuracy | macro F1 | balanced acc | fit s | predict s |",
-               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+               "", f"| rank | head | view | params | val acc | accuracy | top-5 | macro F1 | {recall} | fit s | predict s |",
+               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for i, r in enumerate(rows, 1):
+            top5 = r.get("top5_accuracy")
             md.append(f"| {i} | {r['head']} | {r['view']} | `{json.dumps(r['params'])}` | {_fmt(r['validation_accuracy'])} "
-                      f"| {_fmt(r['accuracy'])} | {_fmt(r['macro_f1'])} | {_fmt(r['balanced_accuracy'])} "
-                      f"| {r['fit_s']:.2f} | {r['predict_s']:.3f} |")
+                      f"| {_fmt(r['accuracy'])} | {_fmt(top5) if top5 is not None else '-'} | {_fmt(r['macro_f1'])} "
+                      f"| {_fmt(r['balanced_accuracy'])} | {r['fit_s']:.2f} | {r['predict_s']:.3f} |")
         md.append("")
     md += ["## Per class", "", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
     md += [f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"

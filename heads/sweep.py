@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from featcache import open_cache
+from featcache.cache.views import default_views
 from featcache.errors import FeatcacheError
 
 from .evaluate import all_labels, evaluate
@@ -153,13 +154,14 @@ class _FitLog:
 
 
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
-              heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] = ("pooled", "itc"),
+              heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] | None = None,
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
               progress: bool = True, state_dir: str | Path | None = None, stream: bool = False) -> SweepResult:
     """Every head x view: choose params on validation, refit on the whole training split, evaluate once.
 
     With `stream` the views' images stay on disk and heads read them block by block (caches larger
     than memory; `sim` is small and always read); parallel fits then share the open cache in threads.
+    `views` None: pooled and itc on a cache with question features, the image-only views without.
 
     With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
     with the same state_dir skips them."""
@@ -173,6 +175,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     state = Path(state_dir) if state_dir is not None else None
     log = _FitLog(state)
     cache = open_cache(cache_path)
+    views = list(views) if views else default_views(cache)
     threads = 1 if n_jobs != 1 else None
     result = SweepResult()
     lazy = {v: stream and v != "sim" for v in views}
@@ -210,7 +213,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
                                                               for k, v in params.items()},
                        "validation_accuracy": scores[best_i], "accuracy": metrics["accuracy"],
                        "macro_f1": metrics["macro_f1"], "balanced_accuracy": metrics["balanced_accuracy"],
-                       "fit_s": fit_s, "predict_s": metrics["predict_s"], "candidates": len(grid_k)}
+                       "top5_accuracy": metrics["top5_accuracy"], "fit_s": fit_s, "predict_s": metrics["predict_s"], "candidates": len(grid_k)}
                 trained = TrainedHead.from_cache(head, view, cache, train_split, kind, params)
                 if state is not None:
                     trained.save(state / "heads" / f"{view}-{kind}")

@@ -4,6 +4,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a hub
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_CACHE", __import__("tempfile").mkdtemp(prefix="featcache-test-hf-datasets-"))
 
 from pathlib import Path  # noqa: E402
 

@@ -143,15 +143,15 @@ def test_views_on_a_tiny_model_cache(small_dataset, backbone, tmp_path):
     extract(small_dataset, tmp_path / "c.h5", model=backbone, workers=0, progress=False)
     n_train = sum(q.split == "train" for q in small_dataset.questions)
     with open_cache(tmp_path / "c.h5") as cache:
-        assert cache.views() == {v: "" for v in ("itc", "pooled", "full", "sim", "image")}
-        shapes = {v: cache.view(v, "train")[0].shape for v in ("itc", "pooled", "full", "sim", "image")}
+        assert cache.views() == {v: "" for v in ("itc", "pooled", "full", "sim", "image", "image_proj")}
+        shapes = {v: cache.view(v, "train")[0].shape for v in ("itc", "pooled", "full", "sim", "image", "image_proj")}
         X, y = cache.view("itc", "train")
         assert list(y) == [q.answer for q in small_dataset.questions if q.split == "train"]
         row = 0  # first train question's features are its image's query_proj and its own text_proj
         img = cache.array("images", "query_proj")[cache.array("questions", "image_row")[row]].reshape(-1)
         np.testing.assert_array_equal(np.asarray(X)[row], np.concatenate([img, cache.array("questions", "text_proj")[row]]))
     assert shapes == {"itc": (n_train, 32 * 16 + 16), "pooled": (n_train, 32 + 16), "full": (n_train, 32 * 32 + 32),
-                      "sim": (n_train, 32), "image": (n_train, 32)}
+                      "sim": (n_train, 32), "image": (n_train, 32), "image_proj": (n_train, 32 * 16)}
     LogisticRegressionHead().fit(*shapes and open_cache(tmp_path / "c.h5").view("pooled", "train"))
 
 

@@ -30,7 +30,11 @@ VIEWS = {
     "full": ViewSpec("full", "query", "text_cls", False, "query states flattened (32x768) + text CLS (768)"),
     "sim": ViewSpec("sim", "query_proj", "text_proj", False, "the 32 ITC similarities query_proj . text_proj"),
     "image": ViewSpec("image", "query", None, True, "mean of the 32 query states only (no question features)"),
+    "image_proj": ViewSpec("image_proj", "query_proj", None, False,
+                           "query_proj flattened (32x256) only: the ITC-projected image, for image classification"),
 }
+IMAGE_ONLY_VIEWS = tuple(name for name, spec in VIEWS.items() if spec.question is None)
+"""Views that need no question: every view of an image classification cache."""
 
 
 class LazyImageRows:
@@ -156,6 +160,15 @@ def available_views(cache) -> dict[str, str]:
         out[name] = "" if not lacks else (f"needs {' and '.join(lacks)}, which this cache lacks (model "
                                           f"{cache.attrs.get('model_class')} has no text path / projections)")
     return out
+
+
+def default_views(cache) -> list[str]:
+    """What a sweep tries when not told: pooled and itc where the cache has question features, else (image
+    classification, generative checkpoints) every image-only view it has."""
+    available = [v for v, reason in available_views(cache).items() if not reason]
+    if "text_proj" in cache.questions or "text_cls" in cache.questions:
+        return [v for v in ("pooled", "itc") if v in available]
+    return [v for v in IMAGE_ONLY_VIEWS if v in available]
 
 
 def build_view(cache, name: str, split: str | list[str] | None = None, include_failed: bool = False,

@@ -23,7 +23,9 @@ TRUST_PICKLE = click.option("--trust-pickle", is_flag=True,
 def dataset_options(fn):
     """--dataset/--root/--images/--seed/--limit and the answer clean-up options, shared by commands."""
     for option in reversed([
-        click.option("--dataset", required=True, help="Registered name (see `featcache datasets`) or a CSV/JSONL manifest."),
+        click.option("--dataset", required=True, help="Registered name (see `featcache datasets`), folder:DIR (a "
+                     "folder per class), hf:ID_OR_DIR (a Hugging Face dataset), wds:PATTERN (WebDataset tars), or a CSV/JSONL "
+                     "manifest."),
         click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR)."),
         click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against."),
         click.option("--seed", default=0, show_default=True, help="Seed of the protocol's sampling and splits."),
@@ -32,6 +34,12 @@ def dataset_options(fn):
         click.option("--min-count", type=int, default=0, help="Answers rarer than this are folded (--rare)."),
         click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True),
         click.option("--delimiter", help="CSV manifest delimiter (default: sniffed from the header: , ; tab |)."),
+        click.option("--hf-config", help="hf: datasets: the configuration (subset) to load."),
+        click.option("--image-column", help="hf: datasets: the image column [default: found by name, e.g. image]."),
+        click.option("--question-column", help="hf: datasets: the question column [default: question]."),
+        click.option("--answer-column", help="hf: datasets: the answer column [default: multiple_choice_answer, "
+                     "answer, answers...]; a list of human answers gives its most common one."),
+        click.option("--label-column", help="hf: datasets without questions: the class label column [default: label]."),
     ]):
         fn = option(fn)
     return fn
@@ -51,11 +59,14 @@ def delimiter_arg(value: str | None) -> str | None:
     return "\t" if value in ("tab", "\\t") else value
 
 
-def load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter):
+def load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config=None,
+                     image_column=None, question_column=None, answer_column=None, label_column=None):
     from featcache.datasets import fold_rare, load_dataset
     from featcache.datasets import normalize_answers as normalize
 
-    ds = run(load_dataset, dataset, images=images, root=root, seed=seed, delimiter=delimiter_arg(delimiter))
+    columns = {"image": image_column, "question": question_column, "answer": answer_column, "label": label_column}
+    ds = run(load_dataset, dataset, images=images, root=root, seed=seed, delimiter=delimiter_arg(delimiter),
+             hf_config=hf_config, columns=columns)
     if normalize_answers:
         ds = normalize(ds)
     if min_count:

@@ -54,7 +54,8 @@ def datasets_cmd() -> None:
 @click.option("--workers-per-node", type=int, help="Ray actors on CPU-only clusters (default: one per CPU).")
 @click.option("--max-text-length", default=64, show_default=True,
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
-def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, out, model, device,
+def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config, image_column,
+            question_column, answer_column, label_column, out, model, device,
             dtype, batch_size, workers, compile_, jpeg_draft, store_dtype, compression, overwrite, skip_bad,
             store_vision, shard_size, shard_index, num_shards, no_merge, engine, ray_address, gpus_per_worker, workers_per_node,
             max_text_length) -> None:
@@ -64,7 +65,8 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
 
     if model.startswith(TINY_RANDOM):
         click.secho(random_weights_warning(), fg="yellow", err=True)
-    ds = load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter)
+    ds = load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config,
+                          image_column, question_column, answer_column, label_column)
     report = run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
                   batch_size=int_or_auto(batch_size, "--batch-size"), workers=int_or_auto(workers, "--workers"),
                   compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length, shard_size=shard_size,
@@ -85,8 +87,9 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
                    f"found finished), {report.images_computed} images encoded in {report.seconds:.1f} s. When every "
                    f"index has run: featcache merge {out}.parts --out {out}")
         return
-    click.echo(f"wrote {out}: {report.n_images} images, {report.n_questions} questions "
-               f"({report.n_texts} distinct texts); {report.images_computed} images encoded in "
+    rows = (f"{report.n_questions} labelled rows (image classification)" if ds.task == "classify" else
+            f"{report.n_questions} questions ({report.n_texts} distinct texts)")
+    click.echo(f"wrote {out}: {report.n_images} images, {rows}; {report.images_computed} images encoded in "
                f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)"
                + (f" [resumed: {report.shards_done_before} of {report.shards} shards were done]"
                   if report.shards_done_before else ""))

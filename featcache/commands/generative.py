@@ -26,8 +26,11 @@ def register(main: click.Group) -> None:
 @click.option("--max-new-tokens", default=4, show_default=True, help="generate: tokens to generate.")
 @click.option("--map-model", help="generate: a retrieval checkpoint whose ITC text embedding maps answers that "
               "match no vocabulary answer to the nearest one (reported apart as 'mapped').")
-@click.option("--template", type=click.Choice(["answer", "picture", "statement"]),
-              help="itc/itm: the text each answer is embedded as [default: picture for itc, statement for itm].")
+@click.option("--template", type=click.Choice(["answer", "picture", "photo", "statement", "ensemble"]),
+              help="itc/itm: the text each answer is embedded as [default: picture for itc (photo on an image "
+              "classification cache), statement for itm]; ensemble: CLIP's 7 ImageNet templates averaged (itc).")
+@click.option("--templates", "templates_file", type=click.Path(exists=True, dir_okay=False),
+              help="itc: templates from a file, one per line with {} for the class name, averaged per class.")
 @click.option("--dataset", help="Without CACHE: extract a cache of this dataset with --model first (see "
               "--save-cache). itm, when CACHE holds no ViT states (--store-vision): the dataset CACHE was extracted "
               "from, whose images are encoded again.")
@@ -38,8 +41,8 @@ def register(main: click.Group) -> None:
 @click.option("--limit", type=int, help="Only the first N questions of the split.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder (as `sweep` writes).")
-def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_tokens, map_model, template, dataset,
-                 save_cache, root, images, limit, device, out) -> None:
+def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_tokens, map_model, template,
+                 templates_file, dataset, save_cache, root, images, limit, device, out) -> None:
     """Answer the questions of CACHE (or of --dataset, extracted first) without training, over the answer
     vocabulary, and report as `sweep` does."""
     import tempfile
@@ -48,10 +51,14 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
     from featcache.extract import extract
     from featcache.generative.finetune import base_model_of
     from featcache.generative.report import write_zeroshot_report
-    from featcache.generative.zeroshot import zeroshot
+    from featcache.generative.zeroshot import read_templates, zeroshot
 
     if not cache and not dataset:
         raise click.UsageError("give a CACHE, or --dataset to extract one first")
+    if templates_file:
+        if template:
+            raise click.UsageError("give --template or --templates, not both")
+        template = run(read_templates, templates_file)
     ds = run(load_dataset, dataset, images=images, root=root) if dataset else None
     with tempfile.TemporaryDirectory(prefix="featcache-zeroshot-") as tmp:
         if not cache:

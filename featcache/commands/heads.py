@@ -17,7 +17,8 @@ def register(main: click.Group) -> None:
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--eval-split", default="test", show_default=True)
 @click.option("--heads", "head_list", default="lr,mlp,lgbm", show_default=True, help="Comma-separated: lr, mlp, lgbm.")
-@click.option("--views", default="pooled,itc", show_default=True, help="Comma-separated: itc, pooled, full, sim, image.")
+@click.option("--views", default="auto", show_default=True, help="Comma-separated: itc, pooled, full, sim, image, "
+              "image_proj; auto: pooled,itc on a cache with questions, image,image_proj on an image classification one.")
 @click.option("--grid", default="small", show_default=True, help="small, default, or a JSON file {head: [params]}.")
 @click.option("--validation-fraction", default=0.1, show_default=True)
 @click.option("--jobs", default=1, show_default=True, help="Parallel fits (joblib).")
@@ -32,7 +33,7 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
     from heads.sweep import sweep_to_folder
 
     rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split,
-               heads=head_list.split(","), views=views.split(","), grid=grid,
+               heads=head_list.split(","), views=None if views == "auto" else views.split(","), grid=grid,
                validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream)
     result, files, best = rep.result, rep.files, rep.best
     if rep.note != "fresh":
@@ -113,8 +114,8 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
               help="A head folder (fit, sweep) or a fine-tune checkpoint folder (finetune's best/).")
 @click.option("--model", help="Backbone (default: the one the head's cache was made with).")
 @click.option("--image", type=click.Path(exists=True, dir_okay=False), help="One image...")
-@click.option("--question", help="...and its question.")
-@click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Or a CSV/JSONL with columns image, question.")
+@click.option("--question", help="...and its question (not for an image classification head).")
+@click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Or a CSV/JSONL with columns image, question (image alone for an image classification head).")
 @click.option("--delimiter", help="--pairs CSV delimiter (default: sniffed).")
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -126,10 +127,10 @@ def predict(head_path, model, image, question, pairs, delimiter, top_k, device, 
 
     if pairs:
         todo = run(read_pairs, pairs, delimiter_arg(delimiter))
-    elif image and question is not None:
-        todo = [(image, question)]
+    elif image:
+        todo = [(image, question or "")]  # an image classification head needs no question
     else:
-        raise click.UsageError("give --image and --question, or --pairs CSV")
+        raise click.UsageError("give --image (and --question, unless the head classifies images), or --pairs CSV")
     results, random_weights = run(predict_saved, head_path, todo, model=model, device=device, top_k=top_k,
                                    trust_pickle=trust_pickle)
     if random_weights:

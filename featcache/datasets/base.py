@@ -1,4 +1,8 @@
-"""The one dataset shape every command uses: questions that point at images by key."""
+"""The one dataset shape every command uses: questions that point at images by key.
+
+Image classification is the same shape without questions: one row per image whose text is empty and
+whose answer is the image's label (`task="classify"`), so extraction, views, heads and reports serve
+both tasks."""
 
 from __future__ import annotations
 
@@ -7,6 +11,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..images.decode import load_image
+
+
+TASKS = ("vqa", "classify")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,11 @@ class VQADataset:
     """Augmented image key -> (source image key, seed): decoded as a seeded random transform of the source."""
     warnings: list[str] = field(default_factory=list)
     """Counted oddities met while loading (duplicates, answers outside the vocabulary...), never silent."""
+    task: str = "vqa"
+    """"vqa": questions about images; "classify": one row per image, no question, the answer is its label."""
+    reader: object | None = None
+    """For images that are not files (parquet cells, tar members): opens an `image_paths` entry (a locator such
+    as "hf:train/17") with `open(locator, draft_size)` and lists unreadable ones with `missing(locators)`."""
 
     def images(self) -> list[str]:
         """Unique image keys, in order of first use."""
@@ -39,7 +51,8 @@ class VQADataset:
 
     def open_image(self, key: str, draft_size: int | None = None):
         """A decoded RGB image (augmented if the key is an augmented copy); ImageLoadError names the file."""
-        image = load_image(self.image_paths[key], draft_size)
+        ref = self.image_paths[key]
+        image = self.reader.open(ref, draft_size) if self.reader is not None else load_image(ref, draft_size)
         if key in self.augmented:
             from .augment import augment
 
@@ -83,5 +96,8 @@ class VQADataset:
         return out
 
     def missing_images(self) -> list[str]:
-        """Keys whose file does not exist (checked before any compute is spent)."""
+        """Keys whose file (or embedded image) does not exist, checked before any compute is spent."""
+        if self.reader is not None:
+            gone = set(self.reader.missing([self.image_paths[k] for k in self.images()]))
+            return [k for k in self.images() if self.image_paths[k] in gone]
         return [k for k in self.images() if not Path(self.image_paths[k]).is_file()]

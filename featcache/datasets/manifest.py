@@ -1,8 +1,10 @@
-"""Any (image, question, answer[, split]) table as CSV or JSONL.
+"""Any (image, question, answer[, split]) table as CSV or JSONL, or (image, label[, split]) for image
+classification.
 
 The `image_name,question,answer` layout of ABO-style datasets and DAQUAR's processed
 `question,answer,image_id` both load unchanged: the image column may be called image, image_name,
-image_id, image_path or file.
+image_id, image_path or file. A table with a label column (label, class, category) and no question
+column is an image classification dataset.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from pathlib import Path
 from ..errors import DatasetError
 from .base import Question, VQADataset
 
-IMAGE_COLUMNS = ("image", "image_name", "image_id", "image_path", "file")
+IMAGE_COLUMNS = ("image", "image_name", "image_id", "image_path", "file", "file_name")
+LABEL_COLUMNS = ("label", "class", "category")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 DEFAULT_SPLIT = "all"
 
@@ -125,15 +128,26 @@ def load_manifest(path: str | Path, images: str | Path | None = None, name: str 
     rows = read_table(path, delimiter)
     if not rows:
         raise DatasetError(f"manifest {path} has no rows")
-    cols = require_columns(path, rows, {"image": IMAGE_COLUMNS, "question": ("question",), "answer": ("answer",)})
+    first = rows[0][1]
+    classify = "question" not in first and any(c in first for c in LABEL_COLUMNS)
+    if "question" not in first and not classify:
+        raise DatasetError(f"{path} has neither a question column (image, question, answer: visual question "
+                           f"answering) nor a label column ({', '.join(LABEL_COLUMNS)}: image classification); "
+                           f"it has {sorted(first)}")
+    needed = {"image": IMAGE_COLUMNS, "label": LABEL_COLUMNS} if classify else \
+        {"image": IMAGE_COLUMNS, "question": ("question",), "answer": ("answer",)}
+    cols = require_columns(path, rows, needed)
     questions, paths = [], {}
     for _, row in rows:
         key = str(row[cols["image"]]).strip()
         if key not in paths:
             paths[key] = resolve_image(images_dir, key)
         split = str(row.get("split") or DEFAULT_SPLIT).strip()
-        questions.append(Question(key, str(row[cols["question"]] or "").strip(),
-                                  str(row[cols["answer"]] or "").strip(), split))
+        if classify:
+            questions.append(Question(key, "", str(row[cols["label"]] or "").strip(), split))
+        else:
+            questions.append(Question(key, str(row[cols["question"]] or "").strip(),
+                                      str(row[cols["answer"]] or "").strip(), split))
     from collections import Counter
 
     notes = []
@@ -142,6 +156,10 @@ def load_manifest(path: str | Path, images: str | Path | None = None, name: str 
         notes.append(f"{dupes} duplicate rows (kept)")
     empty = sum(1 for q in questions if not q.answer)
     if empty:
-        notes.append(f"{empty} rows without an answer")
+        notes.append(f"{empty} rows without {'a label' if classify else 'an answer'}")
+    if classify:
+        again = len(questions) - len(paths)
+        if again:
+            notes.append(f"{again} images listed more than once (each row kept as a labelled example)")
     return VQADataset(name=name or path.stem, source=str(path.resolve()), questions=questions, image_paths=paths,
-                      warnings=notes)
+                      warnings=notes, task="classify" if classify else "vqa")

@@ -9,17 +9,20 @@ from .manifest import read_table, require_columns
 
 
 def read_pairs(path: str | Path, delimiter: str | None = None) -> list[tuple[str, str]]:
-    """A CSV/JSONL with columns image, question (relative image paths resolve against its folder)."""
+    """A CSV/JSONL with columns image and question, or image alone for an image classification head
+    (relative image paths resolve against its folder)."""
     path = Path(path)
     rows = read_table(path, delimiter)
     if not rows:
-        raise DatasetError(f"{path} has no rows; it needs columns image, question")
-    cols = require_columns(path, rows, {"image": ("image",), "question": ("question",)})
+        raise DatasetError(f"{path} has no rows; it needs columns image, question (or image alone)")
+    cols = require_columns(path, rows, {"image": ("image",)})
     out = []
     for lineno, r in rows:
-        image, question = str(r[cols["image"]] or "").strip(), str(r[cols["question"]] or "").strip()
-        if not image or not question:
-            raise DatasetError(f"{path}:{lineno}: empty {'image' if not image else 'question'}; every row needs both")
+        image, question = str(r[cols["image"]] or "").strip(), str(r.get("question") or "").strip()
+        if not image:
+            raise DatasetError(f"{path}:{lineno}: empty image; every row needs one")
+        if "question" in r and not question:
+            raise DatasetError(f"{path}:{lineno}: empty question; every row of a file with a question column needs one")
         out.append((str(path.parent / image) if not Path(image).is_absolute() else image, question))
     return out
 

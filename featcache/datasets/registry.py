@@ -9,7 +9,8 @@ from typing import Callable
 from ..errors import DatasetError
 from .base import VQADataset
 from .daquar import load_daquar, load_daquar_18, load_daquar_paper
-from .easyvqa import load_easy_vqa, load_easy_vqa_balanced, load_easy_vqa_paper
+from .easyvqa import load_easy_vqa, load_easy_vqa_balanced, load_easy_vqa_labels, load_easy_vqa_paper
+from .folder import load_image_folder
 from .manifest import load_manifest
 
 
@@ -30,6 +31,10 @@ def protocols() -> dict[str, Protocol]:
                                       "yes/no downsampled as in the paper (16,905), split by image", "easy-vqa"),
         "easy-vqa-paper": Protocol(lambda root, seed: load_easy_vqa_paper(seed),
                                    "the paper's question-level split (LEAKS: images in both splits)", "easy-vqa", True),
+        "easy-vqa-shapes": Protocol(lambda root, seed: load_easy_vqa_labels("shape"),
+                                    "image classification: Easy-VQA's images by shape (3 classes, official split)"),
+        "easy-vqa-colors": Protocol(lambda root, seed: load_easy_vqa_labels("color"),
+                                    "image classification: Easy-VQA's images by colour (8 classes, official split)"),
         "daquar": Protocol(lambda root, seed: load_daquar(root), "DAQUAR, all answers, split by image (--root DIR)"),
         "daquar-18": Protocol(lambda root, seed: load_daquar_18(root, seed),
                               "the paper's 18 classes, image-disjoint stratified split, train-only augmentation",
@@ -45,14 +50,30 @@ def dataset_names() -> dict[str, str]:
 
 
 def load_dataset(name_or_path: str, images: str | None = None, limit: int | None = None, root: str | None = None,
-                 seed: int = 0, delimiter: str | None = None) -> VQADataset:
-    """A registered dataset by name (DAQUAR needs `root`), or a CSV/JSONL manifest by path."""
+                 seed: int = 0, delimiter: str | None = None, hf_config: str | None = None,
+                 columns: dict[str, str] | None = None) -> VQADataset:
+    """A registered dataset by name (DAQUAR needs `root`), `folder:DIR` (a folder per class), `hf:ID_OR_DIR` (a
+    Hugging Face dataset; `hf_config`, and `columns` role -> column name for image/question/answer/label),
+    `wds:PATTERN` (WebDataset tar shards), or a
+    CSV/JSONL manifest by path (image, question, answer; or image, label for image classification)."""
     registry = protocols()
     if name_or_path in registry:
         ds = registry[name_or_path].load(root, seed)
+    elif name_or_path.startswith("folder:"):
+        ds = load_image_folder(name_or_path.removeprefix("folder:"))
+    elif name_or_path.startswith("wds:"):
+        from .wds import load_webdataset
+
+        ds = load_webdataset(name_or_path.removeprefix("wds:"))
+    elif name_or_path.startswith("hf:"):
+        from .hf import load_hf
+
+        given = {f"{role}_column": c for role, c in (columns or {}).items() if c}
+        ds = load_hf(name_or_path.removeprefix("hf:"), hf_config, **given)
     elif Path(name_or_path).suffix.lower() in (".csv", ".jsonl", ".ndjson") or Path(name_or_path).exists():
         ds = load_manifest(name_or_path, images=images, delimiter=delimiter)
     else:
-        raise DatasetError(f"unknown dataset {name_or_path!r}: use one of {sorted(registry)} "
-                           f"or a path to a CSV/JSONL manifest")
+        raise DatasetError(f"unknown dataset {name_or_path!r}: use one of {sorted(registry)}, folder:DIR "
+                           f"(a folder per class), hf:ID_OR_DIR (a Hugging Face dataset), wds:PATTERN (tar shards), or a path to a CSV/JSONL "
+                           f"manifest")
     return ds.limit(limit)

@@ -138,7 +138,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     if workers == "auto":
         workers = auto_workers(backbone.device)
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
-           "dataset_digest": dataset.digest(), "store_dtype": store_dtype, "shard_size": shard_size,
+           "dataset_digest": dataset.digest(), "task": dataset.task, "store_dtype": store_dtype, "shard_size": shard_size,
            "store_vision": store_vision, "compression": compression or "none"}
 
     keys = sorted(dataset.images())  # the cache's image order: the shard plan's
@@ -190,8 +190,9 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
 
     # -- validate before spending compute ----------------------------------------------------------
     q_errors = [""] * n_q
+    classify = dataset.task == "classify"  # rows are labelled images: no question to encode
     for i, q in enumerate(dataset.questions):
-        if not q.text.strip():
+        if not classify and not q.text.strip():
             if not skip_bad:
                 raise ExtractError(f"question row {i} (image {q.image!r}) is empty; fix the dataset or pass "
                                    f"--skip-bad to record it as failed and go on")
@@ -199,14 +200,16 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
     missing = dataset.missing_images()
     if missing and not skip_bad:
         shown = ", ".join(f"{k!r} -> {dataset.image_paths[k]}" for k in missing[:5])
-        raise ExtractError(f"{len(missing)} image file(s) not found, e.g. {shown}. Fix the paths (--images DIR "
-                           f"sets the folder for relative names) or pass --skip-bad to record them as failed.")
+        what, fix = (("image(s) missing (rows without an image)", "Fix the dataset") if dataset.reader is not None
+                     else ("image file(s) not found", "Fix the paths (--images DIR sets the folder for relative names)"))
+        raise ExtractError(f"{len(missing)} {what}, e.g. {shown}. {fix} or pass --skip-bad to record them as "
+                           f"failed.")
 
     # -- distinct question texts (cheap), then the question table and the manifest -------------------
-    texts = list(dict.fromkeys(q.text for q, err in zip(dataset.questions, q_errors) if not err))
+    texts = [] if classify else list(dict.fromkeys(q.text for q, err in zip(dataset.questions, q_errors) if not err))
     cut: set[str] = set()
     texts_file = ""
-    if backbone.has_text:
+    if backbone.has_text and texts:
         cut = {t for t, n in zip(texts, backbone.token_counts(texts)) if n > backbone.max_text_length}
         texts_file = "texts-" + hashlib.sha256("\x1e".join(texts).encode()).hexdigest()[:16] + ".npz"
         if not (parts / texts_file).exists():

@@ -5,7 +5,9 @@
 - generate: free generation, matched to the vocabulary after VQA normalisation; the rest mapped by the
   ITC text embedding of a retrieval checkpoint when `map_model` is given (counted apart as "mapped").
 - itc: a retrieval cache's query projections against the ITC text embeddings of prompt templates
-  (answer alone, "a picture of {answer}", "Question: {question} Answer: {answer}"), max over queries.
+  (answer alone, "a picture of {answer}", "a photo of a {answer}.", "Question: {question} Answer: {answer}",
+  or an ensemble of templates averaged per class as CLIP does), max over queries. On an image
+  classification cache this is zero-shot classification over the class names.
 - itm: the retrieval checkpoint's image-text matching head over (image, template) pairs
   (featcache.generative.itm), from cached ViT states or the dataset's images.
 """
@@ -20,8 +22,11 @@ import numpy as np
 from ..cache import open_cache
 from ..errors import CacheFormatError, ModelLoadError, ZeroShotError
 
-ITC_TEMPLATES = {"answer": "{answer}", "picture": "a picture of {answer}",
+ITC_TEMPLATES = {"answer": "{answer}", "picture": "a picture of {answer}", "photo": "a photo of a {answer}.",
                  "statement": "Question: {question} Answer: {answer}"}
+ENSEMBLE = ("itap of a {answer}.", "a bad photo of the {answer}.", "a origami {answer}.", "a photo of the large {answer}.",
+            "a {answer} in a video game.", "art of the {answer}.", "a photo of the small {answer}.")
+"""CLIP's 7-template ImageNet ensemble (the CLIP repository's prompt-engineering notebook), for `--template ensemble`."""
 METHODS = ("rank", "generate", "itc", "itm")
 DEFAULT_TEMPLATE = {"itc": "picture", "itm": "statement"}
 
@@ -57,7 +62,7 @@ def _questions(cache, split):
 
 def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "test", prompt: str | None = None,
              vocabulary: list[str] | None = None, length_norm: bool = False, max_new_tokens: int = 4,
-             map_model: str | None = None, template: str | None = None, device: str = "auto", dtype: str | None = None,
+             map_model: str | None = None, template: str | list[str] | None = None, device: str = "auto", dtype: str | None = None,
              limit: int | None = None, batch_size: int = 64, dataset=None) -> ZeroShotResult:
     """Answer the questions of `split` zero-shot over `vocabulary` (default: every answer in the cache).
     `model` may be a generative fine-tune's folder (`finetune --generative`): its prompt is then the default.
@@ -72,13 +77,18 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
             idx, texts, y, rows = idx[:limit], texts[:limit], y[:limit], rows[:limit]
         vocab = sorted(set(vocabulary or cache.strings("questions", "answer")))
         started = time.perf_counter()
-        template = template or DEFAULT_TEMPLATE.get(method, "picture")
-        if template not in ITC_TEMPLATES:
-            raise ZeroShotError(f"--template must be one of {', '.join(ITC_TEMPLATES)}, got {template!r}")
+        classify = cache.attrs.get("task") == "classify"
+        template = template or ("photo" if classify and method == "itc" else DEFAULT_TEMPLATE.get(method, "picture"))
+        forms = template_forms(template)
+        if classify and any("{question}" in f for f in forms):
+            raise ZeroShotError(f"{cache.path} is an image classification cache (no questions); use a template "
+                                f"without {{question}}, e.g. photo or ensemble")
+        if method == "itm" and len(forms) != 1:
+            raise ZeroShotError("--method itm takes one template; ensembles are for itc")
         if method == "itc":
-            pred, settings, counts = _itc(cache, model, texts, rows, vocab, template, device, batch_size)
+            pred, settings, counts = _itc(cache, model, texts, rows, vocab, forms, device, batch_size)
         elif method == "itm":
-            pred, settings, counts = _itm(cache, model, texts, rows, vocab, template, device, dataset)
+            pred, settings, counts = _itm(cache, model, texts, rows, vocab, forms[0], device, dataset)
         else:
             pred, settings, counts = _generative(cache, model, method, texts, rows, vocab, prompt, length_norm,
                                                  max_new_tokens, map_model, device, dtype, batch_size)
@@ -86,6 +96,34 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
     settings.update(split=split, images=int(len(np.unique(rows))), questions=int(len(idx)))
     return ZeroShotResult(method, model, np.asarray(y, dtype=object), np.asarray(pred, dtype=object), vocab, seconds,
                           settings, counts)
+
+
+def template_forms(template: str | list[str]) -> list[str]:
+    """The text forms a template names: one of ITC_TEMPLATES, "ensemble" (CLIP's), or a list of forms in which
+    {} (or {answer}) stands for the class or answer, and {question} for the question."""
+    if isinstance(template, str):
+        if template == "ensemble":
+            return list(ENSEMBLE)
+        if template not in ITC_TEMPLATES:
+            raise ZeroShotError(f"--template must be one of {', '.join([*ITC_TEMPLATES, 'ensemble'])}, got {template!r}")
+        return [ITC_TEMPLATES[template]]
+    forms = [t.replace("{}", "{answer}") for t in template if t.strip()]
+    bad = [t for t in forms if "{answer}" not in t]
+    if not forms or bad:
+        raise ZeroShotError(f"every template needs {{}} where the class name goes; got {bad[0] if bad else 'none'!r}")
+    return forms
+
+
+def read_templates(path) -> list[str]:
+    """One template per line ({} for the class name); blank lines and lines starting with # are skipped."""
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ZeroShotError(f"cannot read templates from {path} ({exc}); give a UTF-8 text file, one template "
+                            f"per line with {{}} for the class name") from None
+    return template_forms([line for line in lines if line.strip() and not line.lstrip().startswith("#")])
 
 
 def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, max_new_tokens, map_model, device,
@@ -145,7 +183,7 @@ def _retrieval_backbone(cache, model, device, method):
     return bb
 
 
-def _itm(cache, model, texts, rows, vocab, template, device, dataset):
+def _itm(cache, model, texts, rows, vocab, form, device, dataset):
     from .itm import VisionStates, itm_scores
 
     if "query_proj" not in cache.images:
@@ -155,7 +193,6 @@ def _itm(cache, model, texts, rows, vocab, template, device, dataset):
     if bb.itm_head is None:
         raise ModelLoadError(f"{model} has no trained ITM head (its checkpoint lacks itm_head weights); use --method itc")
     vision = VisionStates(cache, bb, dataset)
-    form = ITC_TEMPLATES[template]
     pred = []
     for row in np.unique(rows):  # each image's ViT states once, for all its questions
         states = vision(int(row))
@@ -168,15 +205,27 @@ def _itm(cache, model, texts, rows, vocab, template, device, dataset):
     return list(out), {"template": form, "vision_states": "cache" if vision.stored else "recomputed"}, {}
 
 
-def _itc(cache, model, texts, rows, vocab, template, device, batch_size):
+def _class_embeddings(bb, forms: list[str], vocab: list[str]) -> np.ndarray:
+    """(K, d) ITC text embedding per answer: with several templates, the mean of their L2-normalised
+    embeddings, normalised again (CLIP's prompt ensembling)."""
+    emb = np.stack([bb.encode_texts([form.format(answer=a) for a in vocab])["text_proj"] for form in forms])
+    if len(forms) == 1:
+        return emb[0]
+    mean = emb.astype(np.float64).mean(axis=0)
+    return (mean / np.linalg.norm(mean, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _itc(cache, model, texts, rows, vocab, forms, device, batch_size):
     if "query_proj" not in cache.images:
         raise CacheFormatError(f"{cache.path} has no ITC projections (/images/query_proj): it was made with a "
                                f"generative checkpoint; use --method rank or generate, or a retrieval cache")
     bb = _retrieval_backbone(cache, model, device, "itc")
-    form = ITC_TEMPLATES[template]
-    per_answer = "{question}" not in form
+    form = forms[0]
+    per_answer = all("{question}" not in f for f in forms)
+    if not per_answer and len(forms) > 1:
+        raise ZeroShotError("templates with {question} cannot be ensembled; give one")
     if per_answer:
-        answer_emb = bb.encode_texts([form.format(answer=a) for a in vocab])["text_proj"]  # (K, d)
+        answer_emb = _class_embeddings(bb, forms, vocab)
     pred = []
     for start in range(0, len(texts), batch_size):
         part = slice(start, start + batch_size)
@@ -188,4 +237,4 @@ def _itc(cache, model, texts, rows, vocab, template, device, batch_size):
             emb = bb.encode_texts([form.format(question=q, answer=a) for q in texts[part] for a in vocab])["text_proj"]
             sims = np.einsum("btd,bkd->btk", image, emb.reshape(len(image), len(vocab), -1)).max(1)
         pred += [vocab[i] for i in sims.argmax(1)]
-    return pred, {"template": form}, {}
+    return pred, {"template": form if len(forms) == 1 else forms}, {}

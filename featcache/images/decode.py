@@ -53,10 +53,25 @@ def load_image(path: str | Path, draft_size: int | None = None):
 
     With `draft_size`, a JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale that keeps both sides at
     least `draft_size` (libjpeg's DCT scaling): several times faster on large photos."""
+    return _decode(path, path, draft_size)
+
+
+def decode_image(data: bytes, name: str, draft_size: int | None = None):
+    """An image held in memory (a parquet cell, a tar member) decoded as `load_image` decodes a file; `name`
+    says where it came from in errors. Nothing is written out."""
+    import io
+
+    if not data:
+        raise ImageLoadError(f"image {name} is empty (no bytes); fix or drop that item")
+    return _decode(io.BytesIO(data), name, draft_size)
+
+
+def _decode(source, name, draft_size: int | None):
     from PIL import Image, UnidentifiedImageError
 
+    path = name
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             if draft_size and img.format == "JPEG":
                 img.draft(img.mode, (draft_size, draft_size))
             img.load()

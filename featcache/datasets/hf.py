@@ -1,0 +1,161 @@
+"""`hf:ID_OR_DIR`: a Hugging Face dataset, from the hub or a local folder, with its images embedded.
+
+The field's VQA sets sit on the hub as parquet with the images inside (`lmms-lab/VQAv2`, `lmms-lab/GQA`,
+...). This reads them through the `datasets` library: a hub id (where the hub can be reached; HF_HUB_OFFLINE
+is respected), a local folder of parquet files in the hub's layout (`data/<split>-00000-of-0000N.parquet`),
+or a `save_to_disk` folder. Images are decoded from the bytes in the table (`{bytes, path}` cells), never
+written out as files. Columns are found by their common names unless given. A table with a question column
+is visual question answering; one with a label column and no question is image classification.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from ..errors import DatasetError
+from ..images.decode import ImageLoadError, decode_image, load_image
+from .base import Question, VQADataset
+
+HINT = "hf: datasets need the Hugging Face datasets library: pip install 'featcache[data]'"
+COLUMNS = {
+    "image": ("image", "img", "picture", "jpg", "png", "webp"),
+    "question": ("question", "query"),
+    "answer": ("multiple_choice_answer", "answer", "answers", "direct_answers", "label_text"),
+    "label": ("label", "labels", "fine_label", "class", "category"),
+    "image_id": ("image_id", "imageId", "img_id", "image_name", "file_name"),
+}
+
+
+def _datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise DatasetError(HINT) from None
+    return datasets
+
+
+def _load(source: str, config: str | None):
+    """The DatasetDict of a hub id, a local parquet folder or a save_to_disk folder; failures named."""
+    datasets = _datasets()
+    folder = Path(source).expanduser()
+    try:
+        if folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
+            loaded = datasets.load_from_disk(str(folder))
+        else:
+            loaded = datasets.load_dataset(str(folder) if folder.is_dir() else source, name=config)
+    except FileNotFoundError as exc:
+        raise DatasetError(f"hf:{source}: not found ({exc}); give a hub id such as lmms-lab/VQAv2, or a folder of "
+                           f"parquet files (data/<split>-00000-of-00001.parquet) or of save_to_disk") from None
+    except Exception as exc:  # noqa: BLE001 (datasets raises many kinds; each is reported, none is a traceback)
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "loading script" in text.lower() or "trust_remote_code" in text:
+            raise DatasetError(f"hf:{source} exists only as a loading script, which datasets 4+ no longer runs. Load "
+                               f"its parquet conversion instead: the hub's refs/convert/parquet branch, downloaded "
+                               f"with `hf download {source} --repo-type dataset --revision refs/convert/parquet`, "
+                               f"then --dataset hf:THAT_FOLDER") from None
+        if "offline" in text.lower() or "connect" in text.lower() or "resolve" in text.lower():
+            raise DatasetError(f"hf:{source} could not be fetched ({text}): the hub cannot be reached or "
+                               f"HF_HUB_OFFLINE is set. Download it where the hub is reachable (`hf download "
+                               f"{source} --repo-type dataset`) and give the folder: --dataset hf:FOLDER") from None
+        raise DatasetError(f"hf:{source} could not be loaded ({type(exc).__name__}: {text})") from None
+    if isinstance(loaded, datasets.Dataset):
+        loaded = datasets.DatasetDict({"train": loaded})
+    return loaded
+
+
+def _column(names: list[str], given: str | None, role: str, source: str, required: bool = True) -> str | None:
+    if given:
+        if given not in names:
+            raise DatasetError(f"hf:{source} has no column {given!r} (--{role}-column); its columns: {names}")
+        return given
+    found = [c for c in COLUMNS[role] if c in names]
+    if not found and required:
+        raise DatasetError(f"hf:{source}: no {role} column found (looked for {', '.join(COLUMNS[role])}); its "
+                           f"columns: {names}. Name it with --{role}-column")
+    return found[0] if found else None
+
+
+def _answer_text(value, choices=None) -> str:
+    """A cell of an answer column as one string: a list of human answers gives the most common one."""
+    if isinstance(value, dict):
+        value = value.get("answer", value.get("text", ""))
+    if isinstance(value, (list, tuple)):
+        texts = [_answer_text(v) for v in value]
+        texts = [t for t in texts if t]
+        return Counter(texts).most_common(1)[0][0] if texts else ""
+    if isinstance(value, int) and not isinstance(value, bool) and choices:
+        return str(choices[value]) if 0 <= value < len(choices) else ""
+    return "" if value is None else str(value).strip()
+
+
+class HFImages:
+    """Opens "split/row" locators of one image column, decoding the embedded bytes (picklable: the tables
+    are memory-mapped Arrow files, so decode workers share them)."""
+
+    def __init__(self, tables: dict, column: str, source: str) -> None:
+        self.tables, self.column, self.source = tables, column, source
+
+    def open(self, locator: str, draft_size: int | None = None):
+        split, row = locator.rsplit("/", 1)
+        cell = self.tables[split][int(row)][self.column]
+        name = f"hf:{self.source} {split} row {row}"
+        if cell is None:
+            raise ImageLoadError(f"{name} has no image (a null cell); drop that row, or pass --skip-bad")
+        if isinstance(cell, dict) and cell.get("bytes"):
+            return decode_image(cell["bytes"], name, draft_size)
+        if isinstance(cell, dict) and cell.get("path"):
+            return load_image(cell["path"], draft_size)
+        raise ImageLoadError(f"{name}: the image cell holds neither bytes nor a path ({type(cell).__name__})")
+
+    def missing(self, locators: list[str]) -> list[str]:
+        """Locators whose image cell is null (read from the column's validity, not by decoding)."""
+        null = {}
+        for split, table in self.tables.items():
+            column = table.data.column(self.column)
+            null[split] = set(i for i, valid in enumerate(column.is_valid().to_pylist()) if not valid)
+        return [loc for loc in locators if int(loc.rsplit("/", 1)[1]) in null[loc.rsplit("/", 1)[0]]]
+
+
+def load_hf(source: str, config: str | None = None, image_column: str | None = None,
+            question_column: str | None = None, answer_column: str | None = None,
+            label_column: str | None = None) -> VQADataset:
+    """Every split of a Hugging Face dataset as a VQADataset (see the module docstring)."""
+    datasets = _datasets()
+    loaded = _load(source, config)
+    first = next(iter(loaded.values()))
+    names = list(first.column_names)
+    image = _column(names, image_column, "image", source)
+    question = _column(names, question_column, "question", source, required=False)
+    if question is None and label_column is None and answer_column is None and not any(c in names for c in COLUMNS["label"]):
+        raise DatasetError(f"hf:{source} has neither a question column (visual question answering) nor a label "
+                           f"column (image classification); its columns: {names}. Name them with "
+                           f"--question-column/--answer-column or --label-column")
+    classify = question is None
+    target = (_column(names, label_column or answer_column, "label", source) if classify
+              else _column(names, answer_column, "answer", source))
+    image_id = _column(names, None, "image_id", source, required=False)
+    tables, questions, paths, notes = {}, [], {}, []
+    for split, table in loaded.items():
+        feature = table.features.get(target)
+        to_name = getattr(feature, "int2str", None)
+        choices = table["choices"] if "choices" in table.column_names and not classify else None
+        tables[split] = table.select_columns([image]).cast_column(image, datasets.Image(decode=False))
+        columns = table.select_columns([c for c in (question, target, image_id) if c])[:]  # column -> values
+        for row, value in enumerate(columns[target]):
+            key = str(columns[image_id][row]) if image_id else f"{split}/{row}"
+            if key not in paths:
+                paths[key] = f"{split}/{row}"
+            answer = to_name(value) if to_name is not None and isinstance(value, int) else \
+                _answer_text(value, choices[row] if choices is not None else None)
+            text = "" if classify else str(columns[question][row] or "").strip()
+            questions.append(Question(key, text, answer, split))
+    empty = sum(1 for q in questions if not q.answer)
+    if empty:
+        notes.append(f"{empty} rows without {'a label' if classify else 'an answer'}")
+    cols = f"image={image}, " + (f"label={target}" if classify else f"question={question}, answer={target}")
+    fingerprints = ",".join(f"{s}:{getattr(t, '_fingerprint', '')}" for s, t in loaded.items())
+    return VQADataset(name=Path(source).name or source, questions=questions, image_paths=paths, warnings=notes,
+                      source=f"hf:{source} (config {config or 'default'}; splits {', '.join(loaded)}; columns {cols}; "
+                             f"fingerprints {fingerprints})",
+                      task="classify" if classify else "vqa", reader=HFImages(tables, image, source))

@@ -1,0 +1,190 @@
+"""`wds:PATTERN`: WebDataset tar shards on local disk (img2dataset's output, CLIP_benchmark's layout).
+
+    wds:data/{00000..00099}.tar       brace patterns expand (braceexpand, as webdataset does); globs too
+    <key>.jpg|png|webp|...            the sample's image (the first image extension present)
+    <key>.cls + classnames.txt        image classification: the class index, named by classnames.txt (one name
+                                      per line, beside the tars or their folder's parent); without it the
+                                      index itself is the label
+    <key>.json                        visual question answering: "question" and "answer" (or lists of them)
+
+Members are grouped into samples by webdataset's rule (the key is the member name up to the first dot of
+its file name). Each tar is indexed once (member offsets); an image is then read straight from its offset,
+so decode workers never unpack a tar. Keys are `<tar path below the tars' common folder, without .tar>/<sample
+key>`, stable and unique. A tar's parent
+folder named train/val/test gives the split, else "all".
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import tarfile
+from pathlib import Path
+
+from ..errors import DatasetError
+from ..images.decode import ImageLoadError, decode_image
+from .base import Question, VQADataset
+from .folder import SPLIT_FOLDERS
+from .manifest import IMAGE_EXTENSIONS
+
+CLASSNAMES = "classnames.txt"
+IMAGE_EXTS = tuple(e.lstrip(".") for e in IMAGE_EXTENSIONS)
+
+
+def expand(pattern: str) -> list[Path]:
+    """The local tar files a pattern names: braces expanded, then globs, in order, each once."""
+    try:
+        from braceexpand import braceexpand
+    except ImportError:
+        raise DatasetError("wds: datasets need webdataset (and its braceexpand): pip install 'featcache[data]'") from None
+    if "://" in pattern or pattern.startswith("pipe:"):
+        raise DatasetError(f"wds:{pattern}: only local tar files are read (featcache reads nothing outside the "
+                           f"folders you name); download the shards first")
+    files: dict[Path, None] = {}
+    for part in braceexpand(pattern):
+        matches = sorted(glob.glob(part)) if any(c in part for c in "*?[") else [part]
+        for m in matches:
+            if Path(m).is_file():
+                files[Path(m)] = None
+    if not files:
+        raise DatasetError(f"wds:{pattern} matches no tar files; check the pattern (e.g. "
+                           f"data/{{00000..00009}}.tar) and that the files exist")
+    return list(files)
+
+
+def _sample_key(name: str) -> tuple[str, str]:
+    """webdataset's split of a member name: (key, extension); the key keeps the folder, the extension is
+    everything after the first dot of the file name."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), (ext.lower() if dot else "")
+
+
+def _classnames(tar: Path) -> list[str] | None:
+    for folder in (tar.parent, tar.parent.parent):
+        if (folder / CLASSNAMES).is_file():
+            return [line.strip() for line in (folder / CLASSNAMES).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return None
+
+
+def _index(tar: Path) -> dict[str, dict[str, tarfile.TarInfo]]:
+    """sample key -> extension -> member, in the tar's order."""
+    try:
+        with tarfile.open(tar) as tf:
+            members = [m for m in tf.getmembers() if m.isfile()]
+    except (tarfile.TarError, OSError) as exc:
+        raise DatasetError(f"{tar} is not a readable tar file ({exc}); re-create or remove that shard") from None
+    samples: dict[str, dict[str, tarfile.TarInfo]] = {}
+    for m in members:
+        key, ext = _sample_key(m.name)
+        if ext:
+            samples.setdefault(key, {})[ext] = m
+    return samples
+
+
+def _read(tar: Path, member: tarfile.TarInfo) -> bytes:
+    with open(tar, "rb") as fh:
+        fh.seek(member.offset_data)
+        return fh.read(member.size)
+
+
+class TarImages:
+    """Opens "TAR::OFFSET::SIZE::MEMBER" locators by reading the member's bytes at its offset (picklable)."""
+
+    def open(self, locator: str, draft_size: int | None = None):
+        tar, offset, size, member = locator.split("::", 3)
+        try:
+            with open(tar, "rb") as fh:
+                fh.seek(int(offset))
+                data = fh.read(int(size))
+        except OSError as exc:
+            raise ImageLoadError(f"{tar} member {member}: cannot be read ({exc})") from None
+        if len(data) != int(size):
+            raise ImageLoadError(f"{tar} member {member}: the tar is shorter than its index says (changed or cut "
+                                 f"since it was listed); rerun on the current file")
+        return decode_image(data, f"{tar} member {member}", draft_size)
+
+    def missing(self, locators: list[str]) -> list[str]:
+        return [loc for loc in locators if not Path(loc.split("::", 1)[0]).is_file()]
+
+
+def load_webdataset(pattern: str) -> VQADataset:
+    """Tar shards as a dataset: image classification with .cls labels, or VQA from .json (module docstring)."""
+    import os
+
+    tars = expand(pattern)
+    root = Path(os.path.commonpath([str(t.resolve().parent) for t in tars]))
+    questions, paths, notes, no_image, total = [], {}, [], 0, 0
+    task = None
+    for tar in tars:
+        total += tar.stat().st_size
+        split = tar.parent.name if tar.parent.name.lower() in SPLIT_FOLDERS else "all"
+        names = _classnames(tar)
+        for sample, members in _index(tar).items():
+            image_ext = next((e for e in members if e in IMAGE_EXTS), None)
+            if image_ext is None:
+                no_image += 1
+                continue
+            m = members[image_ext]
+            key = f"{tar.resolve().relative_to(root).with_suffix('').as_posix()}/{sample}"
+            paths[key] = f"{tar}::{m.offset_data}::{m.size}::{m.name}"
+            if "json" in members:
+                meta = _json(tar, members["json"])
+                qs, ans = meta.get("question"), meta.get("answer", meta.get("answers", ""))
+                qs, ans = (qs, ans) if isinstance(qs, list) else ([qs], [ans])
+                if qs == [None]:
+                    raise DatasetError(f"{tar} member {members['json'].name}: no \"question\" in the sample's JSON; "
+                                       f"a VQA sample needs question and answer")
+                for q, a in zip(qs, ans if isinstance(ans, list) else [ans] * len(qs)):
+                    questions.append(Question(key, str(q or "").strip(), _text(a), split))
+                task = task or "vqa"
+            elif "cls" in members:
+                questions.append(Question(key, "", _label(tar, members["cls"], names), split))
+                task = task or "classify"
+            else:
+                raise DatasetError(f"{tar}: sample {sample!r} has an image but neither a .cls label nor a .json with "
+                                   f"question/answer (members: {sorted(members)})")
+            if (task == "vqa") != ("json" in members):
+                raise DatasetError(f"{tar}: sample {sample!r} mixes tasks: some samples have .json questions, others "
+                                   f".cls labels; keep one kind per dataset")
+    if not questions:
+        raise DatasetError(f"wds:{pattern}: no sample with an image ({', '.join(IMAGE_EXTS)}) in {len(tars)} tar(s)")
+    if no_image:
+        notes.append(f"{no_image} samples without an image member left out")
+    return VQADataset(name=Path(tars[0]).parent.name or "webdataset", questions=questions, image_paths=paths,
+                      source=f"wds:{pattern} ({len(tars)} tars, {total} bytes)", warnings=notes, task=task,
+                      reader=TarImages())
+
+
+def _json(tar: Path, member: tarfile.TarInfo) -> dict:
+    try:
+        meta = json.loads(_read(tar, member).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{tar} member {member.name}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{tar} member {member.name}: a JSON {type(meta).__name__}, not an object")
+    return meta
+
+
+def _text(answer) -> str:
+    if isinstance(answer, list):  # several human answers: the most common
+        from collections import Counter
+
+        texts = [str(a).strip() for a in answer if str(a).strip()]
+        return Counter(texts).most_common(1)[0][0] if texts else ""
+    return "" if answer is None else str(answer).strip()
+
+
+def _label(tar: Path, member: tarfile.TarInfo, names: list[str] | None) -> str:
+    raw = _read(tar, member).decode("utf-8", "replace").strip()
+    if names is None:
+        return raw
+    try:
+        index = int(raw)
+    except ValueError:
+        raise DatasetError(f"{tar} member {member.name}: {raw!r} is not a class index (an integer line of "
+                           f"{CLASSNAMES})") from None
+    if not 0 <= index < len(names):
+        raise DatasetError(f"{tar} member {member.name}: class {index} is outside {CLASSNAMES} ({len(names)} names, "
+                           f"0..{len(names) - 1})")
+    return names[index]

@@ -1,0 +1,236 @@
+"""Data in the forms people keep it: Hugging Face parquet / save_to_disk and WebDataset tars, built here from
+the same images as a folder tree, give the same image features as the files; labels, keys, questions as
+expected; a resumed run over tars equals an uninterrupted one; bad input is named."""
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+import featcache
+from cli import main
+from featcache.datasets import load_dataset
+from featcache.errors import DatasetError
+from featcache.extract import extract
+from tests.test_extract import assert_same_file
+
+NAMES = ["blue", "green", "red"]
+FAST = dict(batch_size=4, workers=0, progress=False, shard_size=3)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[tuple[Path, str, str]]:
+    """(file, label, split): a folder tree of PNG and JPEG colour patches."""
+    root = tmp_path_factory.mktemp("src") / "tree"
+    rng = np.random.default_rng(1)
+    out = []
+    for split, n in (("train", 4), ("test", 2)):
+        for label, colour in zip(NAMES, [(30, 40, 220), (30, 200, 40), (220, 30, 30)]):
+            (root / split / label).mkdir(parents=True)
+            for i in range(n):
+                path = root / split / label / f"{i}.{'png' if i % 2 else 'jpg'}"
+                arr = np.clip(np.array(colour) + rng.normal(0, 20, (30, 34, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(arr).save(path)
+                out.append((path, label, split))
+    return out
+
+
+def features(cache_path) -> dict[str, np.ndarray]:
+    """image key -> query features."""
+    with featcache.open_cache(cache_path) as c:
+        return dict(zip(c.strings("images", "key"), c.read("images", "query")))
+
+
+def by_split(images) -> dict[str, list[Path]]:
+    return {s: [p for p, _, sp in images if sp == s] for s in ("train", "test")}
+
+
+@pytest.fixture(scope="module")
+def folder_features(images, backbone, tmp_path_factory):
+    root = images[0][0].parents[2]
+    out = tmp_path_factory.mktemp("c") / "folder.h5"
+    extract(load_dataset(f"folder:{root}"), out, model=backbone, **FAST)
+    return {str(root / k): v for k, v in features(out).items()}
+
+
+def _parquet_folder(images, folder: Path, via: str) -> Path:
+    """The hub's layout, data/<split>-00000-of-00001.parquet, written by datasets or by pyarrow alone."""
+    (folder / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        rows = [(p, lab) for p, lab, s in images if s == split]
+        if via == "datasets":
+            import datasets
+
+            features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
+            datasets.Dataset.from_dict({"image": [str(p) for p, _ in rows], "label": [NAMES.index(lab) for _, lab in rows]},
+                                       features=features).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            table = pa.table({"image": [{"bytes": p.read_bytes(), "path": p.name} for p, _ in rows],
+                              "label": [lab for _, lab in rows]})
+            pq.write_table(table, folder / "data" / f"{split}-00000-of-00001.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("via", ["datasets", "pyarrow", "save_to_disk"])
+def test_hugging_face_sources_give_the_files_features(via, images, folder_features, backbone, tmp_path):
+    folder = _parquet_folder(images, tmp_path / "pq", "pyarrow" if via == "pyarrow" else "datasets")
+    if via == "save_to_disk":
+        import datasets
+
+        datasets.load_dataset(str(folder)).save_to_disk(str(tmp_path / "disk"))
+        folder = tmp_path / "disk"
+    ds = load_dataset(f"hf:{folder}")
+    assert ds.task == "classify" and {q.split for q in ds.questions} == {"train", "test"}
+    assert sorted(q.answer for q in ds.questions) == sorted(lab for _, lab, _ in images)
+    extract(ds, tmp_path / "hf.h5", model=backbone, **FAST)
+    files = {f"{s}/{i}": str(p) for s, paths in by_split(images).items() for i, p in enumerate(paths)}
+    got = features(tmp_path / "hf.h5")
+    assert sorted(got) == sorted(files)
+    for key, feats in got.items():
+        np.testing.assert_array_equal(feats, folder_features[files[key]], err_msg=key)
+
+
+def test_a_hugging_face_vqa_table_keys_images_by_their_id(images, backbone, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "vqa" / "data").mkdir(parents=True)
+    rows = [(p, lab) for p, lab, s in images if s == "train"]
+    table = pa.table({"image": [{"bytes": p.read_bytes(), "path": None} for p, _ in rows for _ in range(2)],
+                      "image_id": [i for i in range(len(rows)) for _ in range(2)],
+                      "question": [q for _ in rows for q in ("what colour is it?", "is it red?")],
+                      "answers": [a for _, lab in rows for a in ([{"answer": lab}] * 3 + [{"answer": "x"}],
+                                                                 [{"answer": "yes" if lab == "red" else "no"}] * 2)]})
+    pq.write_table(table, tmp_path / "vqa" / "data" / "train-00000-of-00001.parquet")
+    ds = load_dataset(f"hf:{tmp_path / 'vqa'}")
+    assert ds.task == "vqa" and len(ds.images()) == len(rows) and len(ds.questions) == 2 * len(rows)
+    assert [q.answer for q in ds.questions[:2]] == [rows[0][1], "no" if rows[0][1] != "red" else "yes"]
+    assert "columns image=image, question=question, answer=answers" in ds.source
+    report = extract(ds, tmp_path / "v.h5", model=backbone, **FAST)
+    assert report.n_images == len(rows) and report.n_texts == 2
+
+
+def _tars(images, folder: Path, writer: str) -> str:
+    """Two tars per split (CLIP_benchmark's layout: .png/.jpg + .cls, classnames.txt beside the splits)."""
+    for split in ("train", "test"):
+        (folder / split).mkdir(parents=True)
+        rows = [(p, lab) for p, lab, s in images if s == split]
+        for shard in range(2):
+            path = folder / split / f"{shard:05d}.tar"
+            samples = [(f"s{i:04d}", p, lab) for i, (p, lab) in enumerate(rows) if i % 2 == shard]
+            if writer == "webdataset":
+                import webdataset as wds
+
+                with wds.TarWriter(str(path)) as w:
+                    for key, p, lab in samples:
+                        w.write({"__key__": key, p.suffix[1:]: p.read_bytes(), "cls": str(NAMES.index(lab))})
+            else:
+                with tarfile.open(path, "w") as tf:
+                    for key, p, lab in samples:
+                        for name, data in ((f"{key}{p.suffix}", p.read_bytes()), (f"{key}.cls", str(NAMES.index(lab)).encode())):
+                            info = tarfile.TarInfo(name)
+                            info.size = len(data)
+                            tf.addfile(info, io.BytesIO(data))
+    (folder / "classnames.txt").write_text("\n".join(NAMES) + "\n")
+    return f"wds:{folder}/{{train,test}}/{{00000..00001}}.tar"
+
+
+def _tar_files(images) -> dict[str, str]:
+    """tar sample key -> the file it was made from."""
+    return {f"{s}/{i % 2:05d}/s{i:04d}": str(p) for s, paths in by_split(images).items() for i, p in enumerate(paths)}
+
+
+@pytest.mark.parametrize("writer", ["webdataset", "tarfile"])
+def test_webdataset_tars_give_the_files_features(writer, images, folder_features, backbone, tmp_path):
+    ds = load_dataset(_tars(images, tmp_path / "tars", writer))
+    assert ds.task == "classify" and len(ds.questions) == len(images)
+    labels = {str(p): lab for p, lab, _ in images}
+    files = _tar_files(images)
+    assert {q.image: q.answer for q in ds.questions} == {k: labels[f] for k, f in files.items()}
+    extract(ds, tmp_path / "w.h5", model=backbone, **FAST)
+    for key, feats in features(tmp_path / "w.h5").items():
+        np.testing.assert_array_equal(feats, folder_features[files[key]], err_msg=key)
+
+
+def test_a_resumed_run_over_tars_equals_an_uninterrupted_one(images, backbone, tmp_path):
+    ds = load_dataset(_tars(images, tmp_path / "tars", "webdataset"))
+    extract(ds, tmp_path / "whole.h5", model=backbone, **FAST)
+    extract(ds, tmp_path / "resumed.h5", model=backbone, shard_index=0, num_shards=2, **FAST)  # stopped halfway
+    report = extract(ds, tmp_path / "resumed.h5", model=backbone, **FAST)
+    assert report.shards_done_before > 0
+    assert_same_file(tmp_path / "resumed.h5", tmp_path / "whole.h5")
+
+
+def test_webdataset_vqa_samples_from_json(images, tmp_path):
+    import webdataset as wds
+
+    (tmp_path / "q").mkdir()
+    with wds.TarWriter(str(tmp_path / "q" / "shard.tar")) as w:
+        for i, (p, lab, _) in enumerate(images[:3]):
+            w.write({"__key__": f"k{i}", p.suffix[1:]: p.read_bytes(),
+                     "json": json.dumps({"question": ["what colour?", "is it blue?"],
+                                         "answer": [lab, "yes" if lab == "blue" else "no"]}).encode()})
+    ds = load_dataset(f"wds:{tmp_path / 'q' / 'shard.tar'}")
+    assert ds.task == "vqa" and len(ds.questions) == 6 and ds.questions[0].text == "what colour?"
+    assert ds.questions[0].answer == images[0][1] and ds.questions[0].split == "all"
+
+
+def test_bad_tar_members_and_tables_are_named(images, backbone, tmp_path):
+    src = _tars(images, tmp_path / "tars", "tarfile")
+    with tarfile.open(tmp_path / "tars" / "train" / "00000.tar", "a") as tf:  # a corrupt image
+        data = b"definitely not a jpeg"
+        info = tarfile.TarInfo("broken.jpg")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+        info = tarfile.TarInfo("broken.cls")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"0"))
+    r = CliRunner().invoke(main, ["extract", "--dataset", src, "--out", str(tmp_path / "c.h5"), "--model",
+                                  "tiny-random", "--workers", "0"])
+    assert r.exit_code == 1 and "broken.jpg" in r.output and "Traceback" not in r.output, r.output
+    ds = load_dataset(src)
+    report = extract(ds, tmp_path / "c.h5", model=backbone, skip_bad=True, **FAST)
+    assert [k for k in report.failed_images] == ["train/00000/broken"]
+    with featcache.open_cache(tmp_path / "c.h5") as c:
+        errors = dict(zip(c.strings("images", "key"), c.strings("images", "error")))
+    assert "broken.jpg" in errors["train/00000/broken"] and "cannot decode" in errors["train/00000/broken"]
+
+    (tmp_path / "tars" / "classnames.txt").write_text("blue\n")
+    with pytest.raises(DatasetError, match=r"class 1 is outside classnames.txt \(1 names"):
+        load_dataset(src)
+    with pytest.raises(DatasetError, match="matches no tar files"):
+        load_dataset(f"wds:{tmp_path}/none-{{0..3}}.tar")
+    with pytest.raises(DatasetError, match="only local tar files"):
+        load_dataset("wds:https://example.invalid/{0..3}.tar")
+
+
+def test_bad_hugging_face_tables_are_named(images, backbone, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "t" / "data").mkdir(parents=True)
+    p = images[0][0]
+    pq.write_table(pa.table({"image": [{"bytes": p.read_bytes(), "path": None}, None], "label": ["blue", "red"]}),
+                   tmp_path / "t" / "data" / "train-00000-of-00001.parquet")
+    ds = load_dataset(f"hf:{tmp_path / 't'}")
+    r = CliRunner().invoke(main, ["extract", "--dataset", f"hf:{tmp_path / 't'}", "--out", str(tmp_path / "c.h5"),
+                                  "--model", "tiny-random"])
+    assert r.exit_code == 1 and "train/1" in r.output and "Traceback" not in r.output, r.output
+    report = extract(ds, tmp_path / "c.h5", model=backbone, skip_bad=True, **FAST)
+    assert report.failed_images == ["train/1"]
+    with pytest.raises(DatasetError, match="no column 'picture'"):
+        load_dataset(f"hf:{tmp_path / 't'}", columns={"image": "picture"})
+    pq.write_table(pa.table({"image": [{"bytes": p.read_bytes(), "path": None}], "colour": ["blue"]}),
+                   tmp_path / "t" / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(DatasetError, match="neither a question column"):
+        load_dataset(f"hf:{tmp_path / 't'}")
+    with pytest.raises(DatasetError, match="not found|could not be"):
+        load_dataset("hf:no-such-user/no-such-dataset")
