@@ -31,8 +31,15 @@ def head_types() -> dict[str, type]:
     return {"lr": LogisticRegressionHead, "mlp": MLPHead, "lgbm": LightGBMHead}
 
 
+LINEAR_PROBE_C = tuple(10.0 ** e for e in range(-6, 7))
+"""The linear probe's regularisation sweep: C = 1e-6 ... 1e6, a decade apart (CLIP's range)."""
+
+
 def builtin_grid(name: str) -> dict[str, list[dict]]:
-    """Hyperparameter candidates per head type: `small` (quick) or `default`."""
+    """Hyperparameter candidates per head type: `small` (quick), `default`, or `probe` (the linear probe:
+    logistic regression over C = 1e-6 ... 1e6, chosen on the validation fraction, refit, tested once)."""
+    if name == "probe":
+        return {"lr": [{"C": c} for c in LINEAR_PROBE_C]}
     if name == "small":
         return {"lr": [{"C": 0.1}, {"C": 1.0}], "mlp": [{"hidden_sizes": (256,)}], "lgbm": [{}]}
     if name == "default":
@@ -40,15 +47,15 @@ def builtin_grid(name: str) -> dict[str, list[dict]]:
                 "mlp": [{"hidden_sizes": h, "dropout": d} for h, d in product([(256,), (512,), (512, 256)], [0.2, 0.4])]
                 + [{"preset": "compact"}, {"preset": "reference"}],
                 "lgbm": [{}, {"num_leaves": 31, "n_components": 128}]}
-    raise FeatcacheError(f"unknown grid {name!r}: use small, default, or a JSON file {{head: [params, ...]}}")
+    raise FeatcacheError(f"unknown grid {name!r}: use small, default, probe, or a JSON file {{head: [params, ...]}}")
 
 
 def load_grid(grid: str) -> dict[str, list[dict]]:
-    if grid in ("small", "default"):
+    if grid in ("small", "default", "probe"):
         return builtin_grid(grid)
     path = Path(grid)
     if not path.is_file():
-        raise FeatcacheError(f"grid {grid!r} is neither small/default nor a JSON file")
+        raise FeatcacheError(f"grid {grid!r} is neither small/default/probe nor a JSON file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

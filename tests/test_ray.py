@@ -121,3 +121,36 @@ def test_a_killed_driver_resumes_to_the_same_file(cluster, small_dataset, tiny_i
     assert rep.resumed and rep.shards_done_before >= 2 and rep.images_computed == len(small_dataset.images()) - saved
     extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
     assert_same_file(out, tmp_path / "local.h5")
+
+
+def test_ray_reads_tar_and_parquet_sources_as_the_local_engine(cluster, tiny_itm, tmp_path):
+    import io
+    import tarfile
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from featcache.datasets import load_dataset
+
+    blobs = []
+    for i in range(6):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((20, 24, 3), 40 * i, dtype=np.uint8)).save(buf, format="PNG")
+        blobs.append(buf.getvalue())
+    with tarfile.open(tmp_path / "s.tar", "w") as tf:
+        for i, data in enumerate(blobs):
+            for name, payload in ((f"k{i}.png", data), (f"k{i}.cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(name)
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+    (tmp_path / "pq" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"image": [{"bytes": b, "path": None} for b in blobs], "label": ["a", "b"] * 3}),
+                   tmp_path / "pq" / "data" / "train-00000-of-00001.parquet")
+    for source in (f"wds:{tmp_path / 's.tar'}", f"hf:{tmp_path / 'pq'}"):
+        ds = load_dataset(source)
+        name = source[:3]
+        extract(ds, tmp_path / f"{name}-local.h5", model=str(tiny_itm), device="cpu", **FAST)
+        extract(ds, tmp_path / f"{name}-ray.h5", model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+        assert_same_file(tmp_path / f"{name}-ray.h5", tmp_path / f"{name}-local.h5")

@@ -47,6 +47,7 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
     vocabulary, and report as `sweep` does."""
     import tempfile
 
+    import featcache
     from featcache.datasets import load_dataset
     from featcache.extract import extract
     from featcache.generative.finetune import base_model_of
@@ -69,11 +70,13 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
                      max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device,
                      limit=limit, dataset=ds)
         files, row = run(write_zeroshot_report, result, cache, out)
+        with run(featcache.open_cache, cache) as opened:
+            rows = "images" if opened.attrs.get("task") == "classify" else "questions"
     if base_model_of(model).startswith("tiny-random"):
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
     counts = "".join(f"  {k} {v}" for k, v in result.counts.items())
     click.echo(f"zeroshot-{method}  acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
-               f"({row['questions']} questions, {result.images_per_s:.1f} images/s){counts}\nreport: {files['report']}")
+               f"({row['questions']} {rows}, {result.images_per_s:.1f} images/s){counts}\nreport: {files['report']}")
 
 
 _SHARED = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "l1": "l1", "lora_rank": "lora_rank",

@@ -19,7 +19,8 @@ def register(main: click.Group) -> None:
 @click.option("--heads", "head_list", default="lr,mlp,lgbm", show_default=True, help="Comma-separated: lr, mlp, lgbm.")
 @click.option("--views", default="auto", show_default=True, help="Comma-separated: itc, pooled, full, sim, image, "
               "image_proj; auto: pooled,itc on a cache with questions, image,image_proj on an image classification one.")
-@click.option("--grid", default="small", show_default=True, help="small, default, or a JSON file {head: [params]}.")
+@click.option("--grid", default="small", show_default=True, help="small, default, probe (the linear probe: lr over "
+              "C = 1e-6..1e6), or a JSON file {head: [params]}.")
 @click.option("--validation-fraction", default=0.1, show_default=True)
 @click.option("--jobs", default=1, show_default=True, help="Parallel fits (joblib).")
 @click.option("--seed", default=0, show_default=True)

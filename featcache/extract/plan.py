@@ -9,6 +9,7 @@ images: removing a row, renaming the manifest or adding images elsewhere leaves 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
 from ..cache.parts import ShardSpec
 
@@ -25,7 +26,7 @@ def _ends_shard(key: str, shard_size: int) -> bool:
     return int.from_bytes(hashlib.sha1(key.encode()).digest()[:8], "big") % shard_size == 0
 
 
-def plan_shards(keys: list[str], sources: dict[str, str], shard_size: int) -> list[ShardSpec]:
+def plan_shards(keys: list[str], sources: Mapping[str, str], shard_size: int) -> list[ShardSpec]:
     """Cut the sorted keys into shards at content-defined boundaries; `sources` (key -> what the image
     is made from: its path, plus the augmentation) enters each shard's digest."""
     plan, current = [], []

@@ -94,6 +94,17 @@ def _lock(parts: Path, name: str, out: Path):
     return fh
 
 
+class _ImageSources:
+    """key -> what its image is made from (locator | augmentation), computed when asked: a 10M-image plan then
+    needs no second table of 10M strings beside the dataset's own."""
+
+    def __init__(self, dataset: VQADataset) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, key: str) -> str:
+        return f"{self.dataset.image_paths[key]}|{self.dataset.augmented.get(key, '')}"
+
+
 def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",
             dtype: str | None = None, batch_size: int | str = 32, workers: int | str = "auto",
             store_dtype: str = "float16", compression: str | None = None, shard_size: int = 1024,
@@ -224,8 +235,7 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
                 image_row=np.array([row_of[q.image] for q in qs], dtype=np.int64),
                 error=np.array(q_errors, dtype=str), truncated=np.array([q.text in cut for q in qs], dtype=np.uint8),
                 text_row=np.array([text_row.get(q.text, -1) if not e else -1 for q, e in zip(qs, q_errors)]))
-    sources = {k: f"{dataset.image_paths[k]}|{dataset.augmented.get(k, '')}" for k in keys}
-    plan = plan_shards(keys, sources, shard_size)
+    plan = plan_shards(keys, _ImageSources(dataset), shard_size)
     shapes = backbone.image_feature_shapes(store_vision)
     bytes_per_image = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(store_dtype).itemsize
     attrs = {k: v for k, v in run.items() if k not in ("store_dtype", "compression")}
