@@ -171,3 +171,14 @@ def test_easy_vqa_shapes_and_colors_label_real_images_by_their_own_questions():
         label = {q.image: q.answer for q in ds.questions}
         named = [(q.image, q.answer) for q in base.questions if q.image in label and q.answer in ds.answers]
         assert named and all(label[k] == a for k, a in named)  # no image's questions name another class
+
+
+def test_zeroshot_dataset_extracts_a_class_folder_first(flowers, flower_cache, tiny_itm, tmp_path):
+    from featcache.generative.zeroshot import zeroshot
+
+    r = CliRunner().invoke(main, ["zeroshot", "--dataset", f"folder:{flowers}", "--model", str(tiny_itm), "--method",
+                                  "itc", "--out", str(tmp_path / "zs")])
+    assert r.exit_code == 0 and "12 images" in r.output, r.output
+    direct = zeroshot(flower_cache, str(tiny_itm), "itc", split="test", device="cpu")
+    ranking = json.loads((tmp_path / "zs" / "results.json").read_text())["ranking"]
+    assert ranking[0]["accuracy"] == pytest.approx(float(np.mean(direct.pred == direct.y)))

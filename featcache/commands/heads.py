@@ -118,24 +118,44 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
 @click.option("--question", help="...and its question (not for an image classification head).")
 @click.option("--pairs", type=click.Path(exists=True, dir_okay=False), help="Or a CSV/JSONL with columns image, question (image alone for an image classification head).")
 @click.option("--delimiter", help="--pairs CSV delimiter (default: sniffed).")
+@click.option("--dataset", help="Or every row of a dataset (a name, folder:, hf:, wds: or a manifest), e.g. the "
+              "images of a tar set; with --split, --limit, --images.")
+@click.option("--split", help="--dataset: only this split.")
+@click.option("--limit", type=int, help="--dataset: only the first N rows.")
+@click.option("--images", type=click.Path(file_okay=False), help="--dataset: where relative image paths resolve.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the predictions to this CSV (image, question, "
+              "answer, probability, top_k, and the dataset's own answer) instead of printing them.")
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @TRUST_PICKLE
-def predict(head_path, model, image, question, pairs, delimiter, top_k, device, trust_pickle) -> None:
+def predict(head_path, model, image, question, pairs, delimiter, dataset, split, limit, images, out, top_k, device,
+            trust_pickle) -> None:
     """Answer new (image, question) pairs with a saved head; runs the backbone, no cache needed."""
-    from featcache.datasets.pairs import read_pairs
+    from featcache.datasets import load_dataset
+    from featcache.datasets.pairs import read_pairs, write_predictions
     from featcache.workflows.predict import predict_saved
 
-    if pairs:
+    ds, reference = None, None
+    if dataset:
+        ds = run(load_dataset, dataset, images=images)
+        rows = [q for q in ds.questions if split is None or q.split == split][:limit]
+        if not rows:
+            raise click.UsageError(f"{dataset} has no rows in split {split!r}")
+        todo, reference = [(q.image, q.text) for q in rows], [q.answer for q in rows]
+    elif pairs:
         todo = run(read_pairs, pairs, delimiter_arg(delimiter))
     elif image:
         todo = [(image, question or "")]  # an image classification head needs no question
     else:
-        raise click.UsageError("give --image (and --question, unless the head classifies images), or --pairs CSV")
+        raise click.UsageError("give --image (and --question, unless the head classifies images), --pairs CSV, "
+                               "or --dataset")
     results, random_weights = run(predict_saved, head_path, todo, model=model, device=device, top_k=top_k,
-                                   trust_pickle=trust_pickle)
+                                   trust_pickle=trust_pickle, dataset=ds)
     if random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): these answers mean nothing.", fg="red", bold=True)
+    if out:
+        click.echo(f"wrote {len(results)} predictions to {run(write_predictions, out, results, reference)}")
+        return
     for r in results:
         alts = ", ".join(f"{a} {p:.2f}" for a, p in r["top_k"])
         click.echo(f"{r['image']} | {r['question']} -> {r['answer']} ({r['probability']:.2f})   top-{top_k}: {alts}")

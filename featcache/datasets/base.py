@@ -59,6 +59,14 @@ class VQADataset:
             image = augment(image, self.augmented[key][1])
         return image
 
+    def image_identity(self, key: str) -> str:
+        """What the image of `key` is made from, for the shard digest: its locator, plus, where a reader can
+        say, the version of what it reads (a parquet split's fingerprint, a tar's size and mtime), so a
+        changed source recomputes the shards it touches."""
+        ref = self.image_paths[key]
+        identity = getattr(self.reader, "identity", None)
+        return identity(ref) if identity is not None else ref
+
     def limit(self, n: int | None) -> "VQADataset":
         """About `n` questions for quick runs: the first ones of each split, in the splits' proportions
         (so a limited run still has train and test)."""

@@ -93,8 +93,12 @@ class HFImages:
     """Opens "split/row" locators of one image column, decoding the embedded bytes (picklable: the tables
     are memory-mapped Arrow files, so decode workers share them)."""
 
-    def __init__(self, tables: dict, column: str, source: str) -> None:
-        self.tables, self.column, self.source = tables, column, source
+    def __init__(self, tables: dict, column: str, source: str, fingerprints: dict[str, str]) -> None:
+        self.tables, self.column, self.source, self.fingerprints = tables, column, source, fingerprints
+
+    def identity(self, locator: str) -> str:
+        """The locator plus its split's datasets fingerprint: another version of the data is another image."""
+        return f"{locator}@{self.fingerprints.get(locator.rsplit('/', 1)[0], '')}"
 
     def open(self, locator: str, draft_size: int | None = None):
         split, row = locator.rsplit("/", 1)
@@ -154,8 +158,9 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
     if empty:
         notes.append(f"{empty} rows without {'a label' if classify else 'an answer'}")
     cols = f"image={image}, " + (f"label={target}" if classify else f"question={question}, answer={target}")
-    fingerprints = ",".join(f"{s}:{getattr(t, '_fingerprint', '')}" for s, t in loaded.items())
+    versions = {s: str(getattr(t, "_fingerprint", "")) for s, t in loaded.items()}
+    fingerprints = ",".join(f"{s}:{v}" for s, v in versions.items())
     return VQADataset(name=Path(source).name or source, questions=questions, image_paths=paths, warnings=notes,
                       source=f"hf:{source} (config {config or 'default'}; splits {', '.join(loaded)}; columns {cols}; "
                              f"fingerprints {fingerprints})",
-                      task="classify" if classify else "vqa", reader=HFImages(tables, image, source))
+                      task="classify" if classify else "vqa", reader=HFImages(tables, image, source, versions))

@@ -32,3 +32,21 @@ def check_questions(pairs: list[tuple[str, str]]) -> None:
     if empty:
         raise DatasetError(f"the question for image {empty[0]} is empty ({len(empty)} empty in all); give every "
                            f"image a question")
+
+
+def write_predictions(path: str | Path, results: list[dict], reference: list[str] | None = None) -> Path:
+    """Predictions as CSV: image, question, answer, probability, top_k (JSON), and the dataset's own answer."""
+    import csv
+    import json
+
+    path = Path(path)
+    try:
+        with path.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["image", "question", "answer", "probability", "top_k"] + (["reference"] if reference else []))
+            for i, r in enumerate(results):
+                w.writerow([r["image"], r["question"], r["answer"], f"{r['probability']:.6f}", json.dumps(r["top_k"])]
+                           + ([reference[i]] if reference else []))
+    except OSError as exc:
+        raise DatasetError(f"cannot write predictions to {path} ({exc}); choose another --out") from None
+    return path

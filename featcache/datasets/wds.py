@@ -91,6 +91,9 @@ def _read(tar: Path, member: tarfile.TarInfo) -> bytes:
 class TarImages:
     """Opens "TAR::OFFSET::SIZE::MEMBER" locators by reading the member's bytes at its offset (picklable)."""
 
+    def __init__(self) -> None:
+        self._versions: dict[str, str] = {}
+
     def open(self, locator: str, draft_size: int | None = None):
         tar, offset, size, member = locator.split("::", 3)
         try:
@@ -103,6 +106,17 @@ class TarImages:
             raise ImageLoadError(f"{tar} member {member}: the tar is shorter than its index says (changed or cut "
                                  f"since it was listed); rerun on the current file")
         return decode_image(data, f"{tar} member {member}", draft_size)
+
+    def identity(self, locator: str) -> str:
+        """The locator plus its tar's size and modification time: a rewritten tar is another source."""
+        tar = locator.split("::", 1)[0]
+        if tar not in self._versions:
+            try:
+                stat = Path(tar).stat()
+                self._versions[tar] = f"{stat.st_size}:{stat.st_mtime_ns}"
+            except OSError:
+                self._versions[tar] = ""
+        return f"{locator}@{self._versions[tar]}"
 
     def missing(self, locators: list[str]) -> list[str]:
         return [loc for loc in locators if not Path(loc.split("::", 1)[0]).is_file()]

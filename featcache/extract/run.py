@@ -102,7 +102,7 @@ class _ImageSources:
         self.dataset = dataset
 
     def __getitem__(self, key: str) -> str:
-        return f"{self.dataset.image_paths[key]}|{self.dataset.augmented.get(key, '')}"
+        return f"{self.dataset.image_identity(key)}|{self.dataset.augmented.get(key, '')}"
 
 
 def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",

@@ -29,8 +29,9 @@ def check_head_matches(provenance: dict, backbone: Backbone) -> None:
 
 
 def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None = None, device: str = "auto",
-            top_k: int = 3, batch_size: int = 32) -> list[dict]:
-    """Top-k answers with probabilities for each (image path, question)."""
+            top_k: int = 3, batch_size: int = 32, open_image=None) -> list[dict]:
+    """Top-k answers with probabilities for each (image path, question). `open_image(ref, draft_size)` decodes
+    an image that is not a file path (a dataset's key: `VQADataset.open_image`)."""
     if VIEWS[trained.view].question:
         check_questions(pairs)  # before any model is loaded
     backbone = model if isinstance(model, Backbone) else load_backbone(
@@ -46,7 +47,8 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     feats: dict[str, list] = {}
     for i in range(0, len(paths), batch_size):
         pre = backbone.preprocessor
-        pixels = np.stack([pre.resize_uint8(pre.load(p)) for p in paths[i:i + batch_size]])
+        pixels = np.stack([pre.resize_uint8(open_image(p, pre.draft_size) if open_image else pre.load(p))
+                           for p in paths[i:i + batch_size]])
         for k, v in backbone.encode_images(pixels).items():
             feats.setdefault(k, []).append(v)
     images = np.concatenate(feats[spec.image]).astype(store)
@@ -82,16 +84,19 @@ def is_finetune_checkpoint(path: str | Path) -> bool:
 
 
 def predict_saved(path: str | Path, pairs: list[tuple[str, str]], model: str | None = None, device: str = "auto",
-                  top_k: int = 3, trust_pickle: bool = False) -> tuple[list[dict], bool]:
-    """Predict with a saved head or fine-tune checkpoint: (results, whether it rests on random weights)."""
+                  top_k: int = 3, trust_pickle: bool = False, dataset=None) -> tuple[list[dict], bool]:
+    """Predict with a saved head or fine-tune checkpoint: (results, whether it rests on random weights). With
+    `dataset` (a VQADataset), the pairs' images are its keys, decoded by it (files, parquet cells, tar members)."""
+    open_image = dataset.open_image if dataset is not None else None
     from ..models.names import TINY_RANDOM
 
     if is_finetune_checkpoint(path):
         from ..finetune import load_finetuned, predict_finetuned
 
         net = load_finetuned(path, model, device, trust_pickle)
-        return predict_finetuned(net, pairs, top_k=top_k), net.backbone.model_id == TINY_RANDOM
+        return predict_finetuned(net, pairs, top_k=top_k, open_image=open_image), net.backbone.model_id == TINY_RANDOM
     from heads.trained import load_head
 
     trained = load_head(path, trust_pickle)
-    return predict(trained, pairs, model=model, device=device, top_k=top_k), trained.random_weights
+    return predict(trained, pairs, model=model, device=device, top_k=top_k, open_image=open_image), \
+        trained.random_weights
