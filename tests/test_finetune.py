@@ -95,6 +95,9 @@ def test_checkpoint_round_trip_gives_identical_predictions(colours, tiny_itm, ti
     a = predict_finetuned(tmp_path / "best", pairs, model=str(tiny_itm), device="cpu")
     b = predict_finetuned(tmp_path / "best", pairs, model=str(tiny_itm), device="cpu")
     np.testing.assert_array_equal([r["probability"] for r in a], [r["probability"] for r in b])
+    small = predict_finetuned(tmp_path / "best", pairs, model=str(tiny_itm), device="cpu", batch_size=3)
+    assert [r["answer"] for r in small] == [r["answer"] for r in a]  # batched as a dataset is: the same answers
+    np.testing.assert_allclose([r["probability"] for r in small], [r["probability"] for r in a], atol=1e-5)
     # the reloaded checkpoint scores the test split exactly as the in-memory model did at the end of training
     reloaded_acc = np.mean([r["answer"] == q.answer for r, q in zip(a, test)])
     assert reloaded_acc == pytest.approx(rep.test_metrics["accuracy"])

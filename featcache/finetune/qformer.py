@@ -318,19 +318,23 @@ def load_finetuned(path: str | Path, model: str | Backbone | None = None, device
 
 @torch.no_grad()
 def predict_finetuned(checkpoint: str | Path | FinetuneNet, pairs: list[tuple[str, str]], model: str | None = None,
-                      device: str = "auto", top_k: int = 3, trust_pickle: bool = False, open_image=None) -> list[dict]:
+                      device: str = "auto", top_k: int = 3, trust_pickle: bool = False, open_image=None,
+                      batch_size: int = 32) -> list[dict]:
     """Top-k answers for (image path, question) pairs with a fine-tune checkpoint (or a loaded one);
     `open_image(ref, draft_size)` decodes images that are not file paths (a dataset's keys)."""
     check_questions(pairs)  # before any model is loaded
     net = checkpoint if isinstance(checkpoint, FinetuneNet) else load_finetuned(checkpoint, model, device, trust_pickle)
-    bb = net.backbone
-    position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in pairs))}
-    tokens = bb.tokenize([q for _, q in pairs])
-    pre = bb.preprocessor
-    pixels = np.stack([pre.resize_uint8(open_image(k, pre.draft_size) if open_image else pre.load(k)) for k in position])
-    batch = {"pixel_values": torch.from_numpy(pixels),
-             "row": torch.tensor([position[p] for p, _ in pairs]), **tokens}
-    proba = torch.softmax(net(batch).float(), dim=1).cpu().numpy()
+    bb, pre = net.backbone, net.backbone.preprocessor
+    probas = []
+    for start in range(0, len(pairs), batch_size):  # a batch of pairs at a time: memory stays one batch's
+        part = pairs[start:start + batch_size]
+        position = {k: i for i, k in enumerate(dict.fromkeys(p for p, _ in part))}
+        pixels = np.stack([pre.resize_uint8(open_image(k, pre.draft_size) if open_image else pre.load(k))
+                           for k in position])
+        batch = {"pixel_values": torch.from_numpy(pixels), "row": torch.tensor([position[p] for p, _ in part]),
+                 **bb.tokenize([q for _, q in part])}
+        probas.append(torch.softmax(net(batch).float(), dim=1).cpu().numpy())
+    proba = np.concatenate(probas)
     out = []
     for (path_, q), p in zip(pairs, proba):
         order = np.argsort(-p)[:top_k]

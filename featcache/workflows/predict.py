@@ -53,9 +53,12 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
             feats.setdefault(k, []).append(v)
     images = np.concatenate(feats[spec.image]).astype(store)
     question = None
-    if spec.question:
-        texts = [q for _, q in pairs]
-        question = backbone.encode_texts(texts)[spec.question].astype(store)
+    if spec.question:  # each distinct text once, a batch at a time (a dataset may hold many)
+        texts = list(dict.fromkeys(q for _, q in pairs))
+        encoded = np.concatenate([backbone.encode_texts(texts[i:i + 128])[spec.question]
+                                  for i in range(0, len(texts), 128)])
+        row_of = {t: i for i, t in enumerate(texts)}
+        question = encoded[[row_of[q] for _, q in pairs]].astype(store)
     X = view_from_arrays(trained.view, images, image_row, question)
     proba = trained.head.predict_proba(X)
     classes = trained.head.classes_
