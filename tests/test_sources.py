@@ -112,6 +112,7 @@ def test_a_hugging_face_vqa_table_keys_images_by_their_id(images, backbone, tmp_
     pq.write_table(table, tmp_path / "vqa" / "data" / "train-00000-of-00001.parquet")
     ds = load_dataset(f"hf:{tmp_path / 'vqa'}")
     assert ds.task == "vqa" and len(ds.images()) == len(rows) and len(ds.questions) == 2 * len(rows)
+    assert ds.questions[0].image == ds.questions[1].image == "train/0"  # the split and the table's own image id
     assert [q.answer for q in ds.questions[:2]] == [rows[0][1], "no" if rows[0][1] != "red" else "yes"]
     assert "columns image=image, question=question, answer=answers" in ds.source
     report = extract(ds, tmp_path / "v.h5", model=backbone, **FAST)

@@ -147,7 +147,7 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
         tables[split] = table.select_columns([image]).cast_column(image, datasets.Image(decode=False))
         columns = table.select_columns([c for c in (question, target, image_id) if c])[:]  # column -> values
         for row, value in enumerate(columns[target]):
-            key = str(columns[image_id][row]) if image_id else f"{split}/{row}"
+            key = f"{split}/{columns[image_id][row]}" if image_id else f"{split}/{row}"  # ids repeat only within a split
             if key not in paths:
                 paths[key] = f"{split}/{row}"
             answer = to_name(value) if to_name is not None and isinstance(value, int) else \
