@@ -14,6 +14,8 @@ import numpy as np
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score,
                              precision_recall_fscore_support)
 
+from ._base import HeadBase
+
 
 def all_labels(*label_arrays) -> np.ndarray:
     return np.array(sorted(set().union(*[set(map(str, a)) for a in label_arrays])), dtype=object)
@@ -33,9 +35,11 @@ def evaluate(head, X, y, labels: np.ndarray | None = None) -> dict:
     y = np.asarray(y, dtype=object)
     labels = all_labels(y, head.classes_) if labels is None else labels
     t = time.perf_counter()
-    pred = head.predict(X)
+    proba = head.predict_proba(X) if hasattr(head, "predict_proba") else None
+    # featcache's heads predict the argmax of their probabilities: one pass gives both
+    pred = head.classes_[np.argmax(proba, axis=1)] if isinstance(head, HeadBase) else head.predict(X)
     predict_s = time.perf_counter() - t
-    top5 = top_k_accuracy(y, head.predict_proba(X), head.classes_, 5) if hasattr(head, "predict_proba") else None
+    top5 = top_k_accuracy(y, proba, head.classes_, 5) if proba is not None else None
     return prediction_metrics(y, pred, labels, predict_s, top5)
 
 

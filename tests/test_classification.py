@@ -62,6 +62,9 @@ def test_metadata_csv_overrides_the_folders(flowers, tmp_path):
     q = next(q for q in ds.questions if q.image == "red/0.jpg")
     assert (q.answer, q.split) == ("crimson", "test")
     assert {q.split for q in ds.questions} == {"all", "test"}
+    (root / "metadata.csv").write_text("file_name,label\n/etc/passwd,x\n")
+    with pytest.raises(DatasetError, match="must be a path inside"):
+        load_dataset(f"folder:{root}")
 
 
 def test_a_label_manifest_equals_the_folder_and_the_vqa_path(flowers, flower_cache, backbone, tmp_path):
@@ -140,6 +143,10 @@ def test_zero_shot_over_class_names_with_a_template_ensemble(flower_cache, tiny_
     r = CliRunner().invoke(main, ["zeroshot", str(flower_cache), "--model", str(tiny_itm), "--method", "itc",
                                   "--templates", str(templates), "--out", str(tmp_path / "zs2")])
     assert r.exit_code == 1 and "needs {}" in r.output and "Traceback" not in r.output, r.output
+    templates.write_text("a {adj} photo of a {}.\n")
+    r = CliRunner().invoke(main, ["zeroshot", str(flower_cache), "--model", str(tiny_itm), "--method", "itc",
+                                  "--templates", str(templates), "--out", str(tmp_path / "zs3")])
+    assert r.exit_code == 1 and "a slot other than {}" in r.output and "Traceback" not in r.output, r.output
 
 
 @pytest.mark.parametrize("layout, message", [

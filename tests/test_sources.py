@@ -204,6 +204,9 @@ def test_bad_tar_members_and_tables_are_named(images, backbone, tmp_path):
         errors = dict(zip(c.strings("images", "key"), c.strings("images", "error")))
     assert "broken.jpg" in errors["train/00000/broken"] and "cannot decode" in errors["train/00000/broken"]
 
+    (tmp_path / "tars" / "classnames.txt").write_bytes(b"\xff\xfeblue\n")
+    with pytest.raises(DatasetError, match="cannot be read as UTF-8 text"):
+        load_dataset(src)
     (tmp_path / "tars" / "classnames.txt").write_text("blue\n")
     with pytest.raises(DatasetError, match=r"class 1 is outside classnames.txt \(1 names"):
         load_dataset(src)
@@ -219,7 +222,8 @@ def test_bad_hugging_face_tables_are_named(images, backbone, tmp_path):
 
     (tmp_path / "t" / "data").mkdir(parents=True)
     p = images[0][0]
-    pq.write_table(pa.table({"image": [{"bytes": p.read_bytes(), "path": None}, None], "label": ["blue", "red"]}),
+    pq.write_table(pa.table({"image": [{"bytes": p.read_bytes(), "path": None}, None], "label": ["blue", "red"],
+                             "n": [1, 2]}),
                    tmp_path / "t" / "data" / "train-00000-of-00001.parquet")
     ds = load_dataset(f"hf:{tmp_path / 't'}")
     r = CliRunner().invoke(main, ["extract", "--dataset", f"hf:{tmp_path / 't'}", "--out", str(tmp_path / "c.h5"),
@@ -227,6 +231,8 @@ def test_bad_hugging_face_tables_are_named(images, backbone, tmp_path):
     assert r.exit_code == 1 and "train/1" in r.output and "Traceback" not in r.output, r.output
     report = extract(ds, tmp_path / "c.h5", model=backbone, skip_bad=True, **FAST)
     assert report.failed_images == ["train/1"]
+    with pytest.raises(DatasetError, match="column 'n' does not hold images"):
+        load_dataset(f"hf:{tmp_path / 't'}", columns={"image": "n"})
     with pytest.raises(DatasetError, match="no column 'picture'"):
         load_dataset(f"hf:{tmp_path / 't'}", columns={"image": "picture"})
     pq.write_table(pa.table({"image": [{"bytes": p.read_bytes(), "path": None}], "colour": ["blue"]}),

@@ -157,8 +157,9 @@ def available_views(cache) -> dict[str, str]:
             lacks.append(f"/images/{spec.image}")
         if spec.question and spec.question not in cache.questions:
             lacks.append(f"/questions/{spec.question}")
-        out[name] = "" if not lacks else (f"needs {' and '.join(lacks)}, which this cache lacks (model "
-                                          f"{cache.attrs.get('model_class')} has no text path / projections)")
+        why = ("an image classification cache has no questions" if cache.attrs.get("task") == "classify" and spec.question
+               else f"model {cache.attrs.get('model_class')} has no text path / projections")
+        out[name] = "" if not lacks else f"needs {' and '.join(lacks)}, which this cache lacks ({why})"
     return out
 
 

@@ -47,7 +47,6 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
     vocabulary, and report as `sweep` does."""
     import tempfile
 
-    import featcache
     from featcache.datasets import load_dataset
     from featcache.extract import extract
     from featcache.generative.finetune import base_model_of
@@ -70,8 +69,7 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
                      max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device,
                      limit=limit, dataset=ds)
         files, row = run(write_zeroshot_report, result, cache, out)
-        with run(featcache.open_cache, cache) as opened:
-            rows = "images" if opened.attrs.get("task") == "classify" else "questions"
+    rows = "images" if result.settings.get("task") == "classify" else "questions"
     if base_model_of(model).startswith("tiny-random"):
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
     counts = "".join(f"  {k} {v}" for k, v in result.counts.items())

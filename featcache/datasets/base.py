@@ -13,9 +13,6 @@ from pathlib import Path
 from ..images.decode import load_image
 
 
-TASKS = ("vqa", "classify")
-
-
 @dataclass(frozen=True)
 class Question:
     image: str

@@ -39,6 +39,9 @@ def _metadata(root: Path, folder: Path) -> dict[str, dict]:
         if not name:
             raise DatasetError(f"{path}:{lineno}: no file_name; {METADATA} needs a file_name column (the image's "
                                f"path relative to {folder}) and a label and/or split column")
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise DatasetError(f"{path}:{lineno}: file_name {name!r} must be a path inside {folder} (relative, "
+                               f"without ..)")
         key = (folder / name).relative_to(root).as_posix()
         label = next((str(row[c]).strip() for c in LABEL_COLUMNS if c in row), None)
         out[key] = {k: v for k, v in (("label", label), ("split", str(row.get("split") or "").strip() or None))

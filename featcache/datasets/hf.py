@@ -54,7 +54,7 @@ def _load(source: str, config: str | None):
                                f"its parquet conversion instead: the hub's refs/convert/parquet branch, downloaded "
                                f"with `hf download {source} --repo-type dataset --revision refs/convert/parquet`, "
                                f"then --dataset hf:THAT_FOLDER") from None
-        if "offline" in text.lower() or "connect" in text.lower() or "resolve" in text.lower():
+        if any(word in text.lower() for word in ("offline", "couldn't reach", "connect")):
             raise DatasetError(f"hf:{source} could not be fetched ({text}): the hub cannot be reached or "
                                f"HF_HUB_OFFLINE is set. Download it where the hub is reachable (`hf download "
                                f"{source} --repo-type dataset`) and give the folder: --dataset hf:FOLDER") from None
@@ -144,7 +144,12 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
         feature = table.features.get(target)
         to_name = getattr(feature, "int2str", None)
         choices = table["choices"] if "choices" in table.column_names and not classify else None
-        tables[split] = table.select_columns([image]).cast_column(image, datasets.Image(decode=False))
+        try:
+            tables[split] = table.select_columns([image]).cast_column(image, datasets.Image(decode=False))
+        except Exception as exc:  # noqa: BLE001 (datasets and pyarrow raise several kinds for a wrong cast)
+            raise DatasetError(f"hf:{source}: column {image!r} does not hold images ({type(exc).__name__}: "
+                               f"{str(exc).splitlines()[0] if str(exc) else ''}); name the image column with "
+                               f"--image-column") from None
         columns = table.select_columns([c for c in (question, target, image_id) if c])[:]  # column -> values
         for row, value in enumerate(columns[target]):
             key = f"{split}/{columns[image_id][row]}" if image_id else f"{split}/{row}"  # ids repeat only within a split

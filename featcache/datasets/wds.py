@@ -62,8 +62,14 @@ def _sample_key(name: str) -> tuple[str, str]:
 
 def _classnames(tar: Path) -> list[str] | None:
     for folder in (tar.parent, tar.parent.parent):
-        if (folder / CLASSNAMES).is_file():
-            return [line.strip() for line in (folder / CLASSNAMES).read_text(encoding="utf-8").splitlines() if line.strip()]
+        path = folder / CLASSNAMES
+        if path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DatasetError(f"{path} cannot be read as UTF-8 text ({exc}); it needs one class name per "
+                                   f"line") from None
+            return [line.strip() for line in text.splitlines() if line.strip()]
     return None
 
 

@@ -93,7 +93,8 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
             pred, settings, counts = _generative(cache, model, method, texts, rows, vocab, prompt, length_norm,
                                                  max_new_tokens, map_model, device, dtype, batch_size)
         seconds = time.perf_counter() - started
-    settings.update(split=split, images=int(len(np.unique(rows))), questions=int(len(idx)))
+    settings.update(split=split, images=int(len(np.unique(rows))), questions=int(len(idx)),
+                    task="classify" if classify else "vqa")
     return ZeroShotResult(method, model, np.asarray(y, dtype=object), np.asarray(pred, dtype=object), vocab, seconds,
                           settings, counts)
 
@@ -111,6 +112,12 @@ def template_forms(template: str | list[str]) -> list[str]:
     bad = [t for t in forms if "{answer}" not in t]
     if not forms or bad:
         raise ZeroShotError(f"every template needs {{}} where the class name goes; got {bad[0] if bad else 'none'!r}")
+    for form in forms:
+        try:
+            form.format(answer="x", question="x")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ZeroShotError(f"template {form!r} has a slot other than {{}} ({type(exc).__name__}: {exc}); write "
+                                f"literal braces as {{{{ and }}}}") from None
     return forms
 
 

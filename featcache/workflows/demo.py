@@ -17,6 +17,8 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
     from heads.plots import plot_umap
     from heads.sweep import sweep_to_folder
 
+    from ..cache import open_cache
+    from ..cache.views import default_views
     from ..datasets import load_dataset
     from ..extract import extract
     from ..models.backbone import load_backbone
@@ -35,19 +37,20 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
     echo(f"[1/3] extracting {len(ds.questions)} questions / {len(ds.images())} images with {backbone.model_id} "
          f"on {backbone.device} -> {cache}")
     extract(ds, cache, model=backbone)
-    views, zeroshot_rows = ["pooled", "itc"], []
+    zeroshot_rows = []
     if is_generative_checkpoint(model):  # no text path: heads see the image only; the language model answers
         from heads.evaluate import all_labels, prediction_metrics
 
         from ..generative.report import zeroshot_row
         from ..generative.zeroshot import zeroshot
 
-        views = ["image"]
         for method in ("rank", "generate"):
             echo(f"[2/3] zero-shot {method} with {model}'s language model, from the cache")
             z = zeroshot(cache, model, method, split="test")
             zeroshot_rows.append(zeroshot_row(z, prediction_metrics(z.y, z.pred, all_labels(z.y, z.vocabulary),
                                                                     z.seconds)))
+    with open_cache(cache) as c:
+        views = default_views(c)  # pooled and itc; a generative checkpoint's cache has the image view only
     echo(f"[2/3] sweeping heads x views {views} on the cache (CPU)")
     rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=["lr", "mlp", "lgbm"],
                           views=views, grid="small", extra_rows=zeroshot_rows)
