@@ -89,6 +89,8 @@ def test_hugging_face_sources_give_the_files_features(via, images, folder_featur
         folder = tmp_path / "disk"
     ds = load_dataset(f"hf:{folder}")
     assert ds.task == "classify" and {q.split for q in ds.questions} == {"train", "test"}
+    data_file = next(p for p in sorted(folder.rglob("*")) if p.suffix in (".parquet", ".arrow"))
+    assert f"{data_file.relative_to(folder).as_posix()} {data_file.stat().st_size} B" in ds.source  # provenance
     assert sorted(q.answer for q in ds.questions) == sorted(lab for _, lab, _ in images)
     extract(ds, tmp_path / "hf.h5", model=backbone, **FAST)
     files = {f"{s}/{i}": str(p) for s, paths in by_split(images).items() for i, p in enumerate(paths)}
@@ -241,6 +243,17 @@ def test_bad_hugging_face_tables_are_named(images, backbone, tmp_path):
         load_dataset(f"hf:{tmp_path / 't'}")
     with pytest.raises(DatasetError, match="not found|could not be"):
         load_dataset("hf:no-such-user/no-such-dataset")
+    with pytest.raises(DatasetError, match="hf:no-such-user/no-such-dataset .*could not be|not found"):
+        load_dataset("hf:no-such-user/no-such-dataset@v1.0")  # a pinned revision: the id without it is named
+
+
+def test_a_hub_id_pins_its_revision():
+    from featcache.datasets.hf import provenance, split_revision
+
+    assert split_revision("lmms-lab/VQAv2@abc123") == ("lmms-lab/VQAv2", "abc123")
+    assert split_revision("lmms-lab/VQAv2") == ("lmms-lab/VQAv2", None)
+    assert provenance("lmms-lab/VQAv2", "abc123") == "revision abc123"
+    assert provenance("lmms-lab/VQAv2", None) == "revision main"
 
 
 @pytest.mark.parametrize("kind", ["wds", "hf"])
@@ -314,3 +327,28 @@ def test_a_tar_added_later_keeps_the_finished_shards(images, tmp_path):
             w.write({"__key__": f"n{i}", p.suffix[1:]: p.read_bytes(), "cls": str(NAMES.index(lab))})
     after = plan(load_dataset(src.replace("{00000..00001}", "{00000..00002}")))
     assert len(before - after) <= 2 < len(before)  # at most the shards at the seam are recut
+
+
+def test_captions_of_tars_and_parquet_equal_the_files_captions(images, tmp_path):
+    """`caption --dataset` reads every source: each image's caption equals the one of the same file on disk."""
+    from featcache.models.tiny_generative import build_tiny_generative
+
+    tiny_opt = build_tiny_generative(tmp_path / "model", "opt", seed=0)
+    root = images[0][0].parents[2]
+    sources = {"folder": f"folder:{root}", "wds": _tars(images, tmp_path / "tars", "webdataset"),
+               "hf": f"hf:{_parquet_folder(images, tmp_path / 'pq', 'pyarrow')}"}
+    got = {}
+    for name, source in sources.items():
+        out = tmp_path / f"{name}.jsonl"
+        r = CliRunner().invoke(main, ["caption", "--dataset", source, "--model", str(tiny_opt), "--out", str(out),
+                                      "--num-beams", "1", "--max-new-tokens", "4", "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        got[name] = {row["image"]: row["caption"] for row in map(json.loads, out.read_text().splitlines())}
+    files = {"wds": _tar_files(images),
+             "hf": {f"{s}/{i}": str(p) for s, paths in by_split(images).items() for i, p in enumerate(paths)}}
+    by_file = {str(root / k): c for k, c in got["folder"].items()}
+    assert len(by_file) == len(images)
+    for name, keys in files.items():
+        assert {k: by_file[f] for k, f in keys.items()} == got[name], name
+    # (a tiny random captioner writes one caption for every image; that each source hands the model the same
+    # pixels as the files is what the feature tests above pin down)

@@ -3,7 +3,9 @@
 The field's VQA sets sit on the hub as parquet with the images inside (`lmms-lab/VQAv2`, `lmms-lab/GQA`,
 ...). This reads them through the `datasets` library: a hub id (where the hub can be reached; HF_HUB_OFFLINE
 is respected), a local folder of parquet files in the hub's layout (`data/<split>-00000-of-0000N.parquet`),
-or a `save_to_disk` folder. Images are decoded from the bytes in the table (`{bytes, path}` cells), never
+or a `save_to_disk` folder. A hub id may pin a revision as the hub writes it, `hf:ID@REVISION` (a branch, tag
+or commit); the cache records the revision asked for (or, for a folder, its files and their sizes) beside the
+splits' fingerprints. Images are decoded from the bytes in the table (`{bytes, path}` cells), never
 written out as files. Columns are found by their common names unless given. A table with a question column
 is visual question answering; one with a label column and no question is image classification.
 """
@@ -35,15 +37,37 @@ def _datasets():
     return datasets
 
 
-def _load(source: str, config: str | None):
+def split_revision(source: str) -> tuple[str, str | None]:
+    """"lmms-lab/VQAv2@abc123" -> ("lmms-lab/VQAv2", "abc123"); a local folder (even one whose name has an @)
+    has no revision."""
+    if Path(source).expanduser().exists() or "@" not in source:
+        return source, None
+    repo, _, revision = source.rpartition("@")
+    return repo, revision or None
+
+
+def provenance(source: str, revision: str | None) -> str:
+    """What the data is, as the cache records it: a folder's data files with their sizes, or the hub id and
+    the revision asked for."""
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".parquet", ".arrow"))
+        shown = ", ".join(f"{p.relative_to(folder).as_posix()} {p.stat().st_size} B" for p in files[:20])
+        return f"files {shown}" + (f" and {len(files) - 20} more" if len(files) > 20 else "")
+    return f"revision {revision or 'main'}"
+
+
+def _load(source: str, config: str | None, revision: str | None = None):
     """The DatasetDict of a hub id, a local parquet folder or a save_to_disk folder; failures named."""
     datasets = _datasets()
     folder = Path(source).expanduser()
     try:
         if folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
             loaded = datasets.load_from_disk(str(folder))
+        elif folder.is_dir():
+            loaded = datasets.load_dataset(str(folder), name=config)
         else:
-            loaded = datasets.load_dataset(str(folder) if folder.is_dir() else source, name=config)
+            loaded = datasets.load_dataset(source, name=config, revision=revision)
     except FileNotFoundError as exc:
         raise DatasetError(f"hf:{source}: not found ({exc}); give a hub id such as lmms-lab/VQAv2, or a folder of "
                            f"parquet files (data/<split>-00000-of-00001.parquet) or of save_to_disk") from None
@@ -126,7 +150,8 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
             label_column: str | None = None) -> VQADataset:
     """Every split of a Hugging Face dataset as a VQADataset (see the module docstring)."""
     datasets = _datasets()
-    loaded = _load(source, config)
+    source, revision = split_revision(source)
+    loaded = _load(source, config, revision)
     first = next(iter(loaded.values()))
     names = list(first.column_names)
     image = _column(names, image_column, "image", source)
@@ -166,6 +191,6 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
     versions = {s: str(getattr(t, "_fingerprint", "")) for s, t in loaded.items()}
     fingerprints = ",".join(f"{s}:{v}" for s, v in versions.items())
     return VQADataset(name=Path(source).name or source, questions=questions, image_paths=paths, warnings=notes,
-                      source=f"hf:{source} (config {config or 'default'}; splits {', '.join(loaded)}; columns {cols}; "
+                      source=f"hf:{source} ({provenance(source, revision)}; config {config or 'default'}; splits {', '.join(loaded)}; columns {cols}; "
                              f"fingerprints {fingerprints})",
                       task="classify" if classify else "vqa", reader=HFImages(tables, image, source, versions))
