@@ -27,3 +27,7 @@ class UnsafeFileError(FeatcacheError):
 
 class ZeroShotError(FeatcacheError):
     """A zero-shot run asked for something its model or cache cannot do (a method, an answer, a prompt)."""
+
+
+class ScoreError(FeatcacheError):
+    """A results or annotation file cannot be scored (missing or unknown question ids, a bad layout)."""

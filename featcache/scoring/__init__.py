@@ -1,0 +1,13 @@
+"""Benchmark scoring exactly as the field scores it, in pure Python (no torch, no cache): a report, a sweep and
+`featcache score` all call these, so a figure printed anywhere equals the official script's.
+
+    vqa.py     VQAv2 / OK-VQA / VizWiz accuracy: the official evaluator (GT-Vision-Lab/VQA), its answer
+               normalisation and quirks, per question, per answer type and per question type; soft scores
+               and the answer vocabulary rule built on it
+"""
+
+from .vqa import (evaluate_vqa, normalize_answer, question_accuracy, score_vqa_files, soft_scores, vqa_accuracy_of,
+                  vqa_vocabulary)
+
+__all__ = ["evaluate_vqa", "normalize_answer", "question_accuracy", "score_vqa_files", "soft_scores", "vqa_accuracy_of",
+           "vqa_vocabulary"]
