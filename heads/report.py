@@ -45,13 +45,16 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
     random_weights = str(cache_attrs.get("model_id", "")).startswith("tiny-random")
     env = environment()
     summary = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "top5_accuracy",
-                                           "predict_s")}
+                                           "predict_s", "vqa") if k != "vqa" or "vqa" in metrics}
     classify = cache_attrs.get("task") == "classify"
     payload = {"title": title, "random_weights": random_weights, "environment": env, "cache": cache_attrs,
                "ranking": rows or [], "evaluation": summary, "per_class": metrics["per_class"], **(extra or {})}
     files = {"results": out / "results.json", "report": out / "report.md", "per_class": out / "per_class.csv",
              "confusion": out / "confusion.png"}
     files["results"].write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    if metrics.get("submission") is not None:  # the benchmark's results format, for its evaluator or server
+        files["submission"] = out / "submission.json"
+        files["submission"].write_text(json.dumps(metrics["submission"]) + "\n")
 
     with files["per_class"].open("w", newline="") as fh:
         w = csv.writer(fh)
@@ -65,7 +68,19 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
     md = [f"# {title}", ""]
     if random_weights:
         md += [RANDOM_BANNER, ""]
-    if classify:  # CLIP_benchmark's figures: top-1, top-5, mean per-class recall (= balanced accuracy)
+    if "vqa" in metrics:  # the benchmark's own figure first (featcache.scoring: the official evaluator)
+        vqa = metrics["vqa"]
+        types = ", ".join(f"{t} {v:.2f}" for t, v in sorted(vqa["perAnswerType"].items()))
+        md += [f"Evaluated on {vqa['n']} questions: VQA accuracy **{vqa['overall']:.2f}** ({types}), as the official "
+               f"VQA evaluator scores it; plain accuracy on the normalised most common answer "
+               f"**{summary['accuracy']:.4f}**. Results file: `submission.json`.", ""]
+        if (extra or {}).get("benchmark"):
+            b = extra["benchmark"]
+            reach = ", ".join(f"{s} {v:.2f}" for s, v in b["coverage"].items())
+            md += [f"Answer vocabulary: the {b['vocabulary']} normalised answers seen at least {b['min_answer_count']} "
+                   f"times in the training split ({b['training_questions']} training questions kept); the best VQA "
+                   f"accuracy a classifier over it can reach: {reach}.", ""]
+    elif classify:  # CLIP_benchmark's figures: top-1, top-5, mean per-class recall (= balanced accuracy)
         top5 = f", top-5 **{summary['top5_accuracy']:.4f}**" if summary["top5_accuracy"] is not None else ""
         md += [f"Evaluated on {summary['n']} images over {len(metrics['per_class'])} classes: top-1 accuracy "
                f"**{summary['accuracy']:.4f}**{top5}, mean per-class recall **{summary['balanced_accuracy']:.4f}**, "
@@ -76,13 +91,18 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
                f"**{summary['balanced_accuracy']:.4f}**.", ""]
     if rows:
         recall = "mean per-class recall" if classify else "balanced acc"
+        vqa = any(r.get("vqa_accuracy") is not None for r in rows)
         md += ["## Ranking (hyperparameters chosen on an image-disjoint validation fraction; test used once per row)",
-               "", f"| rank | head | view | params | val acc | accuracy | top-5 | macro F1 | {recall} | fit s | predict s |",
-               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+               "", f"| rank | head | view | params | {'val VQA acc' if vqa else 'val acc'} | {'VQA acc | ' if vqa else ''}"
+               f"accuracy | top-5 | macro F1 | {recall} | fit s | predict s |",
+               "| --- " * (12 if vqa else 11) + "|"]
         for i, r in enumerate(rows, 1):
             top5 = r.get("top5_accuracy")
-            md.append(f"| {i} | {r['head']} | {r['view']} | `{json.dumps(r['params'])}` | {_fmt(r['validation_accuracy'])} "
-                      f"| {_fmt(r['accuracy'])} | {_fmt(top5) if top5 is not None else '-'} | {_fmt(r['macro_f1'])} "
+            vqa_cell = (f"{r['vqa_accuracy']:.2f} | " if r.get("vqa_accuracy") is not None else "- | ") if vqa else ""
+            val = r["validation_accuracy"]
+            val = f"{100 * val:.2f}" if vqa and isinstance(val, float) else _fmt(val)  # VQA figures are 0-100
+            md.append(f"| {i} | {r['head']} | {r['view']} | `{json.dumps(r['params'])}` | {val} "
+                      f"| {vqa_cell}{_fmt(r['accuracy'])} | {_fmt(top5) if top5 is not None else '-'} | {_fmt(r['macro_f1'])} "
                       f"| {_fmt(r['balanced_accuracy'])} | {r['fit_s']:.2f} | {r['predict_s']:.3f} |")
         md.append("")
     md += ["## Per class", "", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]

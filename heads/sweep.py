@@ -20,11 +20,12 @@ from featcache import open_cache
 from featcache.cache.views import default_views
 from featcache.errors import FeatcacheError
 
-from .evaluate import all_labels, evaluate
+from .evaluate import all_labels, evaluate, primary_score
 from .gbm import LightGBMHead
 from .linear import LogisticRegressionHead
 from .mlp import MLPHead
 from .trained import TrainedHead
+from .vqa import DEFAULT_MIN_COUNT, coverage, eval_labels, split_references, training_set
 
 
 def head_types() -> dict[str, type]:
@@ -117,6 +118,8 @@ class SweepResult:
     fits_done: int = 0
     """Fits found finished in the state folder of an interrupted run (and not redone)."""
     fits_total: int = 0
+    benchmark: dict | None = None
+    """On a benchmark cache: the answer vocabulary, the training questions it keeps, its coverage."""
 
 
 def fit_checked(head, X, y):
@@ -127,12 +130,12 @@ def fit_checked(head, X, y):
         raise FeatcacheError(f"{type(head).__name__} cannot fit with {head.get_params()}: {exc}") from None
 
 
-def _fit_candidate(kind, params, X, y, tr, va, labels, threads):
+def _fit_candidate(kind, params, X, y, tr, va, labels, threads, refs=None):
     head = make_head(kind, params, threads)
     t = time.perf_counter()
     fit_checked(head, X[tr], y[tr])
     fit_s = time.perf_counter() - t
-    return evaluate(head, X[va], y[va], labels)["accuracy"], fit_s
+    return primary_score(evaluate(head, X[va], y[va], labels, None if refs is None else refs.take(va))), fit_s
 
 
 class _FitLog:
@@ -163,12 +166,17 @@ class _FitLog:
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
               heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] | None = None,
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
-              progress: bool = True, state_dir: str | Path | None = None, stream: bool = False) -> SweepResult:
+              progress: bool = True, state_dir: str | Path | None = None, stream: bool = False,
+              min_answer_count: int = DEFAULT_MIN_COUNT) -> SweepResult:
     """Every head x view: choose params on validation, refit on the whole training split, evaluate once.
 
     With `stream` the views' images stay on disk and heads read them block by block (caches larger
     than memory; `sim` is small and always read); parallel fits then share the open cache in threads.
     `views` None: pooled and itc on a cache with question features, the image-only views without.
+
+    On a benchmark cache (every human answer stored: VQAv2, OK-VQA) the field's protocol applies (heads/vqa.py):
+    the vocabulary is the normalised answers seen `min_answer_count` times in the training split, and results
+    are ranked by the official VQA accuracy (validation included).
 
     With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
     with the same state_dir skips them."""
@@ -187,6 +195,18 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     result = SweepResult()
     lazy = {v: stream and v != "sim" for v in views}
     data = {v: (cache.view(v, train_split, stream=lazy[v]), cache.view(v, eval_split, stream=lazy[v])) for v in views}
+    refs, refs_eval = split_references(cache, train_split), split_references(cache, eval_split)
+    if refs is not None and refs.scored:
+        kept = training_set(data[views[0]][0][1], min_answer_count)
+        data = {v: ((X[kept.rows], kept.labels), (Xe, eval_labels(ye))) for v, ((X, _), (Xe, ye)) in data.items()}
+        refs = refs.take(kept.rows)
+        result.benchmark = {"vocabulary": len(kept.vocabulary), "min_answer_count": min_answer_count,
+                            "training_questions": len(refs.question_ids),
+                            "coverage": {train_split: coverage(kept.vocabulary, refs)}}
+        if refs_eval is not None and refs_eval.scored:
+            result.benchmark["coverage"][eval_split] = coverage(kept.vocabulary, refs_eval)
+    else:
+        refs = None
     result.fits_total = sum(len(candidates.get(h, [{}])) + 1 for h in heads) * len(views)
     result.fits_done = len(log.done)
     bar = tqdm(total=result.fits_total, initial=result.fits_done, desc="sweep", unit="fit", disable=not progress)
@@ -198,7 +218,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
             grid_k = candidates.get(kind, [{}])
             keys = [log.key(view, kind, p) for p in grid_k]
             todo = [i for i, k in enumerate(keys) if k not in log.done]
-            jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads) for i in todo)
+            jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads, refs) for i in todo)
             parallel = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads" if lazy[view] else None)
             for i, (score, fit_s) in zip(todo, parallel(jobs)):
                 log.add(keys[i], {"validation_accuracy": score, "fit_s": fit_s})
@@ -215,24 +235,31 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
                 t = time.perf_counter()
                 fit_checked(head, X, y)
                 fit_s = time.perf_counter() - t
-                metrics = evaluate(head, Xe, ye, labels)
+                metrics = evaluate(head, Xe, ye, labels, refs_eval)
                 row = {"head": kind, "view": view, "params": {k: list(v) if isinstance(v, tuple) else v
                                                               for k, v in params.items()},
                        "validation_accuracy": scores[best_i], "accuracy": metrics["accuracy"],
                        "macro_f1": metrics["macro_f1"], "balanced_accuracy": metrics["balanced_accuracy"],
                        "top5_accuracy": metrics["top5_accuracy"], "fit_s": fit_s, "predict_s": metrics["predict_s"], "candidates": len(grid_k)}
+                if "vqa" in metrics:
+                    row.update(vqa_accuracy=metrics["vqa"]["overall"], vqa_per_answer_type=metrics["vqa"]["perAnswerType"])
                 trained = TrainedHead.from_cache(head, view, cache, train_split, kind, params)
                 if state is not None:
                     trained.save(state / "heads" / f"{view}-{kind}")
                 log.add(final_key, {"row": row, "metrics": metrics})
                 bar.update(1)
             result.rows.append(row)
-            if result.best_metrics is None or metrics["accuracy"] > result.best_metrics["accuracy"]:
+            if result.best_metrics is None or primary_score(metrics) > primary_score(result.best_metrics):
                 result.best, result.best_metrics = trained, metrics
     bar.close()
     cache.close()
-    result.rows.sort(key=lambda r: -r["accuracy"])
+    result.rows.sort(key=rank_key)
     return result
+
+
+def rank_key(row: dict) -> float:
+    """Best first: by VQA accuracy on a benchmark, else by accuracy."""
+    return -(row["vqa_accuracy"] / 100 if row.get("vqa_accuracy") is not None else row["accuracy"])
 
 
 @dataclass
@@ -289,9 +316,10 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     result = run_sweep(cache_path, state_dir=partial / "state", **sweep_kwargs)
     if note == "resumed":
         note = f"resumed ({result.fits_done} of {result.fits_total} fits were already done)"
-    rows = sorted(result.rows + list(extra_rows or []), key=lambda r: -r["accuracy"])
+    rows = sorted(result.rows + list(extra_rows or []), key=rank_key)
+    extra = {"sweep_start": note, **({"benchmark": result.benchmark} if result.benchmark else {})}
     files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=rows,
-                         extra={"sweep_start": note})
+                         extra=extra)
     result.best.save(partial / "best")
     shutil.rmtree(partial / "state")
     run_file.unlink()
@@ -300,10 +328,15 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
 
 
 def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None = None,
-             train_split: str | None = "train", stream: bool = False) -> TrainedHead:
+             train_split: str | None = "train", stream: bool = False,
+             min_answer_count: int = DEFAULT_MIN_COUNT) -> TrainedHead:
     """One head on one view of a cache's training split (`stream`: images read block by block)."""
     with open_cache(cache_path) as cache:
         X, y = cache.view(view, train_split, stream=stream and view != "sim")
+        refs = split_references(cache, train_split)
+        if refs is not None and refs.scored:  # the field's vocabulary (heads/vqa.py)
+            kept = training_set(y, min_answer_count)
+            X, y = X[kept.rows], kept.labels
         head = fit_checked(make_head(kind, params or {}), X, y)
         return TrainedHead.from_cache(head, view, cache, train_split, kind, params)
 
@@ -313,4 +346,11 @@ def evaluate_head(trained: TrainedHead, cache_path: str | Path, split: str | Non
     """Metrics of a saved head on a cache split; refuses a cache of another model or preprocessing."""
     with open_cache(cache_path, expect=trained.provenance) as cache:
         X, y = cache.view(trained.view, split, stream=stream and trained.view != "sim")
-        return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_))
+        refs = split_references(cache, split)
+        if refs is not None and not refs.scored:  # test-dev, test: predicted for the benchmark's server only
+            from .vqa import submission
+
+            return {"n": len(y), "unscored": True, "submission": submission(trained.head.predict(X), refs)}
+        if refs is not None:
+            y = eval_labels(y)
+        return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_), refs)

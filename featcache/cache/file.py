@@ -56,7 +56,8 @@ class CacheWriter:
 
     def __init__(self, path: str | Path, attrs: dict, n_images: int, n_questions: int,
                  image_arrays: dict[str, tuple[int, ...]], question_arrays: dict[str, tuple[int, ...]],
-                 store_dtype: str = "float16", compression: str | None = None) -> None:
+                 store_dtype: str = "float16", compression: str | None = None,
+                 question_strings: tuple[str, ...] = ()) -> None:
         self.file = h5py.File(path, "w")
         self.file.attrs["featcache_format"] = FORMAT_VERSION
         self.file.attrs["store_dtype"] = store_dtype
@@ -67,7 +68,7 @@ class CacheWriter:
         questions = self.file.create_group("questions")
         for name in ("key", "error"):
             self._make(images, name, n_images, (), _STR, None)
-        for name in ("text", "answer", "split", "error"):
+        for name in ("text", "answer", "split", "error", *question_strings):
             self._make(questions, name, n_questions, (), _STR, None)
         self._make(questions, "image_row", n_questions, (), np.int64, None)
         self._make(questions, "truncated", n_questions, (), np.uint8, None)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .answers import string_columns
 from .file import CacheWriter, FeatureCache
 from ..errors import ExtractError
 
@@ -125,8 +126,10 @@ def merge(parts: str | Path, out: str | Path, compression: str | None = None) ->
     first.close()
     tmp = out.with_name(out.name + ".tmp")
     try:
+        benchmark = string_columns(questions)
         writer = CacheWriter(tmp, attrs, manifest["n_images"], len(questions["text"]), image_arrays,
-                             {k: v.shape[1:] for k, v in text_feats.items()}, store_dtype, compression)
+                             {k: v.shape[1:] for k, v in text_feats.items()}, store_dtype, compression,
+                             question_strings=tuple(benchmark))
         image_errors: list[str] = []
         keys: list[str] = []
         for entry in manifest["shards"]:
@@ -146,7 +149,7 @@ def merge(parts: str | Path, out: str | Path, compression: str | None = None) ->
                     for qe, r in zip(questions["error"].tolist(), row)]
         writer.write("questions", 0, {"text": questions["text"].tolist(), "answer": questions["answer"].tolist(),
                                       "split": questions["split"].tolist(), "image_row": row, "error": q_errors,
-                                      "truncated": questions["truncated"]})
+                                      "truncated": questions["truncated"], **benchmark})
         for name, feats in text_feats.items():
             idx = questions["text_row"]
             gathered = feats[np.maximum(idx, 0)]

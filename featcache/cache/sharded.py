@@ -16,8 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .file import FORMAT_VERSION, FeatureCache
 from ..errors import CacheFormatError, FeatcacheError
+from .answers import COLUMNS, string_columns
+from .file import FORMAT_VERSION, FeatureCache
 from .parts import missing_shards, read_manifest, sha256_file
 
 
@@ -46,6 +47,7 @@ class ShardedCache(FeatureCache):
         self.starts = [s["start"] for s in shards]
         with np.load(self.path / "questions.npz") as q:
             self._q = {k: q[k] for k in q.files}
+        self._q.update(string_columns(self._q))
         self._text = {}
         if self.manifest["texts_file"]:
             with np.load(self.path / self.manifest["texts_file"]) as t:
@@ -54,7 +56,8 @@ class ShardedCache(FeatureCache):
         n, nq = self.manifest["n_images"], len(self._q["text"])
         self._images = {name: _Column((n, *first[name].shape[1:]), first[name].dtype) for name in first}
         self._questions = {name: _Column((nq, *self._q[name].shape[1:]), self._q[name].dtype)
-                           for name in ("text", "answer", "split", "error", "image_row", "truncated")}
+                           for name in ("text", "answer", "split", "error", "image_row", "truncated", *COLUMNS)
+                           if name in self._q}
         self._questions.update({name: _Column((nq, *v.shape[1:]), v.dtype) for name, v in self._text.items()})
         self.attrs = {**self.manifest["attrs"], "featcache_format": FORMAT_VERSION,
                       "store_dtype": self.manifest["store_dtype"], "compression": "none", "form": "sharded"}

@@ -172,6 +172,18 @@ def default_views(cache) -> list[str]:
     return [v for v in IMAGE_ONLY_VIEWS if v in available]
 
 
+def question_rows(cache, split: str | list[str] | None = None, include_failed: bool = False) -> np.ndarray:
+    """The cache rows of the questions a view of `split` holds, in its order (usable ones unless
+    `include_failed`)."""
+    splits = cache.strings("questions", "split")
+    mask = np.ones(len(splits), dtype=bool) if split is None else np.isin(splits, [split] if isinstance(split, str) else split)
+    if not include_failed:
+        mask &= cache.strings("questions", "error") == ""
+    if split is not None and not mask.any():
+        raise CacheFormatError(f"no usable questions in split {split!r}; splits: {sorted(set(splits))}")
+    return np.flatnonzero(mask)
+
+
 def build_view(cache, name: str, split: str | list[str] | None = None, include_failed: bool = False,
                stream: bool = False):
     """(X, y) for questions of `split` (all splits when None); y holds answer strings. With `stream` the
@@ -184,13 +196,7 @@ def build_view(cache, name: str, split: str | list[str] | None = None, include_f
         ok = [v for v, r in available_views(cache).items() if not r]
         raise CacheFormatError(f"view {name!r} {reason}. Available views: {', '.join(ok)}")
     spec = VIEWS[name]
-    splits = cache.strings("questions", "split")
-    mask = np.ones(len(splits), dtype=bool) if split is None else np.isin(splits, [split] if isinstance(split, str) else split)
-    if not include_failed:
-        mask &= cache.strings("questions", "error") == ""
-    if split is not None and not mask.any():
-        raise CacheFormatError(f"no usable questions in split {split!r}; splits: {sorted(set(splits))}")
-    q_idx = np.flatnonzero(mask)
+    q_idx = question_rows(cache, split, include_failed)
     y = cache.strings("questions", "answer")[q_idx]
     image_row = cache.array("questions", "image_row")[q_idx]
     used, image_row = np.unique(image_row, return_inverse=True)  # load only the images this split uses

@@ -12,6 +12,12 @@ def register(main: click.Group) -> None:
         main.add_command(command)
 
 
+MIN_ANSWER_COUNT = click.option(
+    "--min-answer-count", default=9, show_default=True,
+    help="On a benchmark cache (VQAv2, OK-VQA): the answer vocabulary is the normalised answers seen this often in "
+         "the training split (the field's rule); training questions outside it are left out, none is in evaluation.")
+
+
 @click.command()
 @click.argument("cache", type=click.Path(exists=True))
 @click.option("--train-split", default="train", show_default=True)
@@ -28,21 +34,29 @@ def register(main: click.Group) -> None:
               help="Report folder (written as OUT.partial/ and renamed when complete; a rerun resumes it).")
 @click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
               "larger than memory (same results as in memory).")
+@MIN_ANSWER_COUNT
 def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out,
-          stream) -> None:
+          stream, min_answer_count) -> None:
     """Train every head x view, rank them, and write a report with the best head."""
     from heads.sweep import sweep_to_folder
 
     rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split,
                heads=head_list.split(","), views=None if views == "auto" else views.split(","), grid=grid,
-               validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream)
+               validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream,
+               min_answer_count=min_answer_count)
     result, files, best = rep.result, rep.files, rep.best
     if rep.note != "fresh":
         click.echo(f"sweep started {rep.note}")
     if result.best.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): the accuracies below mean nothing.", fg="red", bold=True)
+    if result.benchmark:
+        b = result.benchmark
+        click.echo(f"answer vocabulary: {b['vocabulary']} answers seen >= {b['min_answer_count']} times in "
+                   f"{train_split}; best reachable VQA accuracy " +
+                   ", ".join(f"{s} {v:.2f}" for s, v in b["coverage"].items()))
     for r in result.rows:
-        click.echo(f"{r['head']:>5} {r['view']:<7} acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+        vqa = f"VQA acc {r['vqa_accuracy']:.2f}  " if r.get("vqa_accuracy") is not None else ""
+        click.echo(f"{r['head']:>5} {r['view']:<7} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
                    f"fit {r['fit_s']:.1f}s  {r['params']}")
     click.echo(f"report: {files['report']}  best head: {best}")
 
@@ -58,7 +72,8 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
               help="Folder to save the head to (JSON + safetensors).")
 @click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
               "larger than memory (same results as in memory).")
-def fit(cache, kind, view, params, train_split, out, stream) -> None:
+@MIN_ANSWER_COUNT
+def fit(cache, kind, view, params, train_split, out, stream, min_answer_count) -> None:
     """Train one head on one view of a cache."""
     import json
 
@@ -76,7 +91,7 @@ def fit(cache, kind, view, params, train_split, out, stream) -> None:
             parsed[name] = value
         if isinstance(parsed[name], list):
             parsed[name] = tuple(parsed[name])
-    trained = run(fit_head, cache, kind, view, parsed, train_split, stream)
+    trained = run(fit_head, cache, kind, view, parsed, train_split, stream, min_answer_count)
     run(trained.save, out)
     click.echo(f"saved {kind} on view {view} ({len(trained.head.classes_)} classes) to {out}")
 
@@ -103,9 +118,21 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
     with run(open_cache, cache) as c:
         attrs = dict(c.attrs)
     out = out or str(Path(head).with_suffix("")).rstrip("/") + f"_{split}"
+    if metrics.get("unscored"):  # a benchmark split without answers (test-dev): the results file only
+        import json
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "submission.json").write_text(json.dumps(metrics["submission"]) + "\n")
+        click.echo(f"{split} has no answers in the cache (predicted, not scored): {metrics['n']} predictions in "
+                   f"{Path(out) / 'submission.json'}, the benchmark's results format for its evaluation server")
+        return
     files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}")
     if trained.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
+    if "vqa" in metrics:
+        types = "  ".join(f"{t} {v:.2f}" for t, v in sorted(metrics["vqa"]["perAnswerType"].items()))
+        click.echo(f"VQA accuracy {metrics['vqa']['overall']:.2f}  ({types}; official evaluator)  "
+                   f"results file: {files['submission']}")
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
                f"balanced {metrics['balanced_accuracy']:.4f}  (n={metrics['n']})\nreport: {files['report']}")
 

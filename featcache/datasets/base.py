@@ -20,6 +20,16 @@ class Question:
     text: str
     answer: str
     split: str
+    qid: str = ""
+    """The benchmark's question id (VQAv2's integer as text), where it has one: results files name it."""
+    references: tuple[str, ...] = ()
+    """Every human answer (VQAv2: 10), for the benchmark's own accuracy; `answer` is the single training label."""
+    answer_type: str = ""
+    question_type: str = ""
+
+
+REFERENCE_FIELDS = ("qid", "references", "answer_type", "question_type")
+"""Question fields that only benchmarks fill; a cache stores them where any question has them."""
 
 
 @dataclass
@@ -89,6 +99,8 @@ class VQADataset:
         h = hashlib.sha256()
         for q in self.questions:
             h.update("\x1f".join((q.image, q.text, q.answer, q.split, str(self.augmented.get(q.image, "")))).encode())
+            if q.qid or q.references:  # benchmark fields enter only where present: older digests stay the same
+                h.update("\x1f".join((q.qid, *q.references, q.answer_type, q.question_type)).encode())
             h.update(b"\x1e")
         return h.hexdigest()[:16]
 

@@ -12,6 +12,7 @@ from .daquar import load_daquar, load_daquar_18, load_daquar_paper
 from .easyvqa import load_easy_vqa, load_easy_vqa_balanced, load_easy_vqa_labels, load_easy_vqa_paper
 from .folder import load_image_folder
 from .manifest import load_manifest
+from .vqa_benchmarks import load_vqa_benchmark
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ def protocols() -> dict[str, Protocol]:
                                     "image classification: Easy-VQA's images by shape (3 classes, official split)"),
         "easy-vqa-colors": Protocol(lambda root, seed: load_easy_vqa_labels("color"),
                                     "image classification: Easy-VQA's images by colour (8 classes, official split)"),
+        "vqav2": Protocol(lambda root, seed: load_vqa_benchmark(root, "vqav2"),
+                          "VQAv2 from its official files (--root DIR): 10 human answers per question, scored by the "
+                          "official evaluator; train/val (+ test-dev/test, predicted)"),
+        "okvqa": Protocol(lambda root, seed: load_vqa_benchmark(root, "okvqa"),
+                          "OK-VQA from its official VQA-format files (--root DIR), scored as VQAv2"),
         "daquar": Protocol(lambda root, seed: load_daquar(root), "DAQUAR, all answers, split by image (--root DIR)"),
         "daquar-18": Protocol(lambda root, seed: load_daquar_18(root, seed),
                               "the paper's 18 classes, image-disjoint stratified split, train-only augmentation",

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cache import FeatureCache
+from ..cache.answers import benchmark_columns
 from ..cache.parts import merge, no_space, read_manifest, shard_done, write_json_atomic
 from ..datasets import VQADataset
 from ..errors import CacheFormatError, ExtractError
@@ -234,7 +235,8 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
                 answer=np.array([q.answer for q in qs], dtype=str), split=np.array([q.split for q in qs], dtype=str),
                 image_row=np.array([row_of[q.image] for q in qs], dtype=np.int64),
                 error=np.array(q_errors, dtype=str), truncated=np.array([q.text in cut for q in qs], dtype=np.uint8),
-                text_row=np.array([text_row.get(q.text, -1) if not e else -1 for q, e in zip(qs, q_errors)]))
+                text_row=np.array([text_row.get(q.text, -1) if not e else -1 for q, e in zip(qs, q_errors)]),
+                **benchmark_columns(qs))
     plan = plan_shards(keys, _ImageSources(dataset), shard_size)
     shapes = backbone.image_feature_shapes(store_vision)
     bytes_per_image = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(store_dtype).itemsize

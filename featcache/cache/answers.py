@@ -1,0 +1,86 @@
+"""A benchmark's question fields in the cache: its question ids, every human answer, answer and question types.
+
+Stored where a dataset has them (VQAv2, OK-VQA, ...), so reports and `score` compute the benchmark's own
+accuracy from the cache alone, without the annotation files:
+
+    /questions/question_id     str   the benchmark's id ("" where none)
+    /questions/references      str   a JSON list of the human answers ("[]" for an unanswered split: test-dev)
+    /questions/answer_type     str   e.g. yes/no, number, other
+    /questions/question_type   str   e.g. "what color is the"
+
+In OUT.parts/questions.npz the references travel as UTF-8 bytes plus offsets (a fixed-width text array of
+443k JSON lists would take gigabytes; object arrays would need pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+COLUMNS = ("question_id", "references", "answer_type", "question_type")
+
+
+def benchmark_columns(questions) -> dict[str, np.ndarray]:
+    """The questions.npz arrays of the benchmark fields; none when no question has an id or references."""
+    if not any(q.qid or q.references for q in questions):
+        return {}
+    blob, offsets = pack([json.dumps(list(q.references), ensure_ascii=False) for q in questions])
+    return {"question_id": np.array([q.qid for q in questions], dtype=str), "references_utf8": blob,
+            "references_offsets": offsets, "answer_type": np.array([q.answer_type for q in questions], dtype=str),
+            "question_type": np.array([q.question_type for q in questions], dtype=str)}
+
+
+def pack(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    encoded = [s.encode("utf-8") for s in strings]
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum([len(e) for e in encoded], out=offsets[1:])
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8).copy(), offsets
+
+
+def unpack(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    data = blob.tobytes()
+    return np.array([data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])], dtype=object)
+
+
+def string_columns(questions_npz: dict) -> dict[str, np.ndarray]:
+    """The benchmark columns of a loaded questions.npz as the cache shows them (references as JSON text)."""
+    if "question_id" not in questions_npz:
+        return {}
+    return {"question_id": questions_npz["question_id"].astype(object),
+            "references": unpack(questions_npz["references_utf8"], questions_npz["references_offsets"]),
+            "answer_type": questions_npz["answer_type"].astype(object),
+            "question_type": questions_npz["question_type"].astype(object)}
+
+
+@dataclass
+class References:
+    """The benchmark fields of some questions of a cache, row for row."""
+
+    question_ids: list[str]
+    answers: list[list[str]]
+    answer_types: list[str]
+    question_types: list[str]
+
+    @property
+    def scored(self) -> bool:
+        """Whether these questions have human answers (a test-dev split is predicted, not scored)."""
+        return any(self.answers)
+
+    def take(self, rows) -> "References":
+        rows = np.asarray(rows)
+        return References(*([getattr(self, f)[i] for i in rows.tolist()]
+                            for f in ("question_ids", "answers", "answer_types", "question_types")))
+
+    def by_id(self) -> dict[str, list[str]]:
+        return dict(zip(self.question_ids, self.answers))
+
+
+def read_references(cache, rows: np.ndarray) -> References | None:
+    """The benchmark fields of question `rows`, or None when the cache has none."""
+    if "references" not in cache.questions:
+        return None
+    pick = lambda name: [str(v) for v in np.asarray(cache.strings("questions", name), dtype=object)[rows]]  # noqa: E731
+    return References(pick("question_id"), [json.loads(r) for r in pick("references")], pick("answer_type"),
+                      pick("question_type"))
