@@ -125,3 +125,26 @@ def test_bad_layouts_are_named(tmp_path):
     ann.write_text("{")
     with pytest.raises(DatasetError, match="cannot be read as JSON"):
         load_dataset("vqav2", root=str(root))
+
+
+def test_the_hubs_parquet_copy_gives_the_same_questions(vqav2, tmp_path):
+    """lmms-lab/VQAv2's layout (images embedded, the annotation's fields as columns) loads through hf: with the
+    same question ids, human answers and types as the official files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    official = [q for q in load_dataset("vqav2", root=str(vqav2)).questions if q.split == "val"]
+    anns = {a["question_id"]: a for a in json.loads(
+        (vqav2 / "Annotations" / "v2_mscoco_val2014_annotations.json").read_text())["annotations"]}
+    asked = json.loads((vqav2 / "Questions" / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"]
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    image = lambda q: (vqav2 / "val2014" / f"COCO_val2014_{q['image_id']:012d}.jpg").read_bytes()  # noqa: E731
+    table = pa.table({"question_id": [q["question_id"] for q in asked], "question": [q["question"] for q in asked],
+                      "image_id": [str(q["image_id"]) for q in asked],
+                      "image": [{"bytes": image(q), "path": None} for q in asked],
+                      **{c: [anns[q["question_id"]][c] for q in asked]
+                         for c in ("answers", "multiple_choice_answer", "answer_type", "question_type")}})
+    pq.write_table(table, tmp_path / "hub" / "data" / "validation-00000-of-00001.parquet")
+    hub = load_dataset(f"hf:{tmp_path / 'hub'}").questions
+    fields = lambda q: (q.qid, q.text, q.answer, q.references, q.answer_type, q.question_type)  # noqa: E731
+    assert [fields(q) for q in hub] == [fields(q) for q in official]

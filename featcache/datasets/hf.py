@@ -164,6 +164,10 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
     target = (_column(names, label_column or answer_column, "label", source) if classify
               else _column(names, answer_column, "answer", source))
     image_id = _column(names, None, "image_id", source, required=False)
+    # a benchmark's own fields (lmms-lab/VQAv2, OK-VQA: question ids, ten human answers, answer/question types)
+    bench = {} if classify else {k: c for k, c in (("qid", "question_id"), ("answer_type", "answer_type"),
+                                                    ("question_type", "question_type")) if c in names}
+    humans = next((c for c in ("answers", "direct_answers") if c in names and not classify), None)
     tables, questions, paths, notes = {}, [], {}, []
     for split, table in loaded.items():
         feature = table.features.get(target)
@@ -175,7 +179,8 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
             raise DatasetError(f"hf:{source}: column {image!r} does not hold images ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''}); name the image column with "
                                f"--image-column") from None
-        columns = table.select_columns([c for c in (question, target, image_id) if c])[:]  # column -> values
+        wanted = dict.fromkeys(c for c in (question, target, image_id, humans, *bench.values()) if c)
+        columns = table.select_columns(list(wanted))[:]  # column -> values
         for row, value in enumerate(columns[target]):
             key = f"{split}/{columns[image_id][row]}" if image_id else f"{split}/{row}"  # ids repeat only within a split
             if key not in paths:
@@ -183,7 +188,10 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
             answer = to_name(value) if to_name is not None and isinstance(value, int) else \
                 _answer_text(value, choices[row] if choices is not None else None)
             text = "" if classify else str(columns[question][row] or "").strip()
-            questions.append(Question(key, text, answer, split))
+            extra = {field: str(columns[c][row] if columns[c][row] is not None else "") for field, c in bench.items()}
+            if humans and isinstance(columns[humans][row], (list, tuple)):
+                extra["references"] = tuple(_answer_text(a) for a in columns[humans][row])
+            questions.append(Question(key, text, answer, split, **extra))
     empty = sum(1 for q in questions if not q.answer)
     if empty:
         notes.append(f"{empty} rows without {'a label' if classify else 'an answer'}")
