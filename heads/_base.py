@@ -31,6 +31,16 @@ class HeadBase(ClassifierMixin, BaseEstimator):
             raise ValueError(f"need at least 2 classes to fit a classifier, got 1 class ({self.classes_[0]!r})")
         return X, encoder.transform(y)
 
+    def _soft(self, soft_targets, y_idx):
+        """`soft_targets` (one {answer: score} mapping per row) over classes_, or None."""
+        if soft_targets is None:
+            return None
+        from .targets import SoftTargets
+
+        if len(soft_targets) != len(y_idx):
+            raise ValueError(f"soft_targets has {len(soft_targets)} rows, y has {len(y_idx)}")
+        return SoftTargets.build(soft_targets, self.classes_, y_idx)
+
     def _validate_predict(self, X):
         check_is_fitted(self)
         if isinstance(X, FactorizedFeatures):

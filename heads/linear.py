@@ -13,6 +13,7 @@ from torch import nn
 
 from ._base import HeadBase
 from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Standardizer, image_blocks
+from .targets import resolve_loss, target_loss
 
 
 class LogisticRegressionHead(HeadBase):
@@ -27,11 +28,14 @@ class LogisticRegressionHead(HeadBase):
     num_threads : torch CPU threads (None leaves torch's setting).
     block_images : images per block in which the loss and its gradient are summed; a streamed view
         (`cache.view(..., stream=True)`) is read one block at a time, at every L-BFGS evaluation.
+    loss : "auto" (bce with soft targets, else ce: scikit-learn's multinomial objective), "ce", "soft_ce"
+        (cross-entropy against the soft scores made a distribution) or "bce" (one logistic regression per
+        answer on its soft score, summed), with `fit(X, y, soft_targets=...)`; see heads/targets.py.
     """
 
     def __init__(self, C: float = 1.0, standardize: bool = True, max_iter: int = 100, tol: float = 1e-4,
                  num_threads: int | None = None, random_state: int | None = 0,
-                 block_images: int = DEFAULT_BLOCK_IMAGES) -> None:
+                 block_images: int = DEFAULT_BLOCK_IMAGES, loss: str = "auto") -> None:
         self.C = C
         self.standardize = standardize
         self.max_iter = max_iter
@@ -39,9 +43,13 @@ class LogisticRegressionHead(HeadBase):
         self.num_threads = num_threads
         self.random_state = random_state
         self.block_images = block_images
+        self.loss = loss
 
-    def fit(self, X, y) -> "LogisticRegressionHead":
+    def fit(self, X, y, soft_targets=None) -> "LogisticRegressionHead":
+        """Fit on labels y; with `soft_targets` (one {answer: score} per row) on soft scores (see `loss`)."""
         X, y_idx = self._validate_fit(X, y)
+        soft = self._soft(soft_targets, y_idx)
+        self.loss_function_ = resolve_loss(self.loss, soft)
         if self.C <= 0:
             raise ValueError(f"C must be positive, got {self.C}")
         threads = torch.get_num_threads()
@@ -63,13 +71,14 @@ class LogisticRegressionHead(HeadBase):
                                     line_search_fn="strong_wolfe")
 
             def objective(backward: bool) -> torch.Tensor:
-                """Mean cross-entropy + L2, summed block by block (gradients accumulate per block)."""
+                """Mean loss + L2, summed block by block (gradients accumulate per block)."""
                 total = l2 * sum((w ** 2).sum() for w in self.linear_.weights())
                 if backward:
                     total.backward()
                 total = total.detach()
                 for idx, block in image_blocks(parts, self.block_images):
-                    loss = nn.functional.cross_entropy(self.linear_(block), target[idx], reduction="sum") / parts.n
+                    dense = None if soft is None else soft.dense(idx)
+                    loss = target_loss(self.linear_(block), self.loss_function_, target[idx], dense, reduction="sum") / parts.n
                     if backward:
                         loss.backward()
                     total = total + loss.detach()
@@ -94,7 +103,7 @@ class LogisticRegressionHead(HeadBase):
         from featcache.safe_folder import flatten
 
         attrs, tensors = super()._fitted_state()
-        attrs.update(loss=self.loss_, n_iter=self.n_iter_)
+        attrs.update(loss=self.loss_, n_iter=self.n_iter_, loss_function=self.loss_function_)
         tensors.update(self._scaler_tensors(), **flatten("linear", self.linear_.state_dict()))
         return attrs, tensors
 
@@ -103,6 +112,7 @@ class LogisticRegressionHead(HeadBase):
 
         super()._restore(attrs, tensors)
         self.loss_, self.n_iter_ = attrs["loss"], attrs["n_iter"]
+        self.loss_function_ = attrs.get("loss_function", "ce")  # heads saved before soft targets used ce
         self.scaler_ = self._scaler_from(tensors)
         self.linear_ = FactorizedLinear(*self._widths(), len(self.classes_)).double()
         self.linear_.load_state_dict(unflatten("linear", tensors))

@@ -15,6 +15,7 @@ from torch import nn
 
 from ._base import HeadBase
 from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Parts, Standardizer, image_blocks, token_normalize
+from .targets import SoftTargets, resolve_loss, target_loss
 
 
 class ClassifierNet(nn.Module):
@@ -106,6 +107,9 @@ class MLPHead(HeadBase):
     device : "cpu", "cuda" or "auto".
     block_images : images per block: batches are drawn block by block (blocks in random order), and
         a streamed view (`cache.view(..., stream=True)`) is read one block at a time.
+    loss : "auto" (bce with soft targets, else ce), "ce", "soft_ce" or "bce" (heads/targets.py). With
+        `fit(X, y, soft_targets=...)` (VQA's soft scores) early stopping follows the mean soft score of the
+        predicted answer, which on exact VQA soft scores is the VQA accuracy.
     """
 
     def __init__(self, hidden_sizes: tuple[int, ...] = (512,), dropout: float = 0.2, batch_norm: bool = True,
@@ -113,7 +117,7 @@ class MLPHead(HeadBase):
                  t_max: int = 500, eta_min: float = 1e-6, normalize: str | None = None, standardize: bool = True,
                  max_epochs: int = 30, batch_size: int = 256, validation_fraction: float = 0.1, patience: int = 4,
                  device: str = "cpu", num_threads: int | None = None, random_state: int | None = 0,
-                 verbose: bool = False, block_images: int = DEFAULT_BLOCK_IMAGES) -> None:
+                 verbose: bool = False, block_images: int = DEFAULT_BLOCK_IMAGES, loss: str = "auto") -> None:
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
         self.batch_norm = batch_norm
@@ -134,6 +138,7 @@ class MLPHead(HeadBase):
         self.random_state = random_state
         self.verbose = verbose
         self.block_images = block_images
+        self.loss = loss
 
     @classmethod
     def reference(cls, **overrides) -> "MLPHead":
@@ -159,7 +164,7 @@ class MLPHead(HeadBase):
 
         attrs, tensors = super()._fitted_state()
         attrs.update(n_epochs=self.n_epochs_, best_validation_score=self.best_validation_score_,
-                     history=self.history_)
+                     history=self.history_, loss_function=self.loss_function_)
         tensors.update(self._scaler_tensors(), **flatten("net", self.net_.state_dict()))
         return attrs, tensors
 
@@ -169,6 +174,7 @@ class MLPHead(HeadBase):
         super()._restore(attrs, tensors)
         self.n_epochs_, self.best_validation_score_ = attrs["n_epochs"], attrs["best_validation_score"]
         self.history_ = attrs["history"]
+        self.loss_function_ = attrs.get("loss_function", "ce")  # heads saved before soft targets used ce
         self.scaler_ = self._scaler_from(tensors)
         self.net_ = ClassifierNet(*self._widths(), tuple(self.hidden_sizes), len(self.classes_), self.dropout,
                                   self.batch_norm).to(torch.float64)
@@ -198,8 +204,11 @@ class MLPHead(HeadBase):
         return image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES))
 
     # -- estimator API ------------------------------------------------------------------------------
-    def fit(self, X, y) -> "MLPHead":
+    def fit(self, X, y, soft_targets=None) -> "MLPHead":
+        """Fit on labels y; with `soft_targets` (one {answer: score} per row) on soft scores (see `loss`)."""
         X, y_idx = self._validate_fit(X, y)
+        soft = self._soft(soft_targets, y_idx)
+        self.loss_function_ = resolve_loss(self.loss, soft)
         if self.normalize not in (None, "token"):
             raise ValueError(f"normalize must be None or 'token', got {self.normalize!r}")
         if self.scheduler not in (None, "cosine"):
@@ -208,12 +217,12 @@ class MLPHead(HeadBase):
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
         try:
-            self._fit(X, np.asarray(y_idx))
+            self._fit(X, np.asarray(y_idx), soft)
         finally:
             torch.set_num_threads(threads)
         return self
 
-    def _fit(self, X, y_idx: np.ndarray) -> None:
+    def _fit(self, X, y_idx: np.ndarray, soft: SoftTargets | None = None) -> None:
         seed = 0 if self.random_state is None else self.random_state
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
@@ -237,6 +246,8 @@ class MLPHead(HeadBase):
         val = parts.subset(torch.from_numpy(val_idx)) if len(val_idx) else None
         y_train = torch.from_numpy(y_idx[train_idx]).to(dev)
         y_val = torch.from_numpy(y_idx[val_idx]).to(dev)
+        self._soft_train = soft.take(train_idx) if soft is not None else None
+        soft_val = soft.take(val_idx) if soft is not None and len(val_idx) else None
         train, val = self._to(train, dev), (self._to(val, dev) if val is not None else None)
 
         self.net_ = ClassifierNet(*parts.widths(), tuple(self.hidden_sizes), len(self.classes_),
@@ -263,7 +274,7 @@ class MLPHead(HeadBase):
                         continue  # BatchNorm cannot train on a single row
                     idx = torch.from_numpy(b).to(dev)
                     total += self._train_step(train, images, start, idx, y_train, opt, sched) * len(b)
-            score = self._accuracy(val, y_val) if val is not None else -total
+            score = self._accuracy(val, y_val, soft_val) if val is not None else -total
             self.history_.append({"epoch": epoch, "train_loss": total / max(1, train.n),
                                   "val_accuracy": score if val is not None else None})
             if self.verbose:
@@ -276,6 +287,7 @@ class MLPHead(HeadBase):
                     break
         if best_state is not None:
             self.net_.load_state_dict(best_state)
+        self._soft_train = None
         self.n_epochs_ = len(self.history_)
         self.best_validation_score_ = best_score if val is not None else None
         # predict in float64: a row's answer must not depend on the batch it comes in
@@ -289,7 +301,8 @@ class MLPHead(HeadBase):
             used, inv = torch.unique(train.row[idx] - start, return_inverse=True)
             q = None if train.question is None else train.question[idx]
             batch = Parts(images[used], inv, q, train.image_tokens)
-        loss = nn.functional.cross_entropy(self.net_(batch), y[idx])
+        soft = None if self._soft_train is None else self._soft_train.dense(idx, y.device)
+        loss = target_loss(self.net_(batch), self.loss_function_, y[idx], soft)
         if self.l1:
             loss = loss + self.l1 * sum(w.abs().mean() for w in self.net_.weight_matrices())
         opt.zero_grad()
@@ -300,11 +313,17 @@ class MLPHead(HeadBase):
         return float(loss.detach())
 
     @torch.no_grad()
-    def _accuracy(self, parts: Parts, y: torch.Tensor) -> float:
+    def _accuracy(self, parts: Parts, y: torch.Tensor, soft: SoftTargets | None = None) -> float:
+        """Validation accuracy; with soft targets, the mean soft score of the predicted answer."""
         self.net_.eval()
-        hits = sum(int((self.net_(block).argmax(1) == y[torch.from_numpy(idx).to(y.device)]).sum())
-                   for idx, block in self._blocks(parts))
-        return hits / parts.n
+        total = 0.0
+        for idx, block in self._blocks(parts):
+            pred = self.net_(block).argmax(1)
+            if soft is not None:
+                total += float(soft.score_of(idx, pred.cpu().numpy()).sum())
+            else:
+                total += int((pred == y[torch.from_numpy(idx).to(y.device)]).sum())
+        return total / parts.n
 
     @torch.no_grad()
     def _apply(self, X, fn, width: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from .gbm import LightGBMHead
 from .linear import LogisticRegressionHead
 from .mlp import MLPHead
 from .trained import TrainedHead
-from .vqa import DEFAULT_MIN_COUNT, coverage, eval_labels, split_references, training_set
+from .vqa import DEFAULT_MIN_COUNT, coverage, eval_labels, soft_targets, split_references, training_set
 
 
 def head_types() -> dict[str, type]:
@@ -122,18 +122,22 @@ class SweepResult:
     """On a benchmark cache: the answer vocabulary, the training questions it keeps, its coverage."""
 
 
-def fit_checked(head, X, y):
-    """head.fit, with a bad parameter value reported as the user's to fix rather than a traceback."""
+def fit_checked(head, X, y, soft_targets=None):
+    """head.fit (with the soft targets where the head takes them), with a bad parameter value reported as the
+    user's to fix rather than a traceback."""
+    import inspect
+
+    takes_soft = "soft_targets" in inspect.signature(head.fit).parameters
     try:
-        return head.fit(X, y)
+        return head.fit(X, y, soft_targets=soft_targets) if takes_soft and soft_targets is not None else head.fit(X, y)
     except (ValueError, TypeError) as exc:
         raise FeatcacheError(f"{type(head).__name__} cannot fit with {head.get_params()}: {exc}") from None
 
 
-def _fit_candidate(kind, params, X, y, tr, va, labels, threads, refs=None):
+def _fit_candidate(kind, params, X, y, tr, va, labels, threads, refs=None, soft=None):
     head = make_head(kind, params, threads)
     t = time.perf_counter()
-    fit_checked(head, X[tr], y[tr])
+    fit_checked(head, X[tr], y[tr], None if soft is None else soft[tr])
     fit_s = time.perf_counter() - t
     return primary_score(evaluate(head, X[va], y[va], labels, None if refs is None else refs.take(va))), fit_s
 
@@ -175,8 +179,9 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     `views` None: pooled and itc on a cache with question features, the image-only views without.
 
     On a benchmark cache (every human answer stored: VQAv2, OK-VQA) the field's protocol applies (heads/vqa.py):
-    the vocabulary is the normalised answers seen `min_answer_count` times in the training split, and results
-    are ranked by the official VQA accuracy (validation included).
+    the vocabulary is the normalised answers seen `min_answer_count` times in the training split, lr and mlp
+    train on the soft scores (their loss "auto" is then BCE), and results are ranked by the official VQA accuracy
+    (validation included).
 
     With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
     with the same state_dir skips them."""
@@ -200,13 +205,15 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
         kept = training_set(data[views[0]][0][1], min_answer_count)
         data = {v: ((X[kept.rows], kept.labels), (Xe, eval_labels(ye))) for v, ((X, _), (Xe, ye)) in data.items()}
         refs = refs.take(kept.rows)
+        soft = soft_targets(refs)
         result.benchmark = {"vocabulary": len(kept.vocabulary), "min_answer_count": min_answer_count,
                             "training_questions": len(refs.question_ids),
+                            "targets": "VQA soft scores (lr and mlp: binary cross-entropy summed over answers)",
                             "coverage": {train_split: coverage(kept.vocabulary, refs)}}
         if refs_eval is not None and refs_eval.scored:
             result.benchmark["coverage"][eval_split] = coverage(kept.vocabulary, refs_eval)
     else:
-        refs = None
+        refs = soft = None
     result.fits_total = sum(len(candidates.get(h, [{}])) + 1 for h in heads) * len(views)
     result.fits_done = len(log.done)
     bar = tqdm(total=result.fits_total, initial=result.fits_done, desc="sweep", unit="fit", disable=not progress)
@@ -218,7 +225,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
             grid_k = candidates.get(kind, [{}])
             keys = [log.key(view, kind, p) for p in grid_k]
             todo = [i for i, k in enumerate(keys) if k not in log.done]
-            jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads, refs) for i in todo)
+            jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads, refs, soft) for i in todo)
             parallel = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads" if lazy[view] else None)
             for i, (score, fit_s) in zip(todo, parallel(jobs)):
                 log.add(keys[i], {"validation_accuracy": score, "fit_s": fit_s})
@@ -233,7 +240,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
             else:
                 head = make_head(kind, params)
                 t = time.perf_counter()
-                fit_checked(head, X, y)
+                fit_checked(head, X, y, soft)
                 fit_s = time.perf_counter() - t
                 metrics = evaluate(head, Xe, ye, labels, refs_eval)
                 row = {"head": kind, "view": view, "params": {k: list(v) if isinstance(v, tuple) else v
@@ -337,7 +344,10 @@ def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None =
         if refs is not None and refs.scored:  # the field's vocabulary (heads/vqa.py)
             kept = training_set(y, min_answer_count)
             X, y = X[kept.rows], kept.labels
-        head = fit_checked(make_head(kind, params or {}), X, y)
+            soft = soft_targets(refs.take(kept.rows))
+        else:
+            soft = None
+        head = fit_checked(make_head(kind, params or {}), X, y, soft)
         return TrainedHead.from_cache(head, view, cache, train_split, kind, params)
 
 

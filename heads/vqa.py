@@ -44,6 +44,14 @@ def training_set(y, min_count: int = DEFAULT_MIN_COUNT) -> TrainingSet:
     return TrainingSet(rows, labels[rows], vocabulary)
 
 
+def soft_targets(refs: References) -> np.ndarray:
+    """One {answer: soft score} per row (the metric's own score of each answer: featcache.scoring.soft_scores),
+    as an object array a head's fit slices with X and y."""
+    out = np.empty(len(refs.answers), dtype=object)
+    out[:] = [soft_scores(a) if a else {} for a in refs.answers]
+    return out
+
+
 def eval_labels(y) -> np.ndarray:
     return np.array([normalize_answer(a) for a in y], dtype=object)
 

@@ -153,3 +153,13 @@ def test_score_vqa_cli_writes_the_evaluators_fields_and_refuses_partial_results(
     assert r.exit_code == 1 and "has no 'annotations' field" in r.output
     with pytest.raises(ScoreError, match="without human answers"):
         question_accuracy("x", [])
+
+
+def test_bare_answers_score_as_the_annotation_dicts(tmp_path):
+    """The counting path for answer strings (the cache's) equals the script's leave-one-out over dicts."""
+    *_, anns = official_files(tmp_path, n=300, seed=3)
+    rng = np.random.default_rng(3)
+    for ann in anns:
+        strings = [a["answer"] for a in ann["answers"]]
+        for pred in (strings[0], POOL[rng.integers(len(POOL))], normalize_answer(strings[-1])):
+            assert question_accuracy(pred, strings) == question_accuracy(pred, ann["answers"])

@@ -96,6 +96,9 @@ def test_a_sweep_reports_the_official_vqa_accuracy_of_its_own_results_file(vqav2
     assert reported["overall"] == official["overall"] and reported["perAnswerType"] == official["perAnswerType"]
     assert reported["perQuestionType"] == official["perQuestionType"]
     assert f"VQA accuracy **{official['overall']:.2f}**" in (out / "report.md").read_text()
+    from heads.trained import TrainedHead
+
+    assert TrainedHead.load(out / "best").head.loss_function_ == "bce"  # trained on the soft scores
 
     r = runner.invoke(main, ["evaluate", str(out / "best"), str(cache), "--split", "test-dev",
                              "--out", str(tmp_path / "testdev")])

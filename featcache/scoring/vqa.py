@@ -102,9 +102,11 @@ def _entries(answers: Sequence[str | Mapping]) -> list[dict]:
 def question_accuracy(prediction: str, answers: Sequence[str | Mapping]) -> float:
     """The official accuracy (0..1, unrounded) of `prediction` against one question's human answers (strings,
     or the annotation's dicts with "answer")."""
-    gts = _entries(answers)
-    if not gts:
+    if not answers:
         raise ScoreError("a question without human answers cannot be scored (a test split is predicted, not scored)")
+    if all(isinstance(a, str) for a in answers):
+        return _accuracy_of_strings(prediction, answers)
+    gts = _entries(answers)
     for g in gts:
         g["answer"] = _clean(g["answer"])
     pred = _clean(prediction)
@@ -117,6 +119,19 @@ def question_accuracy(prediction: str, answers: Sequence[str | Mapping]) -> floa
         matches = sum(1 for other in gts if other != g and other["answer"] == pred)
         accs.append(min(1.0, matches / 3))
     return sum(accs) / len(accs)
+
+
+def _accuracy_of_strings(prediction: str, answers: Sequence[str]) -> float:
+    """question_accuracy for bare answers (distinct entries, as ids 1..n make them), by counting: with c of the
+    answers equal to the prediction, each of those sees c - 1 matches among the others and every other sees c."""
+    gts = [_clean(a) for a in answers]
+    pred = _clean(prediction)
+    if len(set(gts)) > 1:
+        gts = [process_digit_article(process_punctuation(a)) for a in gts]
+        pred = process_digit_article(process_punctuation(pred))
+    c = gts.count(pred)
+    hit, miss = min(1.0, (c - 1) / 3), min(1.0, c / 3)
+    return sum([hit if a == pred else miss for a in gts]) / len(gts)  # summed in the script's order: bit-equal
 
 
 def soft_scores(answers: Sequence[str | Mapping]) -> dict[str, float]:
