@@ -32,7 +32,7 @@ def balanced_accuracy(y, pred) -> float:
 def evaluate(head, X, y, labels: np.ndarray | None = None, references=None) -> dict:
     """Accuracy, macro F1 over all classes, balanced accuracy (= mean per-class recall), top-5 accuracy
     where the head gives probabilities, per-class precision/recall, timing. With `references` (a benchmark
-    cache's fields for these rows): the official VQA accuracy under "vqa" and the results file under
+    cache's fields for these rows): the benchmark's own figures under "benchmark" and its results file under
     "submission"."""
     y = np.asarray(y, dtype=object)
     labels = all_labels(y, head.classes_) if labels is None else labels
@@ -42,23 +42,25 @@ def evaluate(head, X, y, labels: np.ndarray | None = None, references=None) -> d
     pred = head.classes_[np.argmax(proba, axis=1)] if isinstance(head, HeadBase) else head.predict(X)
     predict_s = time.perf_counter() - t
     top5 = top_k_accuracy(y, proba, head.classes_, 5) if proba is not None else None
-    return with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references)
+    return with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references, proba, head.classes_)
 
 
-def with_benchmark(metrics: dict, pred, references) -> dict:
-    """`metrics` plus the benchmark's own figures and results file where the rows have them."""
+def with_benchmark(metrics: dict, pred, references, proba=None, classes=None) -> dict:
+    """`metrics` plus the benchmark's own figures ("benchmark", heads/benchmarks.py) and its results file
+    ("submission") where the rows have them."""
     if references is not None:
-        from .vqa import submission, vqa_scores
+        from .benchmarks import benchmark_scores, mc_choices, submission
 
+        mc = mc_choices(proba, classes, references) if references.metric == "aokvqa" and proba is not None else None
         if references.scored:
-            metrics["vqa"] = vqa_scores(pred, references)
-        metrics["submission"] = submission(pred, references)
+            metrics["benchmark"] = benchmark_scores(pred, references, proba, classes)
+        metrics["submission"] = submission(pred, references, mc)
     return metrics
 
 
 def primary_score(metrics: dict) -> float:
-    """What ranks results: the VQA accuracy (as a fraction) on a benchmark, else plain accuracy."""
-    return metrics["vqa"]["overall"] / 100 if "vqa" in metrics else metrics["accuracy"]
+    """What ranks results: the benchmark's figure (as a fraction) on a benchmark, else plain accuracy."""
+    return metrics["benchmark"]["primary"] / 100 if "benchmark" in metrics else metrics["accuracy"]
 
 
 def top_k_accuracy(y, scores: np.ndarray, classes, k: int) -> float:

@@ -45,7 +45,7 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
     random_weights = str(cache_attrs.get("model_id", "")).startswith("tiny-random")
     env = environment()
     summary = {k: metrics.get(k) for k in ("n", "accuracy", "macro_f1", "balanced_accuracy", "top5_accuracy",
-                                           "predict_s", "vqa") if k != "vqa" or "vqa" in metrics}
+                                           "predict_s", "benchmark") if k != "benchmark" or "benchmark" in metrics}
     classify = cache_attrs.get("task") == "classify"
     payload = {"title": title, "random_weights": random_weights, "environment": env, "cache": cache_attrs,
                "ranking": rows or [], "evaluation": summary, "per_class": metrics["per_class"], **(extra or {})}
@@ -68,12 +68,13 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
     md = [f"# {title}", ""]
     if random_weights:
         md += [RANDOM_BANNER, ""]
-    if "vqa" in metrics:  # the benchmark's own figure first (featcache.scoring: the official evaluator)
-        vqa = metrics["vqa"]
-        types = ", ".join(f"{t} {v:.2f}" for t, v in sorted(vqa["perAnswerType"].items()))
-        md += [f"Evaluated on {vqa['n']} questions: VQA accuracy **{vqa['overall']:.2f}** ({types}), as the official "
-               f"VQA evaluator scores it; plain accuracy on the normalised most common answer "
-               f"**{summary['accuracy']:.4f}**. Results file: `submission.json`.", ""]
+    if "benchmark" in metrics:  # the benchmark's own figure first (featcache.scoring: its official scoring)
+        from .benchmarks import FIGURE_NAMES, SCORERS, breakdown
+
+        b = metrics["benchmark"]
+        md += [f"Evaluated on {summary['n']} questions: {FIGURE_NAMES[b['metric']]} **{b['primary']:.2f}** "
+               f"({breakdown(b)}), as {SCORERS[b['metric']]} scores it; plain accuracy on the label "
+               f"**{summary['accuracy']:.4f}**. Results file in the benchmark's format: `submission.json`.", ""]
         if (extra or {}).get("benchmark"):
             b = extra["benchmark"]
             reach = ", ".join(f"{s} {v:.2f}" for s, v in b["coverage"].items())
@@ -91,16 +92,17 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
                f"**{summary['balanced_accuracy']:.4f}**.", ""]
     if rows:
         recall = "mean per-class recall" if classify else "balanced acc"
-        vqa = any(r.get("vqa_accuracy") is not None for r in rows)
+        vqa = next((r["benchmark"]["metric"] for r in rows if r.get("benchmark")), None)  # the benchmark's figure
+        name = {"vqa": "VQA acc", "gqa": "GQA acc", "aokvqa": "DA acc"}.get(vqa, "")
         md += ["## Ranking (hyperparameters chosen on an image-disjoint validation fraction; test used once per row)",
-               "", f"| rank | head | view | params | {'val VQA acc' if vqa else 'val acc'} | {'VQA acc | ' if vqa else ''}"
+               "", f"| rank | head | view | params | {'val ' + name if vqa else 'val acc'} | {name + ' | ' if vqa else ''}"
                f"accuracy | top-5 | macro F1 | {recall} | fit s | predict s |",
                "| --- " * (12 if vqa else 11) + "|"]
         for i, r in enumerate(rows, 1):
             top5 = r.get("top5_accuracy")
-            vqa_cell = (f"{r['vqa_accuracy']:.2f} | " if r.get("vqa_accuracy") is not None else "- | ") if vqa else ""
+            vqa_cell = (f"{r['benchmark']['primary']:.2f} | " if r.get("benchmark") else "- | ") if vqa else ""
             val = r["validation_accuracy"]
-            val = f"{100 * val:.2f}" if vqa and isinstance(val, float) else _fmt(val)  # VQA figures are 0-100
+            val = f"{100 * val:.2f}" if vqa and isinstance(val, float) else _fmt(val)  # benchmark figures are 0-100
             md.append(f"| {i} | {r['head']} | {r['view']} | `{json.dumps(r['params'])}` | {val} "
                       f"| {vqa_cell}{_fmt(r['accuracy'])} | {_fmt(top5) if top5 is not None else '-'} | {_fmt(r['macro_f1'])} "
                       f"| {_fmt(r['balanced_accuracy'])} | {r['fit_s']:.2f} | {r['predict_s']:.3f} |")

@@ -25,7 +25,7 @@ from .gbm import LightGBMHead
 from .linear import LogisticRegressionHead
 from .mlp import MLPHead
 from .trained import TrainedHead
-from .vqa import DEFAULT_MIN_COUNT, coverage, eval_labels, soft_targets, split_references, training_set
+from .benchmarks import DEFAULT_MIN_COUNT, coverage, eval_labels, soft_targets, split_references, training_set
 
 
 def head_types() -> dict[str, type]:
@@ -171,17 +171,17 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
               heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] | None = None,
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
               progress: bool = True, state_dir: str | Path | None = None, stream: bool = False,
-              min_answer_count: int = DEFAULT_MIN_COUNT) -> SweepResult:
+              min_answer_count: int | None = None) -> SweepResult:
     """Every head x view: choose params on validation, refit on the whole training split, evaluate once.
 
     With `stream` the views' images stay on disk and heads read them block by block (caches larger
     than memory; `sim` is small and always read); parallel fits then share the open cache in threads.
     `views` None: pooled and itc on a cache with question features, the image-only views without.
 
-    On a benchmark cache (every human answer stored: VQAv2, OK-VQA) the field's protocol applies (heads/vqa.py):
-    the vocabulary is the normalised answers seen `min_answer_count` times in the training split, lr and mlp
-    train on the soft scores (their loss "auto" is then BCE), and results are ranked by the official VQA accuracy
-    (validation included).
+    On a benchmark cache (VQAv2, OK-VQA, GQA, A-OKVQA: ids and reference answers stored) the benchmark's protocol
+    applies (heads/benchmarks.py): its vocabulary (VQA: the normalised answers seen `min_answer_count`, default 9,
+    times in the training split), VQA's soft scores as targets (lr and mlp: BCE), and results ranked by the
+    benchmark's own figure (validation included).
 
     With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
     with the same state_dir skips them."""
@@ -202,13 +202,16 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     data = {v: (cache.view(v, train_split, stream=lazy[v]), cache.view(v, eval_split, stream=lazy[v])) for v in views}
     refs, refs_eval = split_references(cache, train_split), split_references(cache, eval_split)
     if refs is not None and refs.scored:
-        kept = training_set(data[views[0]][0][1], min_answer_count)
-        data = {v: ((X[kept.rows], kept.labels), (Xe, eval_labels(ye))) for v, ((X, _), (Xe, ye)) in data.items()}
+        kept = training_set(data[views[0]][0][1], min_answer_count, refs.metric)
+        data = {v: ((X[kept.rows], kept.labels), (Xe, eval_labels(ye, refs.metric)))
+                for v, ((X, _), (Xe, ye)) in data.items()}
         refs = refs.take(kept.rows)
         soft = soft_targets(refs)
-        result.benchmark = {"vocabulary": len(kept.vocabulary), "min_answer_count": min_answer_count,
+        result.benchmark = {"metric": refs.metric, "vocabulary": len(kept.vocabulary),
+                            "min_answer_count": DEFAULT_MIN_COUNT[refs.metric] if min_answer_count is None else min_answer_count,
                             "training_questions": len(refs.question_ids),
-                            "targets": "VQA soft scores (lr and mlp: binary cross-entropy summed over answers)",
+                            "targets": "VQA soft scores (lr and mlp: binary cross-entropy summed over answers)"
+                            if soft is not None else "the labels (cross-entropy)",
                             "coverage": {train_split: coverage(kept.vocabulary, refs)}}
         if refs_eval is not None and refs_eval.scored:
             result.benchmark["coverage"][eval_split] = coverage(kept.vocabulary, refs_eval)
@@ -248,8 +251,9 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
                        "validation_accuracy": scores[best_i], "accuracy": metrics["accuracy"],
                        "macro_f1": metrics["macro_f1"], "balanced_accuracy": metrics["balanced_accuracy"],
                        "top5_accuracy": metrics["top5_accuracy"], "fit_s": fit_s, "predict_s": metrics["predict_s"], "candidates": len(grid_k)}
-                if "vqa" in metrics:
-                    row.update(vqa_accuracy=metrics["vqa"]["overall"], vqa_per_answer_type=metrics["vqa"]["perAnswerType"])
+                if "benchmark" in metrics:
+                    row["benchmark"] = {k: v for k, v in metrics["benchmark"].items()
+                                        if k not in ("perQuestionType", "accuracyPerSemanticType")}
                 trained = TrainedHead.from_cache(head, view, cache, train_split, kind, params)
                 if state is not None:
                     trained.save(state / "heads" / f"{view}-{kind}")
@@ -265,8 +269,8 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
 
 
 def rank_key(row: dict) -> float:
-    """Best first: by VQA accuracy on a benchmark, else by accuracy."""
-    return -(row["vqa_accuracy"] / 100 if row.get("vqa_accuracy") is not None else row["accuracy"])
+    """Best first: by the benchmark's figure on a benchmark, else by accuracy."""
+    return -(row["benchmark"]["primary"] / 100 if row.get("benchmark") else row["accuracy"])
 
 
 @dataclass
@@ -336,13 +340,13 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
 
 def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None = None,
              train_split: str | None = "train", stream: bool = False,
-             min_answer_count: int = DEFAULT_MIN_COUNT) -> TrainedHead:
+             min_answer_count: int | None = None) -> TrainedHead:
     """One head on one view of a cache's training split (`stream`: images read block by block)."""
     with open_cache(cache_path) as cache:
         X, y = cache.view(view, train_split, stream=stream and view != "sim")
         refs = split_references(cache, train_split)
-        if refs is not None and refs.scored:  # the field's vocabulary (heads/vqa.py)
-            kept = training_set(y, min_answer_count)
+        if refs is not None and refs.scored:  # the field's vocabulary (heads/benchmarks.py)
+            kept = training_set(y, min_answer_count, refs.metric)
             X, y = X[kept.rows], kept.labels
             soft = soft_targets(refs.take(kept.rows))
         else:
@@ -358,9 +362,13 @@ def evaluate_head(trained: TrainedHead, cache_path: str | Path, split: str | Non
         X, y = cache.view(trained.view, split, stream=stream and trained.view != "sim")
         refs = split_references(cache, split)
         if refs is not None and not refs.scored:  # test-dev, test: predicted for the benchmark's server only
-            from .vqa import submission
+            from .evaluate import with_benchmark
 
-            return {"n": len(y), "unscored": True, "submission": submission(trained.head.predict(X), refs)}
+            head = trained.head
+            proba = head.predict_proba(X)
+            metrics = with_benchmark({"n": len(y), "unscored": True}, head.classes_[np.argmax(proba, axis=1)], refs,
+                                     proba, head.classes_)
+            return metrics
         if refs is not None:
-            y = eval_labels(y)
+            y = eval_labels(y, refs.metric)
         return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_), refs)

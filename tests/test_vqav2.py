@@ -85,7 +85,7 @@ def test_a_sweep_reports_the_official_vqa_accuracy_of_its_own_results_file(vqav2
     assert r.exit_code == 0, r.output
     assert "answer vocabulary: 5 answers" in r.output and "VQA acc" in r.output  # red green blue yes no
     results = json.loads((out / "results.json").read_text())
-    reported = results["evaluation"]["vqa"]
+    reported = results["evaluation"]["benchmark"]
     assert results["benchmark"]["vocabulary"] == 5 and 0 < results["benchmark"]["coverage"]["val"] <= 100
     scored = tmp_path / "scores.json"
     r = runner.invoke(main, ["score", "vqa", str(out / "submission.json"), "--out", str(scored), "--annotations",
@@ -93,7 +93,7 @@ def test_a_sweep_reports_the_official_vqa_accuracy_of_its_own_results_file(vqav2
                              str(vqav2 / "Questions" / "v2_OpenEnded_mscoco_val2014_questions.json")])
     assert r.exit_code == 0, r.output
     official = json.loads(scored.read_text())["accuracy"]
-    assert reported["overall"] == official["overall"] and reported["perAnswerType"] == official["perAnswerType"]
+    assert reported["primary"] == reported["overall"] == official["overall"] and reported["perAnswerType"] == official["perAnswerType"]
     assert reported["perQuestionType"] == official["perQuestionType"]
     assert f"VQA accuracy **{official['overall']:.2f}**" in (out / "report.md").read_text()
     from heads.trained import TrainedHead

@@ -6,7 +6,11 @@ accuracy from the cache alone, without the annotation files:
     /questions/question_id     str   the benchmark's id ("" where none)
     /questions/references      str   a JSON list of the human answers ("[]" for an unanswered split: test-dev)
     /questions/answer_type     str   e.g. yes/no, number, other
-    /questions/question_type   str   e.g. "what color is the"
+    /questions/question_type   str   e.g. "what color is the" (GQA: the structural type)
+    /questions/choices         str   a JSON list of the multiple-choice options (A-OKVQA; "[]" elsewhere)
+
+(GQA's /questions/answer_type holds its semantic type; A-OKVQA's is "difficult" where the direct answer is.)
+The file attribute `metric` names the benchmark whose scoring applies: vqa, gqa or aokvqa.
 
 In OUT.parts/questions.npz the references travel as UTF-8 bytes plus offsets (a fixed-width text array of
 443k JSON lists would take gigabytes; object arrays would need pickle).
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COLUMNS = ("question_id", "references", "answer_type", "question_type")
+COLUMNS = ("question_id", "references", "answer_type", "question_type", "choices")
 
 
 def benchmark_columns(questions) -> dict[str, np.ndarray]:
@@ -27,9 +31,11 @@ def benchmark_columns(questions) -> dict[str, np.ndarray]:
     if not any(q.qid or q.references for q in questions):
         return {}
     blob, offsets = pack([json.dumps(list(q.references), ensure_ascii=False) for q in questions])
+    choices, choice_offsets = pack([json.dumps(list(q.choices), ensure_ascii=False) for q in questions])
     return {"question_id": np.array([q.qid for q in questions], dtype=str), "references_utf8": blob,
             "references_offsets": offsets, "answer_type": np.array([q.answer_type for q in questions], dtype=str),
-            "question_type": np.array([q.question_type for q in questions], dtype=str)}
+            "question_type": np.array([q.question_type for q in questions], dtype=str), "choices_utf8": choices,
+            "choices_offsets": choice_offsets}
 
 
 def pack(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -51,7 +57,8 @@ def string_columns(questions_npz: dict) -> dict[str, np.ndarray]:
     return {"question_id": questions_npz["question_id"].astype(object),
             "references": unpack(questions_npz["references_utf8"], questions_npz["references_offsets"]),
             "answer_type": questions_npz["answer_type"].astype(object),
-            "question_type": questions_npz["question_type"].astype(object)}
+            "question_type": questions_npz["question_type"].astype(object),
+            "choices": unpack(questions_npz["choices_utf8"], questions_npz["choices_offsets"])}
 
 
 @dataclass
@@ -62,16 +69,26 @@ class References:
     answers: list[list[str]]
     answer_types: list[str]
     question_types: list[str]
+    choices: list[list[str]]
+    metric: str = "vqa"
 
     @property
     def scored(self) -> bool:
-        """Whether these questions have human answers (a test-dev split is predicted, not scored)."""
-        return any(self.answers)
+        """Whether these questions have reference answers (a test-dev split is predicted, not scored)."""
+        return any(self.answers) or any(self.labels())
 
     def take(self, rows) -> "References":
         rows = np.asarray(rows)
-        return References(*([getattr(self, f)[i] for i in rows.tolist()]
-                            for f in ("question_ids", "answers", "answer_types", "question_types")))
+        rows = rows.tolist()
+        return References(*([getattr(self, f)[i] for i in rows]
+                            for f in ("question_ids", "answers", "answer_types", "question_types", "choices")),
+                          metric=self.metric, labels_=None if self.labels_ is None else [self.labels_[i] for i in rows])
+
+    labels_: list[str] | None = None
+    """The questions' labels (/questions/answer), where the protocol needs them (A-OKVQA's correct choice)."""
+
+    def labels(self) -> list[str]:
+        return self.labels_ if self.labels_ is not None else [""] * len(self.question_ids)
 
     def by_id(self) -> dict[str, list[str]]:
         return dict(zip(self.question_ids, self.answers))
@@ -82,5 +99,6 @@ def read_references(cache, rows: np.ndarray) -> References | None:
     if "references" not in cache.questions:
         return None
     pick = lambda name: [str(v) for v in np.asarray(cache.strings("questions", name), dtype=object)[rows]]  # noqa: E731
+    choices = [json.loads(c) for c in pick("choices")] if "choices" in cache.questions else [[] for _ in rows]
     return References(pick("question_id"), [json.loads(r) for r in pick("references")], pick("answer_type"),
-                      pick("question_type"))
+                      pick("question_type"), choices, str(cache.attrs.get("metric") or "vqa"), pick("answer"))

@@ -13,9 +13,10 @@ def register(main: click.Group) -> None:
 
 
 MIN_ANSWER_COUNT = click.option(
-    "--min-answer-count", default=9, show_default=True,
-    help="On a benchmark cache (VQAv2, OK-VQA): the answer vocabulary is the normalised answers seen this often in "
-         "the training split (the field's rule); training questions outside it are left out, none is in evaluation.")
+    "--min-answer-count", type=int,
+    help="On a benchmark cache: the answer vocabulary is the answers seen this often in the training split "
+         "[default: the benchmark's rule: 9 (normalised) for VQAv2 / OK-VQA, 1 for GQA and A-OKVQA]; training "
+         "questions outside it are left out, none is in evaluation.")
 
 
 @click.command()
@@ -50,12 +51,14 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
     if result.best.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): the accuracies below mean nothing.", fg="red", bold=True)
     if result.benchmark:
+        from heads.benchmarks import FIGURE_NAMES
+
         b = result.benchmark
         click.echo(f"answer vocabulary: {b['vocabulary']} answers seen >= {b['min_answer_count']} times in "
-                   f"{train_split}; best reachable VQA accuracy " +
+                   f"{train_split}; best reachable {FIGURE_NAMES[b['metric']]} " +
                    ", ".join(f"{s} {v:.2f}" for s, v in b["coverage"].items()))
     for r in result.rows:
-        vqa = f"VQA acc {r['vqa_accuracy']:.2f}  " if r.get("vqa_accuracy") is not None else ""
+        vqa = f"{FIGURE_NAMES[r['benchmark']['metric']]} {r['benchmark']['primary']:.2f}  " if r.get("benchmark") else ""
         click.echo(f"{r['head']:>5} {r['view']:<7} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
                    f"fit {r['fit_s']:.1f}s  {r['params']}")
     click.echo(f"report: {files['report']}  best head: {best}")
@@ -129,9 +132,11 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
     files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}")
     if trained.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
-    if "vqa" in metrics:
-        types = "  ".join(f"{t} {v:.2f}" for t, v in sorted(metrics["vqa"]["perAnswerType"].items()))
-        click.echo(f"VQA accuracy {metrics['vqa']['overall']:.2f}  ({types}; official evaluator)  "
+    if "benchmark" in metrics:
+        from heads.benchmarks import FIGURE_NAMES, SCORERS, breakdown
+
+        b = metrics["benchmark"]
+        click.echo(f"{FIGURE_NAMES[b['metric']]} {b['primary']:.2f}  ({breakdown(b)}; {SCORERS[b['metric']]})  "
                    f"results file: {files['submission']}")
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
                f"balanced {metrics['balanced_accuracy']:.4f}  (n={metrics['n']})\nreport: {files['report']}")

@@ -47,3 +47,52 @@ def score_vqa(results, annotations, questions, out) -> None:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
         click.echo(f"scores: {out}")
+
+
+@score.command("gqa")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--questions", required=True, type=click.Path(dir_okay=False),
+              help="The split's question file, e.g. testdev_balanced_questions.json.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
+def score_gqa(results, questions, out) -> None:
+    """GQA accuracy of RESULTS ([{"questionId", "prediction"}]) as the official eval.py computes it: exact match
+    over the balanced questions, binary / open, per structural and semantic type (percentages)."""
+    from featcache.scoring.gqa import score_gqa_files
+
+    scores = run(score_gqa_files, results, questions)
+    click.echo(f"Binary: {scores['binary']:.2f}%\nOpen: {scores['open']:.2f}%\nAccuracy: {scores['accuracy']:.2f}% "
+               f"({scores['n']} balanced questions)")
+    _write(out, scores)
+
+
+@score.command("aokvqa")
+@click.argument("predictions", type=click.Path(dir_okay=False))
+@click.option("--dataset", "split_file", required=True, type=click.Path(dir_okay=False),
+              help="The split's file, e.g. aokvqa_v1p0_val.json.")
+@click.option("--strict", is_flag=True, help="Refuse missing predictions and multiple-choice answers that are not "
+              "one of the question's choices (the script's strict mode) instead of scoring them 0.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the scores as JSON.")
+def score_aokvqa(predictions, split_file, strict, out) -> None:
+    """A-OKVQA multiple-choice and direct-answer accuracy of PREDICTIONS ({question_id: {"multiple_choice",
+    "direct_answer"}}) as allenai/aokvqa's eval_predictions.py computes them."""
+    from featcache.scoring.aokvqa import score_aokvqa_files
+
+    scores = run(score_aokvqa_files, predictions, split_file, strict)
+    for kind, name in (("multiple_choice", "MC"), ("direct_answer", "DA")):
+        if scores[kind] is not None:
+            missing = scores[f"{kind}_missing"]
+            click.echo(f"{name} {scores[kind]}" + (f"  ({missing} questions without a prediction scored 0)" if missing else ""))
+    if scores.get("multiple_choice_not_a_choice"):
+        click.secho(f"warning: {scores['multiple_choice_not_a_choice']} multiple-choice predictions are not one of "
+                    f"their question's choices (scored 0; --strict refuses them)", fg="yellow", err=True)
+    if scores["unknown_ids"]:
+        click.secho(f"warning: {scores['unknown_ids']} predictions name question ids not in {split_file} (ignored)",
+                    fg="yellow", err=True)
+    _write(out, scores)
+
+
+def _write(out, scores: dict) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
+        click.echo(f"scores: {out}")

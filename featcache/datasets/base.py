@@ -25,10 +25,14 @@ class Question:
     references: tuple[str, ...] = ()
     """Every human answer (VQAv2: 10), for the benchmark's own accuracy; `answer` is the single training label."""
     answer_type: str = ""
+    """VQA: yes/no, number, other. GQA: the semantic type. A-OKVQA: "difficult" where the direct answer is."""
     question_type: str = ""
+    """VQA: e.g. "what color is the". GQA: the structural type (query: open; else binary)."""
+    choices: tuple[str, ...] = ()
+    """A-OKVQA: the multiple-choice options (the answer is the correct one)."""
 
 
-REFERENCE_FIELDS = ("qid", "references", "answer_type", "question_type")
+REFERENCE_FIELDS = ("qid", "references", "answer_type", "question_type", "choices")
 """Question fields that only benchmarks fill; a cache stores them where any question has them."""
 
 
@@ -46,6 +50,9 @@ class VQADataset:
     """Augmented image key -> (source image key, seed): decoded as a seeded random transform of the source."""
     warnings: list[str] = field(default_factory=list)
     """Counted oddities met while loading (duplicates, answers outside the vocabulary...), never silent."""
+    metric: str = ""
+    """The benchmark whose scoring applies (featcache.scoring): "vqa" (VQAv2, OK-VQA), "gqa", "aokvqa"; "" for
+    plain accuracy."""
     task: str = "vqa"
     """"vqa": questions about images; "classify": one row per image, no question, the answer is its label."""
     reader: object | None = None
@@ -100,7 +107,7 @@ class VQADataset:
         for q in self.questions:
             h.update("\x1f".join((q.image, q.text, q.answer, q.split, str(self.augmented.get(q.image, "")))).encode())
             if q.qid or q.references:  # benchmark fields enter only where present: older digests stay the same
-                h.update("\x1f".join((q.qid, *q.references, q.answer_type, q.question_type)).encode())
+                h.update("\x1f".join((q.qid, *q.references, q.answer_type, q.question_type, *q.choices)).encode())
             h.update(b"\x1e")
         return h.hexdigest()[:16]
 

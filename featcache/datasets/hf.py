@@ -201,4 +201,5 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
     return VQADataset(name=Path(source).name or source, questions=questions, image_paths=paths, warnings=notes,
                       source=f"hf:{source} ({provenance(source, revision)}; config {config or 'default'}; splits {', '.join(loaded)}; columns {cols}; "
                              f"fingerprints {fingerprints})",
-                      task="classify" if classify else "vqa", reader=HFImages(tables, image, source, versions))
+                      task="classify" if classify else "vqa", reader=HFImages(tables, image, source, versions),
+                      metric="vqa" if any(len(q.references) > 1 for q in questions) else "")

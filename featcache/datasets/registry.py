@@ -8,9 +8,11 @@ from typing import Callable
 
 from ..errors import DatasetError
 from .base import VQADataset
+from .aokvqa import load_aokvqa
 from .daquar import load_daquar, load_daquar_18, load_daquar_paper
 from .easyvqa import load_easy_vqa, load_easy_vqa_balanced, load_easy_vqa_labels, load_easy_vqa_paper
 from .folder import load_image_folder
+from .gqa import load_gqa
 from .manifest import load_manifest
 from .vqa_benchmarks import load_vqa_benchmark
 
@@ -41,6 +43,10 @@ def protocols() -> dict[str, Protocol]:
                           "official evaluator; train/val (+ test-dev/test, predicted)"),
         "okvqa": Protocol(lambda root, seed: load_vqa_benchmark(root, "okvqa"),
                           "OK-VQA from its official VQA-format files (--root DIR), scored as VQAv2"),
+        "gqa": Protocol(lambda root, seed: load_gqa(root),
+                        "GQA balanced questions (--root DIR), exact-match accuracy, binary / open, as eval.py"),
+        "aokvqa": Protocol(lambda root, seed: load_aokvqa(root),
+                           "A-OKVQA v1.0 (--root DIR): multiple choice and direct answer, as allenai/aokvqa scores"),
         "daquar": Protocol(lambda root, seed: load_daquar(root), "DAQUAR, all answers, split by image (--root DIR)"),
         "daquar-18": Protocol(lambda root, seed: load_daquar_18(root, seed),
                               "the paper's 18 classes, image-disjoint stratified split, train-only augmentation",

@@ -9,7 +9,7 @@ The JSON files may sit in --root or in its Questions/ and Annotations/ folders (
 COCO_{folder}_{image_id:012d}.jpg. Splits: train, val, and, where their question files are present, test-dev and
 test (predicted, not scored: they have no answers). Each question keeps its id, its human answers, its answer
 and question types; its label is the `multiple_choice_answer` (the vocabulary and the evaluator's normalisation
-are applied when heads train: heads/vqa.py)."""
+are applied when heads train: heads/benchmarks.py)."""
 
 from __future__ import annotations
 
@@ -109,4 +109,4 @@ def load_vqa_benchmark(root: str | Path | None, benchmark: str = "vqav2") -> VQA
     if "train" not in splits:
         notes.append(f"{name}: no train split under {root} (only {', '.join(splits)}); heads need one to fit")
     return VQADataset(name=benchmark, source=f"{name} official files under {root}", questions=questions,
-                      image_paths=paths, warnings=notes)
+                      image_paths=paths, warnings=notes, metric="vqa")

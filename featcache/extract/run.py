@@ -151,7 +151,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         workers = auto_workers(backbone.device)
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
            "dataset_digest": dataset.digest(), "task": dataset.task, "store_dtype": store_dtype, "shard_size": shard_size,
-           "store_vision": store_vision, "compression": compression or "none"}
+           "store_vision": store_vision, "compression": compression or "none",
+           **({"metric": dataset.metric} if dataset.metric else {})}  # the benchmark's scoring (featcache.scoring)
 
     keys = sorted(dataset.images())  # the cache's image order: the shard plan's
     n_q = len(dataset.questions)

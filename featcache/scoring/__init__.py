@@ -4,6 +4,9 @@
     vqa.py     VQAv2 / OK-VQA / VizWiz accuracy: the official evaluator (GT-Vision-Lab/VQA), its answer
                normalisation and quirks, per question, per answer type and per question type; soft scores
                and the answer vocabulary rule built on it
+    gqa.py     GQA: the official eval.py's accuracy, binary / open, per structural and semantic type
+    aokvqa.py  A-OKVQA: allenai/aokvqa's multiple-choice and direct-answer accuracy
+    files.py   reading the benchmarks' JSON files, with messages that name the file
 """
 
 from .vqa import (evaluate_vqa, normalize_answer, question_accuracy, score_vqa_files, soft_scores, vqa_accuracy_of,

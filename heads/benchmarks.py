@@ -1,0 +1,173 @@
+"""The field's protocols over a benchmark cache (one holding each question's id and reference answers, see
+featcache.cache.answers), dispatched on the cache's `metric`:
+
+- vqa (VQAv2, OK-VQA): labels are the evaluator-normalised `multiple_choice_answer`s; the vocabulary is those seen
+  at least 9 times in the training split; lr and mlp train on the metric's own soft scores; the figure is the
+  official VQA accuracy, per answer type;
+- gqa: labels are the answers as they are; the vocabulary every training answer; the figure is eval.py's
+  accuracy with binary / open;
+- aokvqa: labels are the correct choices; the vocabulary every training label; the figures are the direct-answer
+  accuracy (primary) and multiple choice, where the head picks the likeliest of each question's choices.
+Training questions outside the vocabulary are left out; evaluation keeps every question, each scored as the
+benchmark scores it. Predictions go out in the benchmark's results format (`submission`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from featcache.cache.answers import References, read_references
+from featcache.cache.views import question_rows
+from featcache.errors import FeatcacheError
+from featcache.scoring.aokvqa import direct_answer_accuracy, evaluate_aokvqa
+from featcache.scoring.gqa import evaluate_gqa
+from featcache.scoring.vqa import normalize_answer, round_official, soft_scores, vqa_accuracy_of, vqa_vocabulary
+
+DEFAULT_MIN_COUNT = {"vqa": 9, "gqa": 1, "aokvqa": 1}
+"""The vocabulary rule per metric: VQA's >= 9 (3,129 answers on VQAv2 train+val: bottom-up-top-down, ViLT,
+LXMERT); GQA's and A-OKVQA's classifiers take every training answer."""
+
+
+def split_references(cache, split) -> References | None:
+    """The benchmark fields of the questions of `split`'s view, row for row; None on other caches."""
+    return read_references(cache, question_rows(cache, split))
+
+
+@dataclass
+class TrainingSet:
+    rows: np.ndarray
+    """Rows of the training view kept: those whose label is in the vocabulary."""
+    labels: np.ndarray
+    vocabulary: list[str]
+
+
+def training_set(y, min_count: int | None = None, metric: str = "vqa") -> TrainingSet:
+    """The field's training set of a benchmark's training split: its labels and its vocabulary."""
+    min_count = DEFAULT_MIN_COUNT[metric] if min_count is None else min_count
+    labels = eval_labels(y, metric)
+    if metric == "vqa":
+        vocabulary = vqa_vocabulary(y, min_count)
+    else:
+        vocabulary = [a for a, c in sorted(Counter(labels.tolist()).items(), key=lambda kv: (-kv[1], kv[0]))
+                      if c >= min_count and a]
+    if len(vocabulary) < 2:
+        raise FeatcacheError(f"only {len(vocabulary)} answer(s) occur at least {min_count} times in the training "
+                             f"split; lower the vocabulary threshold (--min-answer-count)")
+    rows = np.flatnonzero(np.isin(labels, vocabulary))
+    return TrainingSet(rows, labels[rows], vocabulary)
+
+
+def eval_labels(y, metric: str = "vqa") -> np.ndarray:
+    """Labels as the benchmark compares them: VQA's normalised, the others' as they are."""
+    if metric == "vqa":
+        return np.array([normalize_answer(a) for a in y], dtype=object)
+    return np.asarray(y, dtype=object)
+
+
+def soft_targets(refs: References) -> np.ndarray | None:
+    """VQA: one {answer: soft score} per row (the metric's own score of each answer: featcache.scoring.soft_scores),
+    as an object array a head's fit slices with X and y. Other metrics train on their labels: None."""
+    if refs.metric != "vqa":
+        return None
+    out = np.empty(len(refs.answers), dtype=object)
+    out[:] = [soft_scores(a) if a else {} for a in refs.answers]
+    return out
+
+
+def _ids(refs: References) -> list[str]:
+    return [q or f"row{i}" for i, q in enumerate(refs.question_ids)]
+
+
+def vqa_scores(predictions, refs: References) -> dict:
+    """The official VQA accuracy of `predictions` (row for row with `refs`): overall, per answer type, per
+    question type (0-100, two decimals), and n."""
+    ids = _ids(refs)
+    scored = vqa_accuracy_of(dict(zip(ids, map(str, predictions))), dict(zip(ids, refs.answers)),
+                             dict(zip(ids, refs.answer_types)), dict(zip(ids, refs.question_types)))
+    return {"n": len(ids), **scored["accuracy"]}
+
+
+def gqa_scores(predictions, refs: References) -> dict:
+    ids = _ids(refs)
+    questions = {q: {"answer": a[0] if a else "", "types": {"structural": st, "semantic": se}}
+                 for q, a, st, se in zip(ids, refs.answers, refs.question_types, refs.answer_types)}
+    return evaluate_gqa(questions, dict(zip(ids, map(str, predictions))))
+
+
+def mc_choices(proba: np.ndarray, classes, refs: References) -> list[str]:
+    """Per row, the likeliest of its choices under the head's probabilities (the first choice where none is a
+    class): a classifier answering multiple choice."""
+    column = {c: i for i, c in enumerate(np.asarray(classes).tolist())}
+    out = []
+    for p, choices in zip(proba, refs.choices):
+        scored = [(p[column[c]], -k, c) for k, c in enumerate(choices) if c in column]
+        out.append(max(scored)[2] if scored else (choices[0] if choices else ""))
+    return out
+
+
+def aokvqa_scores(predictions, refs: References, mc: list[str] | None) -> dict:
+    ids = _ids(refs)
+    dataset = [{"question_id": q, "choices": c, "correct_choice_idx": c.index(a) if a in c else 0,
+                "direct_answers": d, "difficult_direct_answer": t == "difficult"}
+               for q, c, a, d, t in zip(ids, refs.choices, refs.labels(), refs.answers, refs.answer_types)]
+    preds = {q: {"direct_answer": str(p), **({"multiple_choice": m} if mc is not None else {})}
+             for q, p, m in zip(ids, predictions, mc if mc is not None else [None] * len(ids))}
+    return evaluate_aokvqa(dataset, preds)
+
+
+def benchmark_scores(predictions, refs: References, proba=None, classes=None) -> dict:
+    """The benchmark's own figures for `predictions`, with `primary` (0-100) the one that ranks results."""
+    if refs.metric == "gqa":
+        scores = gqa_scores(predictions, refs)
+        return {"metric": "gqa", "primary": scores["accuracy"], **scores}
+    if refs.metric == "aokvqa":
+        mc = mc_choices(proba, classes, refs) if proba is not None else None
+        scores = aokvqa_scores(predictions, refs, mc)
+        return {"metric": "aokvqa", "primary": scores["direct_answer"], **scores}
+    scores = vqa_scores(predictions, refs)
+    return {"metric": "vqa", "primary": scores["overall"], **scores}
+
+
+def coverage(vocabulary, refs: References) -> float:
+    """The best score any classifier over `vocabulary` can reach on these questions (0-100): VQA accuracy, GQA
+    accuracy, A-OKVQA direct-answer accuracy."""
+    vocab = set(vocabulary)
+    if refs.metric == "gqa":
+        best = [float(bool(a) and a[0] in vocab) for a in refs.answers if a]
+    elif refs.metric == "aokvqa":
+        best = [max([direct_answer_accuracy(v, a) for v in set(a) & vocab], default=0.0)
+                for a, t in zip(refs.answers, refs.answer_types) if a and t != "difficult"]
+    else:
+        best = [max([s for a, s in soft_scores(answers).items() if a in vocab], default=0.0)
+                for answers in refs.answers if answers]
+    return round_official(100 * sum(best) / max(1, len(best)))
+
+
+def submission(predictions, refs: References, mc: list[str] | None = None):
+    """The benchmark's results format: VQAv2 / OK-VQA [{"question_id", "answer"}] (integer ids where they are),
+    GQA [{"questionId", "prediction"}], A-OKVQA {question_id: {"direct_answer"[, "multiple_choice"]}}."""
+    if refs.metric == "gqa":
+        return [{"questionId": q, "prediction": str(p)} for q, p in zip(refs.question_ids, predictions)]
+    if refs.metric == "aokvqa":
+        return {q: {"direct_answer": str(p), **({"multiple_choice": mc[i]} if mc is not None else {})}
+                for i, (q, p) in enumerate(zip(refs.question_ids, predictions))}
+    return [{"question_id": int(q) if q.isdigit() else q, "answer": str(p)}
+            for q, p in zip(refs.question_ids, predictions)]
+
+
+FIGURE_NAMES = {"vqa": "VQA accuracy", "gqa": "GQA accuracy", "aokvqa": "A-OKVQA direct-answer accuracy"}
+SCORERS = {"vqa": "the official VQA evaluator (GT-Vision-Lab/VQA)", "gqa": "GQA's eval.py (accuracy, binary, open)",
+           "aokvqa": "allenai/aokvqa eval_predictions.py"}
+
+
+def breakdown(scores: dict) -> str:
+    """The figures beside the primary one, as text: per answer type (VQA), binary / open (GQA), multiple choice
+    (A-OKVQA)."""
+    if scores["metric"] == "gqa":
+        return f"binary {scores['binary']:.2f}, open {scores['open']:.2f}"
+    if scores["metric"] == "aokvqa":
+        mc = scores.get("multiple_choice")
+        return f"multiple choice {mc:.2f}" if mc is not None else "no multiple-choice predictions"
+    return ", ".join(f"{t} {v:.2f}" for t, v in sorted(scores["perAnswerType"].items()))
