@@ -117,13 +117,15 @@ def aokvqa_scores(predictions, refs: References, mc: list[str] | None) -> dict:
     return evaluate_aokvqa(dataset, preds)
 
 
-def benchmark_scores(predictions, refs: References, proba=None, classes=None) -> dict:
-    """The benchmark's own figures for `predictions`, with `primary` (0-100) the one that ranks results."""
+def benchmark_scores(predictions, refs: References, proba=None, classes=None, mc: list[str] | None = None) -> dict:
+    """The benchmark's own figures for `predictions`, with `primary` (0-100) the one that ranks results (A-OKVQA's
+    multiple choice from `mc`, or from `proba` over `classes`)."""
     if refs.metric == "gqa":
         scores = gqa_scores(predictions, refs)
         return {"metric": "gqa", "primary": scores["accuracy"], **scores}
     if refs.metric == "aokvqa":
-        mc = mc_choices(proba, classes, refs) if proba is not None else None
+        if mc is None and proba is not None:
+            mc = mc_choices(proba, classes, refs)
         scores = aokvqa_scores(predictions, refs, mc)
         return {"metric": "aokvqa", "primary": scores["direct_answer"], **scores}
     scores = vqa_scores(predictions, refs)

@@ -45,15 +45,17 @@ def evaluate(head, X, y, labels: np.ndarray | None = None, references=None) -> d
     return with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references, proba, head.classes_)
 
 
-def with_benchmark(metrics: dict, pred, references, proba=None, classes=None) -> dict:
+def with_benchmark(metrics: dict, pred, references, proba=None, classes=None, mc=None) -> dict:
     """`metrics` plus the benchmark's own figures ("benchmark", heads/benchmarks.py) and its results file
-    ("submission") where the rows have them."""
+    ("submission") where the rows have them; A-OKVQA's multiple-choice answers come from `proba` over `classes`,
+    or are given (`mc`)."""
     if references is not None:
         from .benchmarks import benchmark_scores, mc_choices, submission
 
-        mc = mc_choices(proba, classes, references) if references.metric == "aokvqa" and proba is not None else None
+        if mc is None and references.metric == "aokvqa" and proba is not None:
+            mc = mc_choices(proba, classes, references)
         if references.scored:
-            metrics["benchmark"] = benchmark_scores(pred, references, proba, classes)
+            metrics["benchmark"] = benchmark_scores(pred, references, proba, classes, mc)
         metrics["submission"] = submission(pred, references, mc)
     return metrics
 

@@ -24,6 +24,12 @@ def register(main: click.Group) -> None:
 @click.option("--prompt", help="rank/generate prompt with {} for the question [default: 'Question: {} Answer:'].")
 @click.option("--length-norm", is_flag=True, help="rank: divide each answer's log-likelihood by its tokens.")
 @click.option("--max-new-tokens", default=4, show_default=True, help="generate: tokens to generate.")
+@click.option("--num-beams", default=1, show_default=True, help="generate: beam search width (1: greedy).")
+@click.option("--length-penalty", default=1.0, show_default=True, help="generate: beam search length penalty.")
+@click.option("--min-length", default=0, show_default=True, help="generate: generate()'s min_length.")
+@click.option("--preset", type=click.Choice(["blip2"]), help="The published zero-shot setting, recorded in the report: "
+              "blip2 = LAVIS's BLIP-2 VQA evaluation (generate, 'Question: {} Short answer:', 5 beams, 10 new tokens, "
+              "min_length 1, length penalty 0 for OPT / -1 for Flan-T5); overrides --method and the decoding options.")
 @click.option("--map-model", help="generate: a retrieval checkpoint whose ITC text embedding maps answers that "
               "match no vocabulary answer to the nearest one (reported apart as 'mapped').")
 @click.option("--template", type=click.Choice(["answer", "picture", "photo", "statement", "ensemble"]),
@@ -41,8 +47,9 @@ def register(main: click.Group) -> None:
 @click.option("--limit", type=int, help="Only the first N questions of the split.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Report folder (as `sweep` writes).")
-def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_tokens, map_model, template,
-                 templates_file, dataset, save_cache, root, images, limit, device, out) -> None:
+def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_tokens, num_beams, length_penalty,
+                 min_length, preset, map_model, template, templates_file, dataset, save_cache, root, images, limit,
+                 device, out) -> None:
     """Answer the questions of CACHE (or of --dataset, extracted first) without training, over the answer
     vocabulary, and report as `sweep` does."""
     import tempfile
@@ -67,13 +74,24 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
             run(extract, ds, cache, model=base_model_of(model), device=device, store_vision=method == "itm")
         result = run(zeroshot, cache, model, method=method, split=split, prompt=prompt, length_norm=length_norm,
                      max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device,
-                     limit=limit, dataset=ds)
+                     limit=limit, dataset=ds, num_beams=num_beams, length_penalty=length_penalty,
+                     min_length=min_length, preset=preset)
         files, row = run(write_zeroshot_report, result, cache, out)
     rows = "images" if result.settings.get("task") == "classify" else "questions"
     if base_model_of(model).startswith("tiny-random"):
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
     counts = "".join(f"  {k} {v}" for k, v in result.counts.items())
-    click.echo(f"zeroshot-{method}  acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
+    if row.get("benchmark"):
+        from heads.benchmarks import FIGURE_NAMES, breakdown
+
+        b = row["benchmark"]
+        click.echo(f"{FIGURE_NAMES[b['metric']]} {b['primary']:.2f}  ({breakdown(b)})  results file: "
+                   f"{files['submission']}")
+    if result.settings.get("prompt"):
+        decoding = {k: result.settings[k] for k in ("num_beams", "max_new_tokens", "min_length", "length_penalty")
+                    if k in result.settings}
+        click.echo(f"prompt {result.settings['prompt']!r}  {decoding}")
+    click.echo(f"zeroshot-{result.method}  acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
                f"({row['questions']} {rows}, {result.images_per_s:.1f} images/s){counts}\nreport: {files['report']}")
 
 

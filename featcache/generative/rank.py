@@ -87,9 +87,10 @@ def score_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[st
 
 
 @torch.inference_mode()
-def generate_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[str],
-                     max_new_tokens: int = 4) -> list[str]:
-    """Greedy generation after each prompt (the report's setting: max_new_tokens 4), decoded text."""
+def generate_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[str], max_new_tokens: int = 4,
+                     num_beams: int = 1, length_penalty: float = 1.0, min_length: int = 0) -> list[str]:
+    """Generation after each prompt, decoded text: greedy by default (the report's setting: max_new_tokens 4), or
+    beam search as LAVIS evaluates BLIP-2 zero-shot (featcache.generative.presets)."""
     texts = []
     stop = None
     if lm.decoder_only:  # an OPT answer ends at "\n" (BLIP-2's answer end), or at </s>
@@ -98,6 +99,7 @@ def generate_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list
         prefix = _prefix(lm, image_tokens[i], prompt)
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=lm.device)
         new = lm.lm.generate(inputs_embeds=prefix, attention_mask=mask, max_new_tokens=max_new_tokens,
-                             do_sample=False, num_beams=1, **({"eos_token_id": stop} if stop else {}))
+                             do_sample=False, num_beams=num_beams, length_penalty=length_penalty,
+                             min_length=min_length, **({"eos_token_id": stop} if stop else {}))
         texts.append(lm.tokenizer.decode(new[0], skip_special_tokens=True).strip().split("\n")[0].strip())
     return texts

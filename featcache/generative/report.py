@@ -12,18 +12,26 @@ def zeroshot_row(result, metrics: dict) -> dict:
     return {"head": f"zeroshot-{result.method}", "view": result.model, "params": result.settings,
             "validation_accuracy": None, "accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
             "balanced_accuracy": metrics["balanced_accuracy"], "fit_s": 0.0, "predict_s": result.seconds,
-            "candidates": len(result.vocabulary), "questions": metrics["n"], **result.counts}
+            "candidates": len(result.vocabulary), "questions": metrics["n"], **result.counts,
+            **({"benchmark": {k: v for k, v in metrics["benchmark"].items()
+                              if k not in ("perQuestionType", "accuracyPerSemanticType")}} if "benchmark" in metrics else {})}
 
 
 def write_zeroshot_report(result, cache_path, out) -> tuple[dict, dict]:
-    from heads.evaluate import all_labels, prediction_metrics
+    from heads.evaluate import all_labels, prediction_metrics, with_benchmark
     from heads.report import write_report
 
-    labels = all_labels(result.y, result.vocabulary)
-    metrics = prediction_metrics(result.y, result.pred, labels, result.seconds)
-    row = zeroshot_row(result, metrics)
+    from ..cache.answers import read_references
+
     with open_cache(cache_path) as cache:
         attrs = dict(cache.attrs)
+        refs = read_references(cache, result.rows) if result.rows is not None else None
+    labels = all_labels(result.y, result.vocabulary)
+    metrics = prediction_metrics(result.y, result.pred, labels, result.seconds)
+    # a benchmark scores what the model said: the generated text itself where there is one
+    answers = result.raw if result.raw is not None else result.pred
+    metrics = with_benchmark(metrics, answers, refs, mc=result.choices)
+    row = zeroshot_row(result, metrics)
     files = write_report(Path(out), metrics, attrs, f"zero-shot {result.method} with {result.model} on "
                          f"{result.settings.get('split')} of {cache_path}", rows=[row],
                          extra={"zeroshot": {**result.settings, **result.counts}})

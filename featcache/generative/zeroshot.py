@@ -42,6 +42,12 @@ class ZeroShotResult:
     settings: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
     """generate: how many answers matched exactly, were mapped, or stayed unmatched."""
+    rows: np.ndarray | None = None
+    """The cache rows of the questions answered (for the benchmark's own scoring)."""
+    raw: list[str] | None = None
+    """generate: the text as generated, which a benchmark scores (its evaluator normalises it)."""
+    choices: list[str] | None = None
+    """rank on A-OKVQA: the likeliest of each question's own choices (multiple choice)."""
 
     @property
     def images_per_s(self) -> float:
@@ -63,10 +69,20 @@ def _questions(cache, split):
 def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "test", prompt: str | None = None,
              vocabulary: list[str] | None = None, length_norm: bool = False, max_new_tokens: int = 4,
              map_model: str | None = None, template: str | list[str] | None = None, device: str = "auto", dtype: str | None = None,
-             limit: int | None = None, batch_size: int = 64, dataset=None) -> ZeroShotResult:
+             limit: int | None = None, batch_size: int = 64, dataset=None, num_beams: int = 1,
+             length_penalty: float | dict = 1.0, min_length: int = 0, preset: str | None = None) -> ZeroShotResult:
     """Answer the questions of `split` zero-shot over `vocabulary` (default: every answer in the cache).
     `model` may be a generative fine-tune's folder (`finetune --generative`): its prompt is then the default.
-    `dataset` (a VQADataset): where itm finds the images when the cache holds no ViT states."""
+    `dataset` (a VQADataset): where itm finds the images when the cache holds no ViT states. `preset` (e.g.
+    "blip2", featcache.generative.presets) sets the published method, prompt and decoding; every setting used is
+    recorded in the result."""
+    if preset is not None:
+        from .presets import preset as published
+
+        chosen = published(preset)
+        method, prompt = chosen["method"], prompt or chosen["prompt"]
+        num_beams, max_new_tokens = chosen["num_beams"], chosen["max_new_tokens"]
+        min_length, length_penalty = chosen["min_length"], chosen["length_penalty"]
     if method not in METHODS:
         raise ZeroShotError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if method != "itc" and prompt is not None and "{}" not in prompt:
@@ -90,13 +106,20 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
         elif method == "itm":
             pred, settings, counts = _itm(cache, model, texts, rows, vocab, forms[0], device, dataset)
         else:
+            decoding = {"num_beams": num_beams, "length_penalty": length_penalty, "min_length": min_length}
+            choices = None
+            if cache.attrs.get("metric") == "aokvqa" and method == "rank" and "choices" in cache.questions:
+                import json
+
+                choices = [json.loads(c) for c in np.asarray(cache.strings("questions", "choices"), dtype=object)[idx]]
             pred, settings, counts = _generative(cache, model, method, texts, rows, vocab, prompt, length_norm,
-                                                 max_new_tokens, map_model, device, dtype, batch_size)
+                                                 max_new_tokens, map_model, device, dtype, batch_size, decoding, choices)
         seconds = time.perf_counter() - started
     settings.update(split=split, images=int(len(np.unique(rows))), questions=int(len(idx)),
-                    task="classify" if classify else "vqa")
+                    task="classify" if classify else "vqa", **({"preset": preset} if preset else {}))
+    raw, mc = settings.pop("_raw", None), settings.pop("_choices", None)
     return ZeroShotResult(method, model, np.asarray(y, dtype=object), np.asarray(pred, dtype=object), vocab, seconds,
-                          settings, counts)
+                          settings, counts, rows=idx, raw=raw, choices=mc)
 
 
 def template_forms(template: str | list[str]) -> list[str]:
@@ -134,7 +157,7 @@ def read_templates(path) -> list[str]:
 
 
 def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, max_new_tokens, map_model, device,
-                dtype, batch_size):
+                dtype, batch_size, decoding=None, choices=None):
     from .answers import map_by_embedding, match_answers
     from .finetune import is_generative_checkpoint_folder, load_generative_checkpoint, load_generative_or_finetuned
     from .rank import PAPER_PROMPT, generate_answers, score_answers
@@ -144,7 +167,11 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
         prompt = prompt or load_generative_checkpoint(model)["config"]["prompt"]
     prompt = prompt or PAPER_PROMPT
     lm.check_cache(cache.attrs, cache.path)
-    pred, generated = [], []
+    from .presets import length_penalty_for
+
+    decoding = dict(decoding or {"num_beams": 1, "length_penalty": 1.0, "min_length": 0})
+    decoding["length_penalty"] = length_penalty_for(decoding["length_penalty"], lm.decoder_only)
+    pred, generated, picked = [], [], []
     for start in range(0, len(texts), batch_size):
         part = slice(start, start + batch_size)
         used, inv = np.unique(rows[part], return_inverse=True)
@@ -156,12 +183,17 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
             except ValueError as exc:  # an answer the tokenizer cannot encode
                 raise ZeroShotError(f"{exc}; fix or drop it from the vocabulary") from None
             pred += [vocab[i] for i in scores.argmax(1)]
+            for i in range(len(prompts)) if choices is not None else ():  # A-OKVQA: each question's own options
+                options = choices[start + i]
+                best = score_answers(lm, tokens[i:i + 1], prompts[i:i + 1], options, length_norm=length_norm)
+                picked.append(options[int(best.argmax(1)[0])])
         else:
-            generated += generate_answers(lm, tokens, prompts, max_new_tokens=max_new_tokens)
+            generated += generate_answers(lm, tokens, prompts, max_new_tokens=max_new_tokens, **decoding)
     settings = {"prompt": prompt, "length_norm": length_norm} if method == "rank" else \
-        {"prompt": prompt, "max_new_tokens": max_new_tokens, "map_model": map_model}
+        {"prompt": prompt, "max_new_tokens": max_new_tokens, "map_model": map_model, **decoding,
+         "lemmatizer": "none", "scored": "the generated text as it is (the benchmark's evaluator normalises it)"}
     if method == "rank":
-        return pred, settings, {}
+        return pred, {**settings, **({"_choices": picked} if choices is not None else {})}, {}
     found, matched = match_answers(generated, vocab)
     counts = {"exact": int(matched.sum()), "mapped": 0, "unmatched": int((~matched).sum())}
     if map_model and counts["unmatched"]:
@@ -177,6 +209,7 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
             found[i] = answer
         counts.update(mapped=len(todo), unmatched=0)
     settings["examples"] = generated[:5]
+    settings["_raw"] = generated
     return [f if f is not None else "<unmatched>" for f in found], settings, counts
 
 
