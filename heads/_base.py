@@ -50,6 +50,14 @@ class HeadBase(ClassifierMixin, BaseEstimator):
             return X
         return validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.float16])
 
+    @staticmethod
+    def _owns_image(X) -> bool:
+        """Whether `_parts(X)` makes a private float32 copy of the image part (X in memory and not float32
+        already), which fitting may then normalise in place instead of copying it again."""
+        if isinstance(X, FactorizedFeatures):
+            return not X.streamed and np.asarray(X.image_part).dtype != np.float32
+        return isinstance(X, np.ndarray) and X.dtype != np.float32
+
     def _parts(self, X):
         """X in the layout the head was fitted on (see Parts.from_input)."""
         from .factorized import Parts

@@ -72,7 +72,12 @@ def soft_targets(refs: References) -> np.ndarray | None:
     if refs.metric != "vqa":
         return None
     out = np.empty(len(refs.answers), dtype=object)
-    out[:] = [soft_scores(a) if a else {} for a in refs.answers]
+    seen: dict[tuple, dict] = {}  # answer lists repeat (ten times "yes"): each distinct one is scored once
+    for i, answers in enumerate(refs.answers):
+        key = tuple(answers)
+        if key not in seen:
+            seen[key] = soft_scores(answers) if answers else {}
+        out[i] = seen[key]
     return out
 
 

@@ -93,7 +93,10 @@ class Parts:
             return Parts(None, None, self.question[idx])
         used, inv = torch.unique(self.row[idx], return_inverse=True)
         q = None if self.question is None else self.question[idx]
-        image = self.image.take(used.numpy()) if self.streamed else self.image[used]
+        if not self.streamed and len(used) == len(self.image):  # every image: shared, not copied (VQAv2's
+            image, inv = self.image, self.row[idx]             # 82k x 8192 floats are 2.7 GB)
+        else:
+            image = self.image.take(used.numpy()) if self.streamed else self.image[used]
         return Parts(image, inv, q, self.image_tokens)
 
     def image_block(self, start: int, stop: int) -> torch.Tensor:
@@ -168,10 +171,19 @@ class Standardizer:
                     else None)
         return self
 
-    def transform(self, parts: Parts) -> Parts:
+    def transform(self, parts: Parts, inplace: bool = False) -> Parts:
+        """(x - mean) / std; `inplace` overwrites an image part the caller owns (no second copy)."""
         if self.image_ is not None:
             mean, std = self.image_
-            parts = parts.map_image(lambda t: (t - mean.to(t.dtype)) / std.to(t.dtype))
+
+            def scale(t: torch.Tensor) -> torch.Tensor:
+                if not inplace:
+                    return (t - mean.to(t.dtype)) / std.to(t.dtype)
+                for start in range(0, len(t), 8192):
+                    t[start:start + 8192].sub_(mean.to(t.dtype)).div_(std.to(t.dtype))
+                return t
+
+            parts = parts.map_image(scale)
         q = parts.question if self.question_ is None else (parts.question - self.question_[0]) / self.question_[1]
         return Parts(parts.image, parts.row, q, parts.image_tokens)
 
@@ -202,12 +214,18 @@ class FactorizedLinear(nn.Module):
         return [lin.weight for lin in (self.image, self.question) if lin is not None]
 
 
-def token_normalize(parts: Parts) -> Parts:
-    """L2-normalise each query token of the image part and the question vector (the reference recipe)."""
+def token_normalize(parts: Parts, inplace: bool = False) -> Parts:
+    """L2-normalise each query token of the image part and the question vector (the reference recipe).
+    `inplace` overwrites an image part the caller owns (a private copy), so no second copy is made."""
     tokens = parts.image_tokens
 
     def per_token(img: torch.Tensor) -> torch.Tensor:
         n, width = img.shape
+        if inplace:
+            for start in range(0, n, 8192):
+                block = img[start:start + 8192].view(-1, tokens, width // tokens)
+                block.div_(block.norm(dim=-1, keepdim=True).clamp_min(1e-12))  # F.normalize's eps
+            return img
         return nn.functional.normalize(img.reshape(n, tokens, width // tokens), dim=-1).reshape(n, width)
 
     parts = parts.map_image(per_token)

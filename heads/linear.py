@@ -58,8 +58,8 @@ class LogisticRegressionHead(HeadBase):
         try:
             parts = self._parts(X)
             self.scaler_ = Standardizer().fit(parts, self.block_images) if self.standardize else None
-            if self.scaler_ is not None:
-                parts = self.scaler_.transform(parts)
+            if self.scaler_ is not None:  # a private copy of the images is scaled in place (no second copy)
+                parts = self.scaler_.transform(parts, inplace=self._owns_image(X))
             torch.manual_seed(0 if self.random_state is None else self.random_state)
             self.linear_ = FactorizedLinear(*parts.widths(), len(self.classes_))
             for w in self.linear_.weights():

@@ -228,12 +228,13 @@ class MLPHead(HeadBase):
         torch.manual_seed(seed)
         dev = self._device()
         parts = self._parts(X)
+        owned = self._owns_image(X)  # a private copy: normalised in place (one copy of the images, not three)
         self.scaler_ = None
         if self.normalize == "token":
-            parts = token_normalize(parts)
+            parts, owned = token_normalize(parts, inplace=owned), not parts.streamed
         if self.standardize:
             self.scaler_ = Standardizer().fit(parts, self.block_images)
-            parts = self.scaler_.transform(parts)
+            parts = self.scaler_.transform(parts, inplace=owned)
 
         n = parts.n
         n_val = int(round(self.validation_fraction * n)) if self.validation_fraction else 0

@@ -165,3 +165,7 @@ def test_a_sweep_reports_what_score_gives_its_own_results_file(benchmark, tiny_i
         submitted = json.loads((out / "submission.json").read_text())
         choices = {d["question_id"]: d["choices"] for d in json.loads((root / "aokvqa_v1p0_val.json").read_text())}
         assert all(p["multiple_choice"] in choices[q] for q, p in submitted.items())  # MC picks among the choices
+    r = runner.invoke(main, ["predict", "--head", str(out / "best"), "--dataset", benchmark, "--root", str(root),
+                             "--split", eval_split, "--device", "cpu", "--submission", str(tmp_path / "live.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "live.json").read_text()) == json.loads((out / "submission.json").read_text())

@@ -109,6 +109,11 @@ def test_a_sweep_reports_the_official_vqa_accuracy_of_its_own_results_file(vqav2
     assert all(isinstance(s["question_id"], int) and s["answer"] for s in submitted)
     r = runner.invoke(main, ["evaluate", str(out / "best"), str(cache), "--split", "val", "--out", str(tmp_path / "v")])
     assert r.exit_code == 0 and f"VQA accuracy {official['overall']:.2f}" in r.output, r.output
+    # live on the images (the ViT runs), in the results format: the cache's predictions
+    r = runner.invoke(main, ["predict", "--head", str(out / "best"), "--dataset", "vqav2", "--root", str(vqav2),
+                             "--split", "val", "--device", "cpu", "--submission", str(tmp_path / "live.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "live.json").read_text()) == json.loads((out / "submission.json").read_text())
 
 
 def test_bad_layouts_are_named(tmp_path):

@@ -157,11 +157,14 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
 @click.option("--images", type=click.Path(file_okay=False), help="--dataset: where relative image paths resolve.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the predictions to this CSV (image, question, "
               "answer, probability, top_k, and the dataset's own answer) instead of printing them.")
+@click.option("--submission", type=click.Path(dir_okay=False), help="--dataset a benchmark (vqav2, okvqa, gqa, "
+              "aokvqa): also write the predictions in its results format (JSON) for its evaluator or server.")
+@click.option("--root", type=click.Path(file_okay=False), help="--dataset: its folder (DAQUAR, the benchmarks).")
 @click.option("--top-k", default=3, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 @TRUST_PICKLE
-def predict(head_path, model, image, question, pairs, delimiter, dataset, split, limit, images, out, top_k, device,
-            trust_pickle) -> None:
+def predict(head_path, model, image, question, pairs, delimiter, dataset, split, limit, images, submission, root, out,
+            top_k, device, trust_pickle) -> None:
     """Answer new (image, question) pairs with a saved head; runs the backbone, no cache needed."""
     from featcache.datasets import load_dataset
     from featcache.datasets.pairs import read_pairs, write_predictions
@@ -169,7 +172,7 @@ def predict(head_path, model, image, question, pairs, delimiter, dataset, split,
 
     ds, reference = None, None
     if dataset:
-        ds = run(load_dataset, dataset, images=images)
+        ds = run(load_dataset, dataset, images=images, root=root)
         rows = [q for q in ds.questions if split is None or q.split == split][:limit]
         if not rows:
             raise click.UsageError(f"{dataset} has no rows in split {split!r}")
@@ -181,10 +184,23 @@ def predict(head_path, model, image, question, pairs, delimiter, dataset, split,
     else:
         raise click.UsageError("give --image (and --question, unless the head classifies images), --pairs CSV, "
                                "or --dataset")
-    results, random_weights = run(predict_saved, head_path, todo, model=model, device=device, top_k=top_k,
-                                   trust_pickle=trust_pickle, dataset=ds)
+    if submission and (ds is None or not any(q.qid for q in rows)):
+        raise click.UsageError("--submission needs --dataset a benchmark whose questions have ids (vqav2, okvqa, gqa, "
+                               "aokvqa, or a hub table with question_id)")
+    every = submission and ds.metric == "aokvqa"  # multiple choice needs every answer's probability
+    results, random_weights = run(predict_saved, head_path, todo, model=model, device=device,
+                                   top_k=10**9 if every else top_k, trust_pickle=trust_pickle, dataset=ds)
     if random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): these answers mean nothing.", fg="red", bold=True)
+    if submission:
+        import json
+        from pathlib import Path
+
+        from featcache.workflows.predict import results_file
+
+        Path(submission).write_text(json.dumps(results_file(results, rows, ds.metric or "vqa")) + "\n")
+        click.echo(f"wrote {len(results)} predictions in the {ds.metric or 'vqa'} results format to {submission}")
+        results = [{**r, "top_k": r["top_k"][:top_k]} for r in results]
     if out:
         click.echo(f"wrote {len(results)} predictions to {run(write_predictions, out, results, reference)}")
         return

@@ -88,6 +88,7 @@ def normalize_answer(text: str) -> str:
     return process_digit_article(process_punctuation(_clean(text)))
 
 
+@lru_cache(maxsize=1 << 18)
 def _clean(text: str) -> str:
     return str(text).replace("\n", " ").replace("\t", " ").strip()
 

@@ -103,3 +103,23 @@ def predict_saved(path: str | Path, pairs: list[tuple[str, str]], model: str | N
     trained = load_head(path, trust_pickle)
     return predict(trained, pairs, model=model, device=device, top_k=top_k, open_image=open_image), \
         trained.random_weights
+
+
+def results_file(results: list[dict], questions: list, metric: str):
+    """Predictions of a benchmark's questions (row for row) in its results format (heads.benchmarks.submission);
+    A-OKVQA's multiple choice is the likeliest of each question's choices under the head (results' top_k holding
+    every answer)."""
+    from heads.benchmarks import submission
+
+    from ..cache.answers import References
+
+    refs = References([q.qid for q in questions], [list(q.references) for q in questions],
+                      [q.answer_type for q in questions], [q.question_type for q in questions],
+                      [list(q.choices) for q in questions], metric, [q.answer for q in questions])
+    mc = None
+    if metric == "aokvqa":
+        mc = []
+        for r, q in zip(results, questions):
+            probability = dict(r["top_k"])
+            mc.append(max(q.choices, key=lambda c: (probability.get(c, 0.0), -q.choices.index(c))) if q.choices else "")
+    return submission([r["answer"] for r in results], refs, mc)
