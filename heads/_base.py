@@ -58,6 +58,13 @@ class HeadBase(ClassifierMixin, BaseEstimator):
             return not X.streamed and np.asarray(X.image_part).dtype != np.float32
         return isinstance(X, np.ndarray) and X.dtype != np.float32
 
+    @staticmethod
+    def _owns_question(X) -> bool:
+        """Whether `_parts(X)` makes a private float32 copy of the question part."""
+        if isinstance(X, FactorizedFeatures):
+            return X.question_part is not None and np.asarray(X.question_part).dtype != np.float32
+        return isinstance(X, np.ndarray) and X.dtype != np.float32
+
     def _parts(self, X):
         """X in the layout the head was fitted on (see Parts.from_input)."""
         from .factorized import Parts

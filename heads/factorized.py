@@ -214,9 +214,10 @@ class FactorizedLinear(nn.Module):
         return [lin.weight for lin in (self.image, self.question) if lin is not None]
 
 
-def token_normalize(parts: Parts, inplace: bool = False) -> Parts:
+def token_normalize(parts: Parts, inplace: bool = False, inplace_question: bool = False) -> Parts:
     """L2-normalise each query token of the image part and the question vector (the reference recipe).
-    `inplace` overwrites an image part the caller owns (a private copy), so no second copy is made."""
+    `inplace` / `inplace_question` overwrite an image / question part the caller owns (a private copy), so no
+    second copy is made."""
     tokens = parts.image_tokens
 
     def per_token(img: torch.Tensor) -> torch.Tensor:
@@ -229,5 +230,9 @@ def token_normalize(parts: Parts, inplace: bool = False) -> Parts:
         return nn.functional.normalize(img.reshape(n, tokens, width // tokens), dim=-1).reshape(n, width)
 
     parts = parts.map_image(per_token)
-    q = None if parts.question is None else nn.functional.normalize(parts.question, dim=-1)
+    q = parts.question
+    if q is not None and inplace_question:
+        q.div_(q.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    elif q is not None:
+        q = nn.functional.normalize(q, dim=-1)
     return Parts(parts.image, parts.row, q, parts.image_tokens)

@@ -231,7 +231,8 @@ class MLPHead(HeadBase):
         owned = self._owns_image(X)  # a private copy: normalised in place (one copy of the images, not three)
         self.scaler_ = None
         if self.normalize == "token":
-            parts, owned = token_normalize(parts, inplace=owned), not parts.streamed
+            parts = token_normalize(parts, inplace=owned, inplace_question=self._owns_question(X))
+            owned = not parts.streamed
         if self.standardize:
             self.scaler_ = Standardizer().fit(parts, self.block_images)
             parts = self.scaler_.transform(parts, inplace=owned)
