@@ -54,8 +54,8 @@ class HeadBase(ClassifierMixin, BaseEstimator):
     def _owns_image(X) -> bool:
         """Whether `_parts(X)` makes a private float32 copy of the image part (X in memory and not float32
         already), which fitting may then normalise in place instead of copying it again."""
-        if isinstance(X, FactorizedFeatures):
-            return not X.streamed and np.asarray(X.image_part).dtype != np.float32
+        if isinstance(X, FactorizedFeatures):  # (a float16 image part is converted block by block, as loaded)
+            return False
         return isinstance(X, np.ndarray) and X.dtype != np.float32
 
     @staticmethod

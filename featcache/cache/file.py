@@ -62,12 +62,15 @@ def _read_rows(ds, rows, n: int, block: int = 4096) -> np.ndarray:
         rows = np.flatnonzero(rows)
     if len(rows) < 2 or np.any(np.diff(rows) <= 0) or len(rows) * 4 < rows[-1] - rows[0]:
         return ds[rows]
-    parts = []
+    out = None
     for start in range(int(rows[0]), int(rows[-1]) + 1, block):
         lo, hi = np.searchsorted(rows, [start, start + block])
         if hi > lo:
-            parts.append(ds[start:min(start + block, n)][rows[lo:hi] - start])
-    return np.concatenate(parts)
+            part = ds[start:min(start + block, n)][rows[lo:hi] - start]
+            if out is None:  # filled in place: no second copy of the rows for a concatenation
+                out = np.empty((len(rows), *part.shape[1:]), dtype=part.dtype)
+            out[lo:hi] = part
+    return out
 
 
 class CacheWriter:
