@@ -6,11 +6,11 @@ does). test has no answers: predicted, not scored."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import DatasetError
 from .base import Question, VQADataset
+from .official_files import first_file, read_json
 
 
 def load_aokvqa(root: str | Path | None, version: str = "v1p0") -> VQADataset:
@@ -20,16 +20,10 @@ def load_aokvqa(root: str | Path | None, version: str = "v1p0") -> VQADataset:
     root = Path(root).expanduser()
     questions, paths = [], {}
     for split in ("train", "val", "test"):
-        path = next((f for f in (root / f"aokvqa_{version}_{split}.json", root / "aokvqa" / f"aokvqa_{version}_{split}.json")
-                     if f.is_file()), None)
+        path = first_file(root / f"aokvqa_{version}_{split}.json", root / "aokvqa" / f"aokvqa_{version}_{split}.json")
         if path is None:
             continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{path} cannot be read as JSON ({exc}); re-download it") from None
-        if not isinstance(data, list):
-            raise DatasetError(f"{path} is not an A-OKVQA split file (a list of questions)")
+        data = read_json(path, list, "an A-OKVQA split file (a list of questions)")
         folder = next((f for f in (root / f"{split}2017", root / "coco" / f"{split}2017") if f.is_dir()),
                       root / f"{split}2017")
         for i, q in enumerate(data):

@@ -6,11 +6,11 @@ no answers: predicted, not scored."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ..errors import DatasetError
 from .base import Question, VQADataset
+from .official_files import first_file, read_json
 
 SPLITS = ("train", "val", "testdev", "test", "challenge")
 
@@ -23,16 +23,10 @@ def load_gqa(root: str | Path | None) -> VQADataset:
     questions, paths = [], {}
     images = root / "images" if (root / "images").is_dir() else root / "allImages" / "images"
     for split in SPLITS:
-        path = next((f for f in (root / f"{split}_balanced_questions.json",
-                                 root / "questions" / f"{split}_balanced_questions.json") if f.is_file()), None)
+        path = first_file(root / f"{split}_balanced_questions.json", root / "questions" / f"{split}_balanced_questions.json")
         if path is None:
             continue
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{path} cannot be read as JSON ({exc}); re-download it") from None
-        if not isinstance(data, dict):
-            raise DatasetError(f"{path} is not a GQA question file (an object: question id -> question)")
+        data = read_json(path, dict, "a GQA question file (an object: question id -> question)")
         for qid, q in data.items():
             try:
                 image, text = str(q["imageId"]), str(q["question"]).strip()
