@@ -43,15 +43,17 @@ class TrainingSet:
     vocabulary: list[str]
 
 
-def training_set(y, min_count: int | None = None, metric: str = "vqa") -> TrainingSet:
-    """The field's training set of a benchmark's training split: its labels and its vocabulary."""
+def training_set(y, min_count: int | None = None, metric: str = "vqa", vocabulary_answers=None) -> TrainingSet:
+    """The field's training set of a benchmark's training split: its labels and its vocabulary, counted over
+    `vocabulary_answers` where given (e.g. train+val, as VQAv2's 3,129 are), else over y."""
     min_count = DEFAULT_MIN_COUNT[metric] if min_count is None else min_count
     labels = eval_labels(y, metric)
+    counted = y if vocabulary_answers is None else vocabulary_answers
     if metric == "vqa":
-        vocabulary = vqa_vocabulary(y, min_count)
+        vocabulary = vqa_vocabulary(counted, min_count)
     else:
-        vocabulary = [a for a, c in sorted(Counter(labels.tolist()).items(), key=lambda kv: (-kv[1], kv[0]))
-                      if c >= min_count and a]
+        vocabulary = [a for a, c in sorted(Counter(eval_labels(counted, metric).tolist()).items(),
+                                           key=lambda kv: (-kv[1], kv[0])) if c >= min_count and a]
     if len(vocabulary) < 2:
         raise FeatcacheError(f"only {len(vocabulary)} answer(s) occur at least {min_count} times in the training "
                              f"split; lower the vocabulary threshold (--min-answer-count)")

@@ -79,8 +79,10 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
             b = extra["benchmark"]
             reach = ", ".join(f"{s} {v:.2f}" for s, v in b["coverage"].items())
             md += [f"Answer vocabulary: the {b['vocabulary']} normalised answers seen at least {b['min_answer_count']} "
-                   f"times in the training split ({b['training_questions']} training questions kept); the best VQA "
+                   f"times in {'+'.join(b.get('vocabulary_splits', ['the training split']))} ({b['training_questions']} training questions kept); the best VQA "
                    f"accuracy a classifier over it can reach: {reach}. Targets: {b.get('targets', 'labels')}.", ""]
+            if b.get("warning"):
+                md += [f"**Warning: {b['warning']}.**", ""]
     elif classify:  # CLIP_benchmark's figures: top-1, top-5, mean per-class recall (= balanced accuracy)
         top5 = f", top-5 **{summary['top5_accuracy']:.4f}**" if summary["top5_accuracy"] is not None else ""
         md += [f"Evaluated on {summary['n']} images over {len(metrics['per_class'])} classes: top-1 accuracy "

@@ -171,7 +171,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
               heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] | None = None,
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
               progress: bool = True, state_dir: str | Path | None = None, stream: bool = False,
-              min_answer_count: int | None = None) -> SweepResult:
+              min_answer_count: int | None = None, vocabulary_splits: list[str] | None = None) -> SweepResult:
     """Every head x view: choose params on validation, refit on the whole training split, evaluate once.
 
     With `stream` the views' images stay on disk and heads read them block by block (caches larger
@@ -202,7 +202,12 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     data = {v: (cache.view(v, train_split, stream=lazy[v]), cache.view(v, eval_split, stream=lazy[v])) for v in views}
     refs, refs_eval = split_references(cache, train_split), split_references(cache, eval_split)
     if refs is not None and refs.scored:
-        kept = training_set(data[views[0]][0][1], min_answer_count, refs.metric)
+        counted = None
+        if vocabulary_splits:  # the vocabulary counted over other splits too (VQAv2's train+val rule)
+            from featcache.cache.views import question_rows
+
+            counted = cache.strings("questions", "answer")[question_rows(cache, list(vocabulary_splits))]
+        kept = training_set(data[views[0]][0][1], min_answer_count, refs.metric, counted)
         data = {v: ((X[kept.rows], kept.labels), (Xe, eval_labels(ye, refs.metric)))
                 for v, ((X, _), (Xe, ye)) in data.items()}
         refs = refs.take(kept.rows)
@@ -212,7 +217,12 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
                             "training_questions": len(refs.question_ids),
                             "targets": "VQA soft scores (lr and mlp: binary cross-entropy summed over answers)"
                             if soft is not None else "the labels (cross-entropy)",
-                            "coverage": {train_split: coverage(kept.vocabulary, refs)}}
+                            "coverage": {train_split: coverage(kept.vocabulary, refs)},
+                            "vocabulary_splits": list(vocabulary_splits or [train_split])}
+        if vocabulary_splits and eval_split in vocabulary_splits:
+            result.benchmark["warning"] = (f"the vocabulary counts answers of {eval_split}, the split evaluated: "
+                                           f"its answers leak into the classifier's outputs (the field's train+val "
+                                           f"vocabulary is meant for test-dev / test)")
         if refs_eval is not None and refs_eval.scored:
             result.benchmark["coverage"][eval_split] = coverage(kept.vocabulary, refs_eval)
     else:

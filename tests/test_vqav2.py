@@ -156,3 +156,23 @@ def test_the_hubs_parquet_copy_gives_the_same_questions(vqav2, tmp_path):
     hub = load_dataset(f"hf:{tmp_path / 'hub'}").questions
     fields = lambda q: (q.qid, q.text, q.answer, q.references, q.answer_type, q.question_type)  # noqa: E731
     assert [fields(q) for q in hub] == [fields(q) for q in official]
+
+
+def test_a_train_and_val_vocabulary_is_counted_over_both_and_warns_when_it_leaks(tmp_path, tiny_itm):
+    """The field counts VQAv2's 3,129 answers over train+val (for test-dev); counted over the evaluated split it
+    leaks, and the run says so."""
+    root = write_vqav2(tmp_path / "VQA", n_images=(3, 6, 0))
+    runner = CliRunner()
+    cache = tmp_path / "c.h5"
+    r = runner.invoke(main, ["extract", "--dataset", "vqav2", "--root", str(root), "--model", str(tiny_itm),
+                             "--out", str(cache), "--device", "cpu", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    base = ["sweep", str(cache), "--eval-split", "val", "--heads", "lr", "--views", "pooled", "--min-answer-count", "3"]
+    r = runner.invoke(main, base + ["--out", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "only 0 answer(s) occur at least 3 times" in r.output  # 3 train images: "no" x2
+    r = runner.invoke(main, base + ["--vocabulary-splits", "train,val", "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    assert "answer vocabulary: 5 answers seen >= 3 times in train+val" in r.output and "leak" in r.output
+    results = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert results["benchmark"]["vocabulary_splits"] == ["train", "val"] and "leak" in results["benchmark"]["warning"]
+    assert "**Warning: the vocabulary counts answers of val" in (tmp_path / "b" / "report.md").read_text()

@@ -36,15 +36,18 @@ MIN_ANSWER_COUNT = click.option(
 @click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
               "larger than memory (same results as in memory).")
 @MIN_ANSWER_COUNT
+@click.option("--vocabulary-splits", help="On a benchmark cache: count the vocabulary over these splits, e.g. "
+              "train,val (VQAv2's 3,129 answers, for a test-dev submission); warns when it holds the evaluated split.")
 def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out,
-          stream, min_answer_count) -> None:
+          stream, min_answer_count, vocabulary_splits) -> None:
     """Train every head x view, rank them, and write a report with the best head."""
     from heads.sweep import sweep_to_folder
 
     rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split,
                heads=head_list.split(","), views=None if views == "auto" else views.split(","), grid=grid,
                validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream,
-               min_answer_count=min_answer_count)
+               min_answer_count=min_answer_count,
+               vocabulary_splits=vocabulary_splits.split(",") if vocabulary_splits else None)
     result, files, best = rep.result, rep.files, rep.best
     if rep.note != "fresh":
         click.echo(f"sweep started {rep.note}")
@@ -55,8 +58,10 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
 
         b = result.benchmark
         click.echo(f"answer vocabulary: {b['vocabulary']} answers seen >= {b['min_answer_count']} times in "
-                   f"{train_split}; best reachable {FIGURE_NAMES[b['metric']]} " +
+                   f"{'+'.join(b['vocabulary_splits'])}; best reachable {FIGURE_NAMES[b['metric']]} " +
                    ", ".join(f"{s} {v:.2f}" for s, v in b["coverage"].items()))
+        if b.get("warning"):
+            click.secho(f"warning: {b['warning']}", fg="yellow", err=True)
     for r in result.rows:
         vqa = f"{FIGURE_NAMES[r['benchmark']['metric']]} {r['benchmark']['primary']:.2f}  " if r.get("benchmark") else ""
         click.echo(f"{r['head']:>5} {r['view']:<7} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
