@@ -176,3 +176,12 @@ def test_a_train_and_val_vocabulary_is_counted_over_both_and_warns_when_it_leaks
     results = json.loads((tmp_path / "b" / "results.json").read_text())
     assert results["benchmark"]["vocabulary_splits"] == ["train", "val"] and "leak" in results["benchmark"]["warning"]
     assert "**Warning: the vocabulary counts answers of val" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_a_minival_is_cut_from_val_by_image(vqav2):
+    ds = load_dataset("vqav2-minival", root=str(vqav2), seed=1)
+    by_split = {s: {q.image for q in ds.questions if q.split == s} for s in ("minival", "nominival", "val", "train")}
+    assert len(by_split["minival"]) == 1 and len(by_split["nominival"]) == 5 and not by_split["val"]  # 12% of 6
+    assert not by_split["minival"] & by_split["nominival"] and len(by_split["train"]) == 12
+    assert load_dataset("vqav2-minival", root=str(vqav2), seed=1).questions == ds.questions  # seeded
+    assert all(len(q.references) == 10 for q in ds.questions if q.split == "minival")

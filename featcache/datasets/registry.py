@@ -14,7 +14,7 @@ from .easyvqa import load_easy_vqa, load_easy_vqa_balanced, load_easy_vqa_labels
 from .folder import load_image_folder
 from .gqa import load_gqa
 from .manifest import load_manifest
-from .vqa_benchmarks import load_vqa_benchmark
+from .vqa_benchmarks import load_vqa_benchmark, with_minival
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ def protocols() -> dict[str, Protocol]:
         "vqav2": Protocol(lambda root, seed: load_vqa_benchmark(root, "vqav2"),
                           "VQAv2 from its official files (--root DIR): 10 human answers per question, scored by the "
                           "official evaluator; train/val (+ test-dev/test, predicted)"),
+        "vqav2-minival": Protocol(lambda root, seed: with_minival(load_vqa_benchmark(root, "vqav2"), seed),
+                                  "VQAv2 with val cut by image into minival (12% of its images, --seed) and nominival",
+                                  "vqav2"),
         "okvqa": Protocol(lambda root, seed: load_vqa_benchmark(root, "okvqa"),
                           "OK-VQA from its official VQA-format files (--root DIR), scored as VQAv2"),
         "gqa": Protocol(lambda root, seed: load_gqa(root),

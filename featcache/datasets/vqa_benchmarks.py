@@ -14,7 +14,10 @@ are applied when heads train: heads/benchmarks.py)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import DatasetError
 from .base import Question, VQADataset
@@ -110,3 +113,23 @@ def load_vqa_benchmark(root: str | Path | None, benchmark: str = "vqav2") -> VQA
         notes.append(f"{name}: no train split under {root} (only {', '.join(splits)}); heads need one to fit")
     return VQADataset(name=benchmark, source=f"{name} official files under {root}", questions=questions,
                       image_paths=paths, warnings=notes, metric="vqa")
+
+
+MINIVAL_FRACTION = 0.12
+"""About LXMERT's minival share of val (25,994 of 214,354 questions)."""
+
+
+def with_minival(ds: VQADataset, seed: int = 0, fraction: float = MINIVAL_FRACTION) -> VQADataset:
+    """val cut by image into `minival` (a seeded `fraction` of its images: for choosing settings) and `nominival`
+    (the rest: train on train+nominival, or evaluate on it), so a minival question never shares its image with
+    a nominival one. Other splits stay as they are."""
+    images = sorted({q.image for q in ds.questions if q.split == "val"})
+    if not images:
+        raise DatasetError(f"{ds.name}: no val split to cut a minival from (its splits: "
+                           f"{', '.join(sorted({q.split for q in ds.questions}))})")
+    rng = np.random.default_rng(seed)
+    chosen = set(np.asarray(images, dtype=object)[rng.permutation(len(images))[:max(1, round(fraction * len(images)))]])
+    questions = [replace(q, split="minival" if q.image in chosen else "nominival") if q.split == "val" else q
+                 for q in ds.questions]
+    return replace(ds, name=f"{ds.name}-minival", questions=questions,
+                   source=f"{ds.source}; val cut by image into minival ({len(chosen)} images, seed {seed}) and nominival")
