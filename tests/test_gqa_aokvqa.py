@@ -169,3 +169,18 @@ def test_a_sweep_reports_what_score_gives_its_own_results_file(benchmark, tiny_i
                              "--split", eval_split, "--device", "cpu", "--submission", str(tmp_path / "live.json")])
     assert r.exit_code == 0, r.output
     assert json.loads((tmp_path / "live.json").read_text()) == json.loads((out / "submission.json").read_text())
+
+
+def test_unanswered_files_are_named_not_a_traceback(tmp_path):
+    root = write_gqa(tmp_path / "g")
+    r = CliRunner().invoke(main, ["score", "gqa", str(root / "questions" / "test_balanced_questions.json"),
+                                  "--questions", str(root / "questions" / "test_balanced_questions.json")])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    (tmp_path / "res.json").write_text(json.dumps([{"questionId": "test0000", "prediction": "red"}]))
+    r = CliRunner().invoke(main, ["score", "gqa", str(tmp_path / "res.json"), "--questions",
+                                  str(root / "questions" / "test_balanced_questions.json")])
+    assert r.exit_code == 1 and "have no answer" in r.output, r.output
+    (tmp_path / "test.json").write_text(json.dumps([{"question_id": "q", "image_id": 1, "question": "?", "choices": ["a"]}]))
+    (tmp_path / "p.json").write_text(json.dumps({"q": {"multiple_choice": "a"}}))
+    r = CliRunner().invoke(main, ["score", "aokvqa", str(tmp_path / "p.json"), "--dataset", str(tmp_path / "test.json")])
+    assert r.exit_code == 1 and "has no correct_choice_idx, direct_answers" in r.output, r.output

@@ -163,3 +163,8 @@ def test_bare_answers_score_as_the_annotation_dicts(tmp_path):
         strings = [a["answer"] for a in ann["answers"]]
         for pred in (strings[0], POOL[rng.integers(len(POOL))], normalize_answer(strings[-1])):
             assert question_accuracy(pred, strings) == question_accuracy(pred, ann["answers"])
+
+
+def test_a_malformed_annotation_is_named():
+    with pytest.raises(ScoreError, match=r"annotation 0 \(question 7\): \"answers\" must be a list"):
+        evaluate_vqa([{"question_id": 7, "answers": [{"text": "yes"}]}], [{"question_id": 7, "answer": "yes"}])

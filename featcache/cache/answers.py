@@ -90,8 +90,6 @@ class References:
     def labels(self) -> list[str]:
         return self.labels_ if self.labels_ is not None else [""] * len(self.question_ids)
 
-    def by_id(self) -> dict[str, list[str]]:
-        return dict(zip(self.question_ids, self.answers))
 
 
 def read_references(cache, rows: np.ndarray) -> References | None:

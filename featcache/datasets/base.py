@@ -32,9 +32,6 @@ class Question:
     """A-OKVQA: the multiple-choice options (the answer is the correct one)."""
 
 
-REFERENCE_FIELDS = ("qid", "references", "answer_type", "question_type", "choices")
-"""Question fields that only benchmarks fill; a cache stores them where any question has them."""
-
 
 @dataclass
 class VQADataset:

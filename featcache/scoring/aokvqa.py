@@ -26,6 +26,11 @@ def evaluate_aokvqa(dataset: Sequence[Mapping], predictions: Mapping, strict: bo
     if not isinstance(predictions, Mapping):
         raise ScoreError('A-OKVQA predictions must be a JSON object {question_id: {"multiple_choice": ..., '
                          f'"direct_answer": ...}}, got a JSON {type(predictions).__name__}')
+    for d in dataset:
+        lacking = [k for k in ("question_id", "choices", "correct_choice_idx", "direct_answers") if k not in d]
+        if lacking:
+            raise ScoreError(f"A-OKVQA question {d.get('question_id', '?')} has no {', '.join(lacking)}: the test "
+                             f"split is scored by the leaderboard; give the train or val file")
     by_id = {d["question_id"]: d for d in dataset}
     unknown = [q for q in predictions if q not in by_id]
     out: dict = {"unknown_ids": len(unknown)}

@@ -31,6 +31,10 @@ def evaluate_gqa(questions: Mapping[str, Mapping], predictions: Mapping[str, str
     over the balanced questions of `questions` (the question file's dict, id -> question)."""
     scores: dict = {"accuracy": [], "binary": [], "open": [], "accuracyPerStructuralType": {},
                     "accuracyPerSemanticType": {}}
+    unanswered = [q for q, v in questions.items() if v.get("isBalanced", True) and "answer" not in v]
+    if unanswered:
+        raise ScoreError(f"{len(unanswered)} questions have no answer (e.g. {unanswered[:3]}): a test or challenge "
+                         f"file is scored by the evaluation server, not here; give testdev or val questions")
     missing = [q for q, v in questions.items() if v.get("isBalanced", True) and str(q) not in predictions]
     if missing:
         raise ScoreError(f"no prediction for {len(missing)} balanced questions (e.g. {missing[:3]}); the official "

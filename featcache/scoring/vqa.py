@@ -201,6 +201,10 @@ def evaluate_vqa(annotations: Sequence[Mapping], results, questions: Sequence[Ma
         if missing:
             raise ScoreError(f"annotation {i} has no {' or '.join(missing)}; is this a VQA annotation file "
                              f"(v2_mscoco_*_annotations.json)?")
+        if not isinstance(a["answers"], list) or not all(isinstance(e, str) or (isinstance(e, Mapping) and "answer" in e)
+                                                         for e in a["answers"]):
+            raise ScoreError(f"annotation {i} (question {a['question_id']}): \"answers\" must be a list of "
+                             f"{{\"answer\": ...}} objects, got {str(a['answers'])[:80]}")
         by_id[a["question_id"]] = a
     if questions is not None:
         asked = {q["question_id"] for q in questions}
