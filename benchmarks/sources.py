@@ -86,15 +86,32 @@ def decode_rates(n: int) -> dict:
 
 
 def plan(n: int) -> dict:
-    """Plan the shards of n simulated tar-listing keys; the seconds and the process's peak RSS."""
+    """Plan the shards of n simulated tar-listing keys (10,000 per tar) through the real path: the columns
+    `load_webdataset` collects, its TarLocators mapping, the run's lazy image sources; seconds and peak RSS."""
+    from array import array
+
+    from featcache.datasets.base import VQADataset
+    from featcache.datasets.wds import TarImages, TarLocators
     from featcache.extract.plan import plan_shards
+    from featcache.extract.run import _ImageSources
 
     t0 = time.perf_counter()
     per_tar = 10_000
-    keys = [f"{i // per_tar:05d}/{i % per_tar:08d}" for i in range(n)]
-    sources = {k: f"/data/shards/{k[:5]}.tar::{512 * (i % per_tar + 1)}::40000::{k[6:]}.jpg|" for i, k in enumerate(keys)}
+    tars = [f"/data/shards/{t:05d}.tar" for t in range((n + per_tar - 1) // per_tar)]
+    keys, tar_ids, offsets, sizes, members, ends = [], array("i"), array("q"), array("q"), bytearray(), array("q")
+    for i in range(n):
+        t, j = divmod(i, per_tar)
+        keys.append(f"{t:05d}/{j:08d}")
+        tar_ids.append(t)
+        offsets.append(512 * (j + 1))
+        sizes.append(40_000)
+        members += f"{j:08d}.jpg".encode()
+        ends.append(len(members))
+    dataset = VQADataset("bench", "simulated", [], TarLocators(tars, keys, tar_ids, offsets, sizes, members, ends),
+                         reader=TarImages())
+    del keys
     listed = time.perf_counter()
-    shards = plan_shards(keys, sources, 1024)
+    shards = plan_shards(list(dataset.image_paths), _ImageSources(dataset), 1024)
     done = time.perf_counter()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {"keys": n, "shards": len(shards), "listing_s": round(listed - t0, 2), "plan_s": round(done - listed, 2),

@@ -7,6 +7,7 @@ both tasks."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,7 +41,8 @@ class VQADataset:
     name: str
     source: str
     questions: list[Question]
-    image_paths: dict[str, str]
+    image_paths: Mapping[str, str]
+    """image key -> its file, or a locator the `reader` opens (a dict, or a columnar mapping for tars)."""
     answers: list[str] = field(default_factory=list)
     """The answer vocabulary when the dataset defines one (else derived from the questions)."""
     augmented: dict[str, tuple[str, int]] = field(default_factory=dict)
@@ -48,7 +50,7 @@ class VQADataset:
     warnings: list[str] = field(default_factory=list)
     """Counted oddities met while loading (duplicates, answers outside the vocabulary...), never silent."""
     metric: str = ""
-    """The benchmark whose scoring applies (featcache.scoring): "vqa" (VQAv2, OK-VQA), "gqa", "aokvqa"; "" for
+    """The benchmark whose scoring applies (featcache.scoring): "vqa" (VQAv2, OK-VQA), "gqa", "aokvqa", "vizwiz"; "" for
     plain accuracy."""
     task: str = "vqa"
     """"vqa": questions about images; "classify": one row per image, no question, the answer is its label."""

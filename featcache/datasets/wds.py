@@ -19,6 +19,9 @@ from __future__ import annotations
 import glob
 import json
 import tarfile
+from array import array
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from ..errors import DatasetError
@@ -94,6 +97,52 @@ def _read(tar: Path, member: tarfile.TarInfo) -> bytes:
         return fh.read(member.size)
 
 
+class TarLocators(Mapping[str, str]):
+    """key -> "TAR::OFFSET::SIZE::MEMBER", held as columns (tar number, offset, size, member names in one
+    UTF-8 blob) beside the sorted keys, so 10M tar members cost ~50 bytes each beside their key instead of a
+    dict of 10M locator strings (~170 bytes each); a locator string is made when asked
+    (benchmarks/sources.py measures a 10M-key plan)."""
+
+    def __init__(self, tars: list[str], keys: list[str], tar_ids: array, offsets: array, sizes: array,
+                 members: bytearray, member_ends: array) -> None:
+        import numpy as np
+
+        self._order = np.argsort(np.array(keys, dtype=object), kind="stable")
+        self._keys = [keys[i] for i in self._order]
+        for a, b in zip(self._keys, self._keys[1:]):
+            if a == b:
+                raise DatasetError(f"wds: sample key {a!r} occurs twice; keep one copy of each sample")
+        self._tars = tars
+        self._tar = np.frombuffer(tar_ids, dtype=np.int32) if len(keys) else np.zeros(0, np.int32)
+        self._offset = np.frombuffer(offsets, dtype=np.int64) if len(keys) else np.zeros(0, np.int64)
+        self._size = np.frombuffer(sizes, dtype=np.int64) if len(keys) else np.zeros(0, np.int64)
+        self._ends = np.frombuffer(member_ends, dtype=np.int64) if len(keys) else np.zeros(0, np.int64)
+        self._blob = bytes(members)
+
+    def _row(self, key: str) -> int:
+        i = bisect_left(self._keys, key)
+        if i == len(self._keys) or self._keys[i] != key:
+            raise KeyError(key)
+        return int(self._order[i])
+
+    def __getitem__(self, key: str) -> str:
+        r = self._row(key)
+        member = self._blob[int(self._ends[r - 1]) if r else 0:int(self._ends[r])].decode()
+        return f"{self._tars[self._tar[r]]}::{self._offset[r]}::{self._size[r]}::{member}"
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, str):
+            return False
+        i = bisect_left(self._keys, key)
+        return i < len(self._keys) and self._keys[i] == key
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class TarImages:
     """Opens "TAR::OFFSET::SIZE::MEMBER" locators by reading the member's bytes at its offset (picklable)."""
 
@@ -134,9 +183,10 @@ def load_webdataset(pattern: str) -> VQADataset:
 
     tars = expand(pattern)
     root = Path(os.path.commonpath([str(t.resolve().parent) for t in tars]))
-    questions, paths, notes, no_image, total = [], {}, [], 0, 0
+    questions, notes, no_image, total = [], [], 0, 0
+    keys, tar_ids, offsets, sizes, blob, ends = [], array("i"), array("q"), array("q"), bytearray(), array("q")
     task = None
-    for tar in tars:
+    for t, tar in enumerate(tars):
         total += tar.stat().st_size
         split = tar.parent.name if tar.parent.name.lower() in SPLIT_FOLDERS else "all"
         names = _classnames(tar)
@@ -147,7 +197,12 @@ def load_webdataset(pattern: str) -> VQADataset:
                 continue
             m = members[image_ext]
             key = f"{tar.resolve().relative_to(root).with_suffix('').as_posix()}/{sample}"
-            paths[key] = f"{tar}::{m.offset_data}::{m.size}::{m.name}"
+            keys.append(key)
+            tar_ids.append(t)
+            offsets.append(m.offset_data)
+            sizes.append(m.size)
+            blob += m.name.encode()
+            ends.append(len(blob))
             if "json" in members:
                 meta = _json(tar, members["json"])
                 qs, ans = meta.get("question"), meta.get("answer", meta.get("answers", ""))
@@ -171,6 +226,7 @@ def load_webdataset(pattern: str) -> VQADataset:
         raise DatasetError(f"wds:{pattern}: no sample with an image ({', '.join(IMAGE_EXTS)}) in {len(tars)} tar(s)")
     if no_image:
         notes.append(f"{no_image} samples without an image member left out")
+    paths = TarLocators([str(t) for t in tars], keys, tar_ids, offsets, sizes, blob, ends)
     return VQADataset(name=Path(tars[0]).parent.name or "webdataset", questions=questions, image_paths=paths,
                       source=f"wds:{pattern} ({len(tars)} tars, {total} bytes)", warnings=notes, task=task,
                       reader=TarImages())
