@@ -7,7 +7,11 @@ featcache.cache.answers), dispatched on the cache's `metric`:
 - gqa: labels are the answers as they are; the vocabulary every training answer; the figure is eval.py's
   accuracy with binary / open;
 - aokvqa: labels are the correct choices; the vocabulary every training label; the figures are the direct-answer
-  accuracy (primary) and multiple choice, where the head picks the likeliest of each question's choices.
+  accuracy (primary) and multiple choice, where the head picks the likeliest of each question's choices;
+- vizwiz: labels are each image's most common answer as VizWiz ships it; the vocabulary those seen at least 3
+  times that the evaluation can match (in normal form); lr and mlp train on VizWiz's soft scores; the figures
+  are the VizWiz accuracy per answer type and the average precision / F1 of "unanswerable", its probability
+  the head's probability of the answer "unanswerable".
 Training questions outside the vocabulary are left out; evaluation keeps every question, each scored as the
 benchmark scores it. Predictions go out in the benchmark's results format (`submission`)."""
 
@@ -23,11 +27,13 @@ from featcache.cache.views import question_rows
 from featcache.errors import FeatcacheError
 from featcache.scoring.aokvqa import direct_answer_accuracy, evaluate_aokvqa
 from featcache.scoring.gqa import evaluate_gqa
+from featcache.scoring import vizwiz
 from featcache.scoring.vqa import normalize_answer, round_official, soft_scores, vqa_accuracy_of, vqa_vocabulary
 
-DEFAULT_MIN_COUNT = {"vqa": 9, "gqa": 1, "aokvqa": 1}
+DEFAULT_MIN_COUNT = {"vqa": 9, "gqa": 1, "aokvqa": 1, "vizwiz": 3}
 """The vocabulary rule per metric: VQA's >= 9 (3,129 answers on VQAv2 train+val: bottom-up-top-down, ViLT,
-LXMERT); GQA's and A-OKVQA's classifiers take every training answer."""
+LXMERT); GQA's and A-OKVQA's classifiers take every training answer; VizWiz's 20k training questions (a twentieth
+of VQAv2's) would keep too few answers at 9, so >= 3, the matches that earn full credit."""
 
 
 def split_references(cache, split) -> References | None:
@@ -51,6 +57,9 @@ def training_set(y, min_count: int | None = None, metric: str = "vqa", vocabular
     counted = y if vocabulary_answers is None else vocabulary_answers
     if metric == "vqa":
         vocabulary = vqa_vocabulary(counted, min_count)
+    elif metric == "vizwiz":  # the prediction is normalised, the humans' answers not: only normal forms can score
+        vocabulary = [a for a, c in sorted(Counter(map(str, counted)).items(), key=lambda kv: (-kv[1], kv[0]))
+                      if c >= min_count and a and vizwiz.normalize_prediction(a) == a]
     else:
         vocabulary = [a for a, c in sorted(Counter(eval_labels(counted, metric).tolist()).items(),
                                            key=lambda kv: (-kv[1], kv[0])) if c >= min_count and a]
@@ -71,14 +80,15 @@ def eval_labels(y, metric: str = "vqa") -> np.ndarray:
 def soft_targets(refs: References) -> np.ndarray | None:
     """VQA: one {answer: soft score} per row (the metric's own score of each answer: featcache.scoring.soft_scores),
     as an object array a head's fit slices with X and y. Other metrics train on their labels: None."""
-    if refs.metric != "vqa":
+    if refs.metric not in ("vqa", "vizwiz"):
         return None
+    scores = vizwiz.soft_scores if refs.metric == "vizwiz" else soft_scores
     out = np.empty(len(refs.answers), dtype=object)
     seen: dict[tuple, dict] = {}  # answer lists repeat (ten times "yes"): each distinct one is scored once
     for i, answers in enumerate(refs.answers):
         key = tuple(answers)
         if key not in seen:
-            seen[key] = soft_scores(answers) if answers else {}
+            seen[key] = scores(answers) if answers else {}
         out[i] = seen[key]
     return out
 
@@ -124,9 +134,33 @@ def aokvqa_scores(predictions, refs: References, mc: list[str] | None) -> dict:
     return evaluate_aokvqa(dataset, preds)
 
 
+def answerable_probability(predictions, proba=None, classes=None) -> list[float]:
+    """VizWiz: per row, the probability that the question is answerable: 1 - the head's probability of the answer
+    "unanswerable" where it has that class, else 0 or 1 from whether the prediction is "unanswerable"."""
+    names = np.asarray(classes if classes is not None else [], dtype=object).tolist()
+    if proba is not None and vizwiz.UNANSWERABLE in names:
+        return (1.0 - np.asarray(proba)[:, names.index(vizwiz.UNANSWERABLE)]).astype(float).tolist()
+    return [float(vizwiz.normalize_prediction(str(p)) != vizwiz.UNANSWERABLE) for p in predictions]
+
+
+def vizwiz_scores(predictions, refs: References, proba=None, classes=None) -> dict:
+    ids = _ids(refs)
+    flagged = all(t in ("answerable", "unanswerable") for t in refs.question_types)
+    annotations = [{"image": q, "answers": a, "answer_type": t, **({"answerable": int(f == "answerable")} if flagged
+                                                                   else {})}
+                   for q, a, t, f in zip(ids, refs.answers, refs.answer_types, refs.question_types)]
+    results = [{"image": q, "answer": str(p), "answerable": r}
+               for q, p, r in zip(ids, predictions, answerable_probability(predictions, proba, classes))]
+    scored = vizwiz.evaluate_vizwiz(annotations, results)
+    return {"n": scored["n"], **scored["accuracy"], **scored.get("unanswerability", {})}
+
+
 def benchmark_scores(predictions, refs: References, proba=None, classes=None, mc: list[str] | None = None) -> dict:
     """The benchmark's own figures for `predictions`, with `primary` (0-100) the one that ranks results (A-OKVQA's
-    multiple choice from `mc`, or from `proba` over `classes`)."""
+    multiple choice from `mc`, or from `proba` over `classes`; VizWiz's answerability from `proba`)."""
+    if refs.metric == "vizwiz":
+        scores = vizwiz_scores(predictions, refs, proba, classes)
+        return {"metric": "vizwiz", "primary": scores["overall"], **scores}
     if refs.metric == "gqa":
         scores = gqa_scores(predictions, refs)
         return {"metric": "gqa", "primary": scores["accuracy"], **scores}
@@ -148,15 +182,23 @@ def coverage(vocabulary, refs: References) -> float:
     elif refs.metric == "aokvqa":
         best = [max([direct_answer_accuracy(v, a) for v in set(a) & vocab], default=0.0)
                 for a, t in zip(refs.answers, refs.answer_types) if a and t != "difficult"]
+    elif refs.metric == "vizwiz":
+        best = [max([s for a, s in vizwiz.soft_scores(answers).items() if a in vocab], default=0.0)
+                for answers in refs.answers if answers]
+        return round(100 * sum(best) / max(1, len(best)), 2)
     else:
         best = [max([s for a, s in soft_scores(answers).items() if a in vocab], default=0.0)
                 for answers in refs.answers if answers]
     return round_official(100 * sum(best) / max(1, len(best)))
 
 
-def submission(predictions, refs: References, mc: list[str] | None = None):
+def submission(predictions, refs: References, mc: list[str] | None = None, proba=None, classes=None):
     """The benchmark's results format: VQAv2 / OK-VQA [{"question_id", "answer"}] (integer ids where they are),
-    GQA [{"questionId", "prediction"}], A-OKVQA {question_id: {"direct_answer"[, "multiple_choice"]}}."""
+    GQA [{"questionId", "prediction"}], A-OKVQA {question_id: {"direct_answer"[, "multiple_choice"]}}, VizWiz
+    [{"image", "answer", "answerable"}] (one file for both of its tasks)."""
+    if refs.metric == "vizwiz":
+        return [{"image": q, "answer": str(p), "answerable": round(r, 6)} for q, p, r in
+                zip(refs.question_ids, predictions, answerable_probability(predictions, proba, classes))]
     if refs.metric == "gqa":
         return [{"questionId": q, "prediction": str(p)} for q, p in zip(refs.question_ids, predictions)]
     if refs.metric == "aokvqa":
@@ -166,9 +208,10 @@ def submission(predictions, refs: References, mc: list[str] | None = None):
             for q, p in zip(refs.question_ids, predictions)]
 
 
-FIGURE_NAMES = {"vqa": "VQA accuracy", "gqa": "GQA accuracy", "aokvqa": "A-OKVQA direct-answer accuracy"}
+FIGURE_NAMES = {"vqa": "VQA accuracy", "gqa": "GQA accuracy", "aokvqa": "A-OKVQA direct-answer accuracy",
+                "vizwiz": "VizWiz accuracy"}
 SCORERS = {"vqa": "the official VQA evaluator (GT-Vision-Lab/VQA)", "gqa": "GQA's eval.py (accuracy, binary, open)",
-           "aokvqa": "allenai/aokvqa eval_predictions.py"}
+           "aokvqa": "allenai/aokvqa eval_predictions.py", "vizwiz": "the VizWiz evaluation (VizWiz API vqaEval.py)"}
 
 
 def breakdown(scores: dict) -> str:
@@ -176,6 +219,11 @@ def breakdown(scores: dict) -> str:
     (A-OKVQA)."""
     if scores["metric"] == "gqa":
         return f"binary {scores['binary']:.2f}, open {scores['open']:.2f}"
+    if scores["metric"] == "vizwiz":
+        types = ", ".join(f"{t} {v:.2f}" for t, v in sorted(scores["perAnswerType"].items()))
+        ap = (f"; unanswerable AP {scores['average_precision']:.2f}, F1 {scores['f1_score']:.2f}"
+              if "average_precision" in scores else "")
+        return types + ap
     if scores["metric"] == "aokvqa":
         mc = scores.get("multiple_choice")
         return f"multiple choice {mc:.2f}" if mc is not None else "no multiple-choice predictions"

@@ -56,7 +56,7 @@ def with_benchmark(metrics: dict, pred, references, proba=None, classes=None, mc
             mc = mc_choices(proba, classes, references)
         if references.scored:
             metrics["benchmark"] = benchmark_scores(pred, references, proba, classes, mc)
-        metrics["submission"] = submission(pred, references, mc)
+        metrics["submission"] = submission(pred, references, mc, proba, classes)
     return metrics
 
 

@@ -95,7 +95,7 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
     if rows:
         recall = "mean per-class recall" if classify else "balanced acc"
         vqa = next((r["benchmark"]["metric"] for r in rows if r.get("benchmark")), None)  # the benchmark's figure
-        name = {"vqa": "VQA acc", "gqa": "GQA acc", "aokvqa": "DA acc"}.get(vqa, "")
+        name = {"vqa": "VQA acc", "gqa": "GQA acc", "aokvqa": "DA acc", "vizwiz": "VizWiz acc"}.get(vqa, "")
         md += ["## Ranking (hyperparameters chosen on an image-disjoint validation fraction; test used once per row)",
                "", f"| rank | head | view | params | {'val ' + name if vqa else 'val acc'} | {name + ' | ' if vqa else ''}"
                f"accuracy | top-5 | macro F1 | {recall} | fit s | predict s |",

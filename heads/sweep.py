@@ -215,7 +215,8 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
         result.benchmark = {"metric": refs.metric, "vocabulary": len(kept.vocabulary),
                             "min_answer_count": DEFAULT_MIN_COUNT[refs.metric] if min_answer_count is None else min_answer_count,
                             "training_questions": len(refs.question_ids),
-                            "targets": "VQA soft scores (lr and mlp: binary cross-entropy summed over answers)"
+                            "targets": f"{'VizWiz' if refs.metric == 'vizwiz' else 'VQA'} soft scores (lr and mlp: "
+                                       f"binary cross-entropy summed over answers)"
                             if soft is not None else "the labels (cross-entropy)",
                             "coverage": {train_split: coverage(kept.vocabulary, refs)},
                             "vocabulary_splits": list(vocabulary_splits or [train_split])}

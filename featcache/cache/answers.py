@@ -9,8 +9,9 @@ accuracy from the cache alone, without the annotation files:
     /questions/question_type   str   e.g. "what color is the" (GQA: the structural type)
     /questions/choices         str   a JSON list of the multiple-choice options (A-OKVQA; "[]" elsewhere)
 
-(GQA's /questions/answer_type holds its semantic type; A-OKVQA's is "difficult" where the direct answer is.)
-The file attribute `metric` names the benchmark whose scoring applies: vqa, gqa or aokvqa.
+(GQA's /questions/answer_type holds its semantic type; A-OKVQA's is "difficult" where the direct answer is;
+VizWiz's /questions/question_type is "answerable" or "unanswerable", the human flag.)
+The file attribute `metric` names the benchmark whose scoring applies: vqa, gqa, aokvqa or vizwiz.
 
 In OUT.parts/questions.npz the references travel as UTF-8 bytes plus offsets (a fixed-width text array of
 443k JSON lists would take gigabytes; object arrays would need pickle).

@@ -91,6 +91,33 @@ def score_aokvqa(predictions, split_file, strict, out) -> None:
     _write(out, scores)
 
 
+@score.command("vizwiz")
+@click.argument("results", type=click.Path(dir_okay=False))
+@click.option("--annotations", required=True, type=click.Path(dir_okay=False),
+              help="The split's annotation file, e.g. Annotations/val.json.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the scores (with evalQA per image) as JSON.")
+def score_vizwiz(results, annotations, out) -> None:
+    """VizWiz-VQA accuracy of RESULTS ([{"image", "answer"[, "answerable"]}]) as the VizWiz evaluation computes it
+    (overall and per answer type), and the average precision / F1 of "unanswerable" (from "answerable"
+    probabilities where the results have them, else from the answers)."""
+    from featcache.scoring.vizwiz import score_vizwiz_files
+
+    scores = run(score_vizwiz_files, results, annotations)
+    if "accuracy" in scores:
+        acc = scores["accuracy"]
+        click.echo(f"Overall Accuracy is: {acc['overall']:.2f}")
+        for kind, value in sorted(acc["perAnswerType"].items()):
+            click.echo(f"  {kind} : {value:.2f}")
+    if "unanswerability" in scores:
+        u = scores["unanswerability"]
+        click.echo(f"Unanswerable: average precision {u['average_precision']:.2f}, F1 {u['f1_score']:.2f} "
+                   f"(answerable probabilities from the {scores['answerable_from']})")
+    if scores["unknown_images"]:
+        click.secho(f"warning: {scores['unknown_images']} predictions name images not in {annotations} (ignored)",
+                    fg="yellow", err=True)
+    _write(out, scores)
+
+
 def _write(out, scores: dict) -> None:
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

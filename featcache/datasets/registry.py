@@ -14,6 +14,7 @@ from .easyvqa import load_easy_vqa, load_easy_vqa_balanced, load_easy_vqa_labels
 from .folder import load_image_folder
 from .gqa import load_gqa
 from .manifest import load_manifest
+from .vizwiz import load_vizwiz
 from .vqa_benchmarks import load_vqa_benchmark, with_minival
 
 
@@ -50,6 +51,9 @@ def protocols() -> dict[str, Protocol]:
                         "GQA balanced questions (--root DIR), exact-match accuracy, binary / open, as eval.py"),
         "aokvqa": Protocol(lambda root, seed: load_aokvqa(root),
                            "A-OKVQA v1.0 (--root DIR): multiple choice and direct answer, as allenai/aokvqa scores"),
+        "vizwiz": Protocol(lambda root, seed: load_vizwiz(root),
+                           "VizWiz-VQA (--root DIR): 10 answers per image, scored as the VizWiz evaluation (accuracy, "
+                           "unanswerable AP / F1)"),
         "daquar": Protocol(lambda root, seed: load_daquar(root), "DAQUAR, all answers, split by image (--root DIR)"),
         "daquar-18": Protocol(lambda root, seed: load_daquar_18(root, seed),
                               "the paper's 18 classes, image-disjoint stratified split, train-only augmentation",
