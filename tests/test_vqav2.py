@@ -185,3 +185,35 @@ def test_a_minival_is_cut_from_val_by_image(vqav2):
     assert not by_split["minival"] & by_split["nominival"] and len(by_split["train"]) == 12
     assert load_dataset("vqav2-minival", root=str(vqav2), seed=1).questions == ds.questions  # seeded
     assert all(len(q.references) == 10 for q in ds.questions if q.split == "minival")
+
+
+def test_fine_tunes_report_the_official_vqa_accuracy_of_their_own_results_file(vqav2, tiny_itm, tiny_opt, tmp_path):
+    """Both fine-tunes, evaluated on val: the summary's VQA accuracy is what `score vqa` gives their results file."""
+    runner = CliRunner()
+    annotations = str(vqav2 / "Annotations" / "v2_mscoco_val2014_annotations.json")
+
+    def official(submission: Path) -> dict:
+        r = runner.invoke(main, ["score", "vqa", str(submission), "--annotations", annotations,
+                                 "--out", str(tmp_path / "s.json")])
+        assert r.exit_code == 0, r.output
+        return json.loads((tmp_path / "s.json").read_text())["accuracy"]
+
+    r = runner.invoke(main, ["finetune", "--dataset", "vqav2", "--root", str(vqav2), "--model", str(tiny_itm),
+                             "--out", str(tmp_path / "ft"), "--epochs", "1", "--hidden", "16", "--eval-split", "val",
+                             "--device", "cpu", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "ft" / "summary.json").read_text())
+    assert summary["evaluated_split"] == "val" and summary["test"]["n"] == 12
+    acc = official(tmp_path / "ft" / "submission.json")
+    assert summary["test"]["benchmark"]["overall"] == summary["test"]["benchmark"]["primary"] == acc["overall"]
+    assert summary["test"]["benchmark"]["perAnswerType"] == acc["perAnswerType"]
+
+    cache = tmp_path / "opt.h5"
+    r = runner.invoke(main, ["extract", "--dataset", "vqav2", "--root", str(vqav2), "--model", str(tiny_opt),
+                             "--out", str(cache), "--device", "cpu", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["finetune", "--generative", "--from-cache", str(cache), "--model", str(tiny_opt),
+                             "--out", str(tmp_path / "gft"), "--epochs", "1", "--eval-split", "val", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((tmp_path / "gft" / "summary.json").read_text())
+    assert summary["test_benchmark"]["overall"] == official(tmp_path / "gft" / "submission.json")["overall"]

@@ -29,6 +29,9 @@ def register(main: click.Group) -> None:
 @click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, metrics).")
 @click.option("--view", type=click.Choice(["itc", "pooled"]), default="itc", show_default=True)
+@click.option("--eval-split", default="test", show_default=True,
+              help="The split evaluated once with the best epoch (a benchmark's val, testdev or test-dev); on a "
+                   "benchmark the summary gives its own figures and OUT/submission.json its results file.")
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--grad-accum", default=1, show_default=True)
@@ -50,7 +53,8 @@ def register(main: click.Group) -> None:
 @click.option("--overwrite", is_flag=True)
 @TRUST_PICKLE
 @click.pass_context
-def finetune(ctx, generative, recipe, prompt, lora_qformer, dataset, root, images, limit, from_cache, model, out, view, epochs,
+def finetune(ctx, generative, recipe, prompt, lora_qformer, dataset, root, images, limit, from_cache, model, out, view,
+             eval_split, epochs,
              batch_size, grad_accum, lr, l1, lora_rank, lora_vision, hidden, batch_norm, dropout, patience, amp,
              gradient_checkpointing, init_head, device, workers, seed, overwrite, trust_pickle) -> None:
     """LoRA on the Q-Former + classifier (GPU mode; runs on CPU too, slowly), or with --generative on a
@@ -80,13 +84,18 @@ def finetune(ctx, generative, recipe, prompt, lora_qformer, dataset, root, image
     config = FinetuneConfig(view=view, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, l1=l1,
                             lora_rank=lora_rank, lora_alpha=lora_rank, lora_vision=lora_vision,
                             hidden_sizes=hidden_sizes, batch_norm=batch_norm, dropout=dropout,
-                            patience=patience, amp=amp, gradient_checkpointing=gradient_checkpointing, seed=seed)
+                            patience=patience, amp=amp, gradient_checkpointing=gradient_checkpointing, seed=seed,
+                            eval_split=eval_split)
     rep = run(run_finetune, source, out, backbone, config, init_head=init_head, overwrite=overwrite, workers=workers,
                trust_pickle=trust_pickle)
-    summary = {"best_validation_accuracy": rep.best_validation_accuracy, "test": rep.test_metrics,
+    summary = {"best_validation_accuracy": rep.best_validation_accuracy, "evaluated_split": eval_split,
+               "test": rep.test_metrics,
                "epochs_run": rep.epochs_run, "resumed_from_epoch": rep.resumed_from_epoch,
                "samples_per_second": rep.samples_per_second}
     (rep.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if rep.submission is not None:
+        (rep.out / "submission.json").write_text(json.dumps(rep.submission) + "\n", encoding="utf-8")
+        click.echo(f"results file ({eval_split}, the benchmark's format): {rep.out / 'submission.json'}")
     if model == "tiny-random":
         click.secho("RANDOM WEIGHTS (tiny-random): these accuracies mean nothing.", fg="red", bold=True)
     click.echo(json.dumps(summary, indent=1))

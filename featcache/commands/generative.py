@@ -96,7 +96,7 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
 
 
 _SHARED = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr", "l1": "l1", "lora_rank": "lora_rank",
-           "patience": "patience", "amp": "amp", "seed": "seed"}
+           "patience": "patience", "amp": "amp", "seed": "seed", "eval_split": "eval_split"}
 _CLASSIFIER_ONLY = ("dataset", "view", "grad_accum", "lora_vision", "hidden", "batch_norm", "dropout",
                     "gradient_checkpointing", "init_head", "trust_pickle")
 
@@ -133,8 +133,13 @@ def finetune_generative_cmd(ctx: click.Context, recipe: str, prompt: str | None,
     summary = {"recipe": recipe, "config": config.identity() | {"epochs": config.epochs},
                "best_validation_rank_accuracy": rep.best_validation_accuracy, "test_rank_accuracy": rep.test_accuracy,
                "epochs_run": rep.epochs_run, "resumed_from_epoch": rep.resumed_from_epoch,
-               "samples_per_second": rep.samples_per_second, "lora_targets": rep.targets}
+               "samples_per_second": rep.samples_per_second, "lora_targets": rep.targets,
+               "evaluated_split": config.eval_split,
+               **({"test_benchmark": rep.test_benchmark} if rep.test_benchmark else {})}
     (rep.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if rep.submission is not None:
+        (rep.out / "submission.json").write_text(json.dumps(rep.submission) + "\n", encoding="utf-8")
+        click.echo(f"results file ({config.eval_split}, the benchmark's format): {rep.out / 'submission.json'}")
     if model.startswith("tiny-random"):
         click.secho("RANDOM WEIGHTS (tiny-random): these accuracies mean nothing.", fg="red", bold=True)
     click.echo(json.dumps(summary, indent=1))

@@ -29,6 +29,17 @@ class LiveSource:
         self.dataset, self.preprocessor = dataset, preprocessor
         self.samples = [Sample(q.image, q.text, q.answer, q.split) for q in dataset.questions]
 
+    def references(self, idx):
+        """The benchmark fields of samples `idx` (heads' References), or None for a dataset without them."""
+        from ..cache.answers import References
+
+        qs = [self.dataset.questions[i] for i in idx]
+        if not any(q.qid or q.references for q in self.dataset.questions):
+            return None
+        return References([q.qid for q in qs], [list(q.references) for q in qs], [q.answer_type for q in qs],
+                          [q.question_type for q in qs], [list(q.choices) for q in qs], self.dataset.metric or "vqa",
+                          [q.answer for q in qs])
+
     def images(self, keys: list[str]) -> dict:
         pre = self.preprocessor
         pixels = [pre.resize_uint8(self.dataset.open_image(k, pre.draft_size)) for k in keys]
@@ -49,9 +60,16 @@ class CachedSource:
         self.row_of = {k: i for i, k in enumerate(keys)}
         c = self.cache
         ok = c.strings("questions", "error") == ""
+        self.question_rows = np.flatnonzero(ok)
         self.samples = [Sample(keys[r], t, a, s) for r, t, a, s, good in zip(
             c.array("questions", "image_row"), c.strings("questions", "text"), c.strings("questions", "answer"),
             c.strings("questions", "split"), ok) if good]
+
+    def references(self, idx):
+        """The benchmark fields the cache keeps for samples `idx`, or None for a cache without them."""
+        from ..cache.answers import read_references
+
+        return read_references(self.cache, self.question_rows[np.asarray(idx, dtype=np.int64)])
 
     def images(self, keys: list[str]) -> dict:
         rows = np.array([self.row_of[k] for k in keys])

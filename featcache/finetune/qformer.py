@@ -57,11 +57,14 @@ class FinetuneConfig:
     seed: int = 0
     amp: str | None = None
     gradient_checkpointing: bool = False
+    eval_split: str = "test"
+    """The split evaluated once with the best epoch's weights (a benchmark's val or testdev)."""
 
     def identity(self) -> dict:
-        """What a resumed run must share with the run it continues."""
+        """What a resumed run must share with the run it continues (not where it is evaluated)."""
         d = asdict(self)
         d.pop("epochs")
+        d.pop("eval_split")
         d["hidden_sizes"] = list(d["hidden_sizes"])
         return d
 
@@ -148,6 +151,8 @@ class FinetuneReport:
     samples_per_second: float
     resumed_from_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    submission: list | dict | None = None
+    """The evaluated split's predictions in its benchmark's results format (benchmark datasets only)."""
 
 
 def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneConfig | None = None,
@@ -173,7 +178,7 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.t_max, eta_min=config.eta_min)
     train_idx, val_idx = split_validation(samples, config.validation_fraction, config.seed)
-    test_idx = np.array([i for i, s in enumerate(samples) if s.split == "test"])
+    test_idx = np.array([i for i, s in enumerate(samples) if s.split == config.eval_split], dtype=np.int64)
 
     run = {"config": config.identity(), "model_fingerprint": backbone.fingerprint, "labels": labels,
            "n_samples": len(samples)}
@@ -248,9 +253,21 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
         best = checkpoints.load_model(best_path)
         _load_adapters(net, best["adapters"])
         net.head.load_state_dict(best["head"])
+    submission = None
     if len(test_idx):
         test = evaluate_net(net, source, test_idx, config, label_index, workers, detailed=True)
-    return FinetuneReport(out, len(history), best_acc, test, seen / elapsed if elapsed > 0 else 0.0, start_epoch, history)
+        refs = source.references(test_idx)
+        if refs is not None:  # a benchmark: its own figures (VQA accuracy, ...) and its results file
+            from heads.evaluate import with_benchmark
+
+            predicted = np.asarray(labels, dtype=object)[test.pop("predictions")]
+            test = with_benchmark(test, predicted, refs)
+            submission = test.pop("submission")
+            if not refs.scored:  # a test-dev split: predicted, not scored
+                test = {"n": test["n"], "unscored": True}
+        test.pop("predictions", None)
+    return FinetuneReport(out, len(history), best_acc, test, seen / elapsed if elapsed > 0 else 0.0, start_epoch, history,
+                          submission)
 
 
 def _init_from_head(net: FinetuneNet, path: str, labels: list[str], view: str, trust_pickle: bool = False) -> None:
@@ -286,6 +303,7 @@ def evaluate_net(net: FinetuneNet, source, idx, config, label_index, workers: in
     pred, y = torch.cat(preds).numpy(), torch.cat(ys).numpy()
     out = {"n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else 0.0}
     if detailed:
+        out["predictions"] = pred
         from sklearn.metrics import f1_score
 
         from heads.evaluate import balanced_accuracy

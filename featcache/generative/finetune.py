@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from ..cache import open_cache
+from ..cache.answers import read_references
 from ..errors import FeatcacheError, ZeroShotError
 from ..safe_folder import flatten, load_folder, save_folder, unflatten
 from ..models.generative import GenerativeLM, load_generative, read_vision
@@ -56,10 +57,14 @@ class GenerativeConfig:
     validation_fraction: float = 0.1
     patience: int = 3
     seed: int = 0
+    eval_split: str = "test"
+    """The split evaluated once with the best epoch's adapters (a benchmark's val or testdev)."""
 
     def identity(self) -> dict:
-        """What a resume must match: everything but `epochs`, unless the linear decay spans the epochs."""
+        """What a resume must match: everything but `epochs` (unless the linear decay spans the epochs) and the
+        split evaluated at the end."""
         d = asdict(self)
+        d.pop("eval_split")
         if self.schedule != "linear":
             d.pop("epochs")
         return d
@@ -139,6 +144,9 @@ class GenerativeReport:
     targets: list[str]
     resumed_from_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    test_benchmark: dict | None = None
+    """On a benchmark cache: its own figures for the evaluated split's rank answers (VQA accuracy, ...)."""
+    submission: list | dict | None = None
 
 
 def _split(cache, config: GenerativeConfig):
@@ -150,15 +158,16 @@ def _split(cache, config: GenerativeConfig):
     ok = np.flatnonzero(errors == "")
     samples = [Sample(keys[rows[i]], texts[i], answers[i], splits[i]) for i in ok]
     train, val = split_validation(samples, config.validation_fraction, config.seed)  # image-disjoint
-    test = np.array([j for j, s in enumerate(samples) if s.split == "test"], dtype=np.int64)
+    test = np.array([j for j, s in enumerate(samples) if s.split == config.eval_split], dtype=np.int64)
     return ok, texts[ok], answers[ok], rows[ok], train, val, test
 
 
 @torch.no_grad()
 def evaluate_rank(lm: GenerativeLM, cache, idx, texts, answers, rows, vocab, prompt, answer_ids: dict | None = None,
-                  batch: int = 64) -> tuple[float, float]:
+                  batch: int = 64, predictions: list | None = None) -> tuple[float, float]:
     """(rank accuracy over `vocab`, teacher-forced answer loss) on questions `idx`, one pass over their image
-    tokens. The loss (what breaks ties between epochs of equal accuracy) counts answers in `answer_ids` only."""
+    tokens. The loss (what breaks ties between epochs of equal accuracy) counts answers in `answer_ids` only.
+    The ranked answers are appended to `predictions` where given."""
     hits, loss, counted = 0, 0.0, 0
     for s in range(0, len(idx), batch):
         part = idx[s:s + batch]
@@ -166,7 +175,10 @@ def evaluate_rank(lm: GenerativeLM, cache, idx, texts, answers, rows, vocab, pro
         tokens = lm.image_tokens(cache, used)[inv]
         prompts = [prompt.format(t) for t in texts[part]]
         scores = score_answers(lm, tokens, prompts, vocab)
-        hits += int((np.asarray(vocab, dtype=object)[scores.argmax(1)] == answers[part]).sum())
+        ranked = np.asarray(vocab, dtype=object)[scores.argmax(1)]
+        hits += int((ranked == answers[part]).sum())
+        if predictions is not None:
+            predictions.extend(ranked.tolist())
         known = [i for i, a in enumerate(answers[part]) if answer_ids and a in answer_ids]
         if known:
             loss += float(_batch_loss(lm, tokens[known], [prompts[i] for i in known],
@@ -200,7 +212,7 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
         if config.lora_qformer and "vision" not in cache.images:
             raise FeatcacheError(f"adapting the Q-Former reruns it on the ViT states, and {cache.path} has none: "
                                  f"extract it with --store-vision, or train without --lora-qformer")
-        _, texts, answers, rows, train, val, test = _split(cache, config)
+        ok, texts, answers, rows, train, val, test = _split(cache, config)
         vocab = sorted(set(answers[train]))
         try:
             answer_ids = dict(zip(vocab, answer_tokens(lm, vocab)))
@@ -287,11 +299,20 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
         if (best / "featcache.json").exists():
             _load_adapters(lm, load_generative_checkpoint(best)["adapters"])
         lm.model.eval()
-        test_acc = evaluate_rank(lm, cache, test, texts, answers, rows, vocab, config.prompt)[0] if len(test) else None
+        test_acc, benchmark, submission, predicted = None, None, None, []
+        if len(test):
+            test_acc = evaluate_rank(lm, cache, test, texts, answers, rows, vocab, config.prompt,
+                                     predictions=predicted)[0]
+            refs = read_references(cache, ok[test])
+            if refs is not None:  # a benchmark: its own figures and its results file
+                from heads.evaluate import with_benchmark
+
+                scored = with_benchmark({}, predicted, refs)
+                benchmark, submission = scored.get("benchmark"), scored["submission"]
     finally:
         cache.close()
     return GenerativeReport(out, len(history), best_acc, test_acc, seen / elapsed if elapsed > 0 else 0.0, targets,
-                            start, history)
+                            start, history, benchmark, submission)
 
 
 def _optimizer_state(meta: dict, tensors: dict) -> dict:
