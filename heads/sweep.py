@@ -19,6 +19,7 @@ import numpy as np
 from featcache import open_cache
 from featcache.cache.views import default_views
 from featcache.errors import FeatcacheError
+from featcache.outputs import swap_in_folder
 
 from .evaluate import all_labels, evaluate, primary_score
 from .gbm import LightGBMHead
@@ -293,15 +294,6 @@ class SweepReport:
     """How the run started: fresh, resumed (with how many fits already done) or clean over another run."""
 
 
-def _swap_in(new: Path, out: Path) -> None:
-    """Put folder `new` at `out` in two renames; an older `out` is moved aside first, then removed."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(new, out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None = None,
                     extra_rows: list[dict] | None = None, **sweep_kwargs) -> SweepReport:
     """Run a sweep and write its report folder atomically; `extra_rows` (e.g. zero-shot results, in the
@@ -345,7 +337,7 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     result.best.save(partial / "best")
     shutil.rmtree(partial / "state")
     run_file.unlink()
-    _swap_in(partial, out)
+    swap_in_folder(partial, out)
     return SweepReport(result, {k: out / v.name for k, v in files.items()}, out / "best", note)
 
 

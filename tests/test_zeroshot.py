@@ -59,6 +59,16 @@ def test_scores_from_the_cache_equal_an_uncached_forward(generative, small_datas
     assert cached.std() > 0  # the random model does tell candidates apart
     normed = score_answers(lm, tokens, prompts, ANSWERS, length_norm=True)
     np.testing.assert_allclose(normed, cached / np.array([len(t) for t in ids]), atol=1e-12)
+    # candidates in bounded chunks (memory flat in the number of answers): chunks of 1 and of a few agree
+    from featcache.generative.rank import candidate_chunk
+
+    width = max(map(len, ids))
+    middle = next(b for b in (1 << e for e in range(10, 40)) if 1 < candidate_chunk(lm, len(ANSWERS), width, 30, b))
+    assert candidate_chunk(lm, len(ANSWERS), width, 30, 1) == 1
+    assert 1 < candidate_chunk(lm, len(ANSWERS), width, 30, middle) <= len(ANSWERS)
+    for budget in (1, middle):
+        chunked = score_answers(lm, tokens, prompts, ANSWERS, chunk_bytes=budget)
+        np.testing.assert_allclose(chunked, one_by_one, rtol=1e-6, atol=1e-5)
 
 
 def test_generation_equals_model_generate(generative, small_dataset):

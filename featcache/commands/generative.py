@@ -62,6 +62,11 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
 
     if not cache and not dataset:
         raise click.UsageError("give a CACHE, or --dataset to extract one first")
+    from featcache.outputs import check_output_folder
+
+    run(check_output_folder, Path(out).parent if str(Path(out).parent) else Path("."), "--out's folder")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise click.UsageError(f"--out {out} is a file; give a report folder")
     if templates_file:
         if template:
             raise click.UsageError("give --template or --templates, not both")
@@ -191,12 +196,12 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
                                repetition_penalty=repetition_penalty, do_sample=sample, top_p=top_p,
                                temperature=temperature, seed=seed)
     ds = run(load_dataset, dataset, images=images, root=root) if dataset else None
+    refs = run(read_captions, references) if references else None  # a bad file is found before the captions
     path = run(caption, model, out, cache=cache, dataset=ds, settings=settings, device=device, batch_size=batch_size,
                limit=limit)
     random_weights = base_model_of(model).startswith("tiny-random")
     click.echo(f"captions: {path}")
     if references:
-        refs = run(read_captions, references)
         result = run(caption_scores, {k: v[0] for k, v in read_captions(path).items()}, refs,
                      bertscore_model=bertscore_model, bertscore_layers=bertscore_layers)
         result.update(random_weights=random_weights, references=str(references))

@@ -165,11 +165,13 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
 @click.option("--submission", type=click.Path(dir_okay=False), help="--dataset a benchmark (vqav2, okvqa, gqa, "
               "aokvqa): also write the predictions in its results format (JSON) for its evaluator or server.")
 @click.option("--root", type=click.Path(file_okay=False), help="--dataset: its folder (DAQUAR, the benchmarks).")
-@click.option("--top-k", default=3, show_default=True)
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
+@click.option("--skip-bad", is_flag=True, help="Answer the other rows when an image is missing or unreadable; those "
+              "rows get no answer and their error (an `error` column in --out).")
 @click.option("--device", default="auto", show_default=True)
 @TRUST_PICKLE
 def predict(head_path, model, image, question, pairs, delimiter, dataset, split, limit, images, submission, root, out,
-            top_k, device, trust_pickle) -> None:
+            top_k, skip_bad, device, trust_pickle) -> None:
     """Answer new (image, question) pairs with a saved head; runs the backbone, no cache needed."""
     from featcache.datasets import load_dataset
     from featcache.datasets.pairs import read_pairs, write_predictions
@@ -194,7 +196,12 @@ def predict(head_path, model, image, question, pairs, delimiter, dataset, split,
                                "aokvqa, or a hub table with question_id)")
     every = submission and ds.metric == "aokvqa"  # multiple choice needs every answer's probability
     results, random_weights = run(predict_saved, head_path, todo, model=model, device=device,
-                                   top_k=10**9 if every else top_k, trust_pickle=trust_pickle, dataset=ds)
+                                   top_k=10**9 if every else top_k, trust_pickle=trust_pickle, dataset=ds,
+                                   skip_bad=skip_bad)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        click.secho(f"{len(failed)} of {len(results)} rows not answered (unreadable images), e.g. {failed[0]['error']}",
+                    fg="yellow", err=True)
     if random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): these answers mean nothing.", fg="red", bold=True)
     if submission:
@@ -210,6 +217,9 @@ def predict(head_path, model, image, question, pairs, delimiter, dataset, split,
         click.echo(f"wrote {len(results)} predictions to {run(write_predictions, out, results, reference)}")
         return
     for r in results:
+        if "error" in r:
+            click.echo(f"{r['image']} | {r['question']} -> (not answered: {r['error']})")
+            continue
         alts = ", ".join(f"{a} {p:.2f}" for a, p in r["top_k"])
         click.echo(f"{r['image']} | {r['question']} -> {r['answer']} ({r['probability']:.2f})   top-{top_k}: {alts}")
 

@@ -35,7 +35,8 @@ def check_questions(pairs: list[tuple[str, str]]) -> None:
 
 
 def write_predictions(path: str | Path, results: list[dict], reference: list[str] | None = None) -> Path:
-    """Predictions as CSV: image, question, answer, probability, top_k (JSON), and the dataset's own answer."""
+    """Predictions as CSV: image, question, answer, probability, top_k (JSON), the dataset's own answer, and
+    (with --skip-bad) why a row has no answer."""
     import csv
     import json
 
@@ -43,10 +44,13 @@ def write_predictions(path: str | Path, results: list[dict], reference: list[str
     try:
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
-            w.writerow(["image", "question", "answer", "probability", "top_k"] + (["reference"] if reference else []))
+            errors = any("error" in r for r in results)
+            w.writerow(["image", "question", "answer", "probability", "top_k"] + (["reference"] if reference else [])
+                       + (["error"] if errors else []))
             for i, r in enumerate(results):
-                w.writerow([r["image"], r["question"], r["answer"], f"{r['probability']:.6f}", json.dumps(r["top_k"])]
-                           + ([reference[i]] if reference else []))
+                w.writerow([r["image"], r["question"], r["answer"], "" if "error" in r else f"{r['probability']:.6f}",
+                            json.dumps(r["top_k"])] + ([reference[i]] if reference else [])
+                           + ([r.get("error", "")] if errors else []))
     except OSError as exc:
         raise DatasetError(f"cannot write predictions to {path} ({exc}); choose another --out") from None
     return path

@@ -68,7 +68,10 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
         raise FeatcacheError(f"--out {out} must end in .csv or .jsonl")
     if (cache is None) == (dataset is None):
         raise FeatcacheError("give a cache or a dataset to caption, not both")
+    from ..outputs import check_output_file
     from .finetune import load_generative_or_finetuned
+
+    check_output_file(out)  # before the model loads: a read-only folder or full disk is found now, not at the end
 
     lm = load_generative_or_finetuned(model, device=device, dtype=dtype)
     torch.manual_seed(settings.seed)
@@ -100,41 +103,59 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
 
 
 def write_captions(out: Path, keys: list[str], captions: list[str], settings: dict) -> None:
-    """CSV (`image,caption`) or JSONL (`{"image", "caption"}`), plus OUT.settings.json saying what made it."""
+    """CSV (`image,caption`) or JSONL (`{"image", "caption"}`), plus OUT.settings.json saying what made it; when
+    OUT cannot be written at the end, the captions go to the temporary folder and the message names it."""
+    from ..outputs import write_or_rescue
+
+    def write(target: Path) -> None:
+        with target.open("w", newline="", encoding="utf-8") as fh:
+            if out.suffix == ".csv":
+                writer = csv.writer(fh)
+                writer.writerow(["image", "caption"])
+                writer.writerows(zip(keys, captions))
+            else:
+                fh.writelines(json.dumps({"image": k, "caption": c}) + "\n" for k, c in zip(keys, captions))
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        if out.suffix == ".csv":
-            writer = csv.writer(fh)
-            writer.writerow(["image", "caption"])
-            writer.writerows(zip(keys, captions))
-        else:
-            fh.writelines(json.dumps({"image": k, "caption": c}) + "\n" for k, c in zip(keys, captions))
-    tmp.replace(out)
-    out.with_name(out.name + ".settings.json").write_text(json.dumps(settings, indent=1) + "\n")
+    write_or_rescue(out, write, f"{len(captions)} captions")
+    settings_file = out.with_name(out.name + ".settings.json")
+    write_or_rescue(settings_file, lambda t: t.write_text(json.dumps(settings, indent=1) + "\n"), "the caption settings")
 
 
 def read_captions(path) -> dict[str, list[str]]:
     """image -> captions from a CSV (`image,caption` header) or JSONL file; several rows may share an image
     (reference captions). Names the file and line of a bad row."""
+    import stat
+
     path = Path(path)
-    if not path.exists():
-        raise FeatcacheError(f"captions file {path} does not exist")
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise FeatcacheError(f"captions file {path} is not a regular file (a folder or FIFO); give a CSV or JSONL")
+    except OSError:
+        raise FeatcacheError(f"captions file {path} does not exist") from None
     found: dict[str, list[str]] = {}
-    with path.open(encoding="utf-8-sig") as fh:
-        if path.suffix == ".jsonl":
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                        found.setdefault(str(row["image"]), []).append(str(row["caption"]))
-                    except (ValueError, KeyError, TypeError):
-                        raise FeatcacheError(f"{path}:{i}: expected a JSON object with \"image\" and \"caption\"") from None
-        else:
-            reader = csv.DictReader(fh)
-            if not {"image", "caption"} <= set(reader.fieldnames or []):
-                raise FeatcacheError(f"{path}: the header must name the columns image and caption, got "
-                                     f"{reader.fieldnames}")
-            for row in reader:
-                found.setdefault(row["image"], []).append(row["caption"] or "")
+    try:
+        with path.open(encoding="utf-8-sig") as fh:
+            if path.suffix == ".jsonl":
+                for i, line in enumerate(fh, 1):
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                            found.setdefault(str(row["image"]), []).append(str(row["caption"]))
+                        except (ValueError, KeyError, TypeError):
+                            raise FeatcacheError(f"{path}:{i}: expected a JSON object with \"image\" and "
+                                                 f"\"caption\"") from None
+            else:
+                reader = csv.DictReader(fh)
+                if not {"image", "caption"} <= set(reader.fieldnames or []):
+                    raise FeatcacheError(f"{path}: the header must name the columns image and caption, got "
+                                         f"{reader.fieldnames}")
+                for row in reader:
+                    if row.get(None):  # more fields than the header: a caption with an unquoted comma, cut
+                        raise FeatcacheError(f"{path}:{reader.line_num}: more fields than the header names; quote "
+                                             f"a caption that holds commas (\"a cat, asleep\")")
+                    found.setdefault(row["image"], []).append(row["caption"] or "")
+    except UnicodeDecodeError as exc:
+        raise FeatcacheError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); re-save it as "
+                             f"UTF-8") from None
     return found

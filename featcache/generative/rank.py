@@ -54,35 +54,67 @@ def _prefix(lm: GenerativeLM, image_tokens: torch.Tensor, prompt: str) -> torch.
     return torch.cat([image_tokens[None].to(lm.dtype), lm.embed(ids)], dim=1)
 
 
+CHUNK_BYTES = 1 << 28
+"""What one chunk of candidates may hold, per large tensor (its log-probabilities over the vocabulary, its
+copy of the prompt's keys and values): 256 MiB, so memory stays flat however many answers are ranked
+(benchmarks/zeroshot_speed.py --memory measures it)."""
+
+
+def candidate_chunk(lm: GenerativeLM, n_candidates: int, width: int, prefix_len: int,
+                    chunk_bytes: int = CHUNK_BYTES) -> int:
+    """How many candidates one pass scores: the most whose float64 log-probabilities (width x vocabulary each)
+    and repeated prompt keys / values (OPT: layers x 2 x prefix x hidden each) fit in `chunk_bytes`."""
+    text = lm.model.config.text_config
+    vocab = int(getattr(text, "vocab_size", 0) or len(lm.tokenizer))
+    per_logits = max(1, width * vocab * 8)
+    per_cache = 0
+    if lm.decoder_only:
+        per_cache = (int(getattr(text, "num_hidden_layers", 1)) * 2 * prefix_len * int(getattr(text, "hidden_size", 1))
+                     * torch.finfo(lm.dtype).bits // 8)
+    return max(1, min(n_candidates, chunk_bytes // per_logits, chunk_bytes // max(1, per_cache)))
+
+
 @torch.inference_mode()
 def score_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[str], answers: list[str],
-                  length_norm: bool = False) -> np.ndarray:
+                  length_norm: bool = False, chunk_bytes: int = CHUNK_BYTES) -> np.ndarray:
     """(questions, answers) log-likelihoods; image_tokens (questions, 32, d_LLM) from `lm.project`.
-    With length_norm each is divided by its number of tokens."""
+    With length_norm each is divided by its number of tokens. Candidates are scored in chunks bounded by
+    `chunk_bytes` (the prompt's keys and values computed once per question, copied per chunk)."""
+    import copy
+
     cands = answer_tokens(lm, answers)
     pad = lm.tokenizer.pad_token_id or 0
-    ids, mask = _padded(cands, pad, lm.device)
+    ids_all, mask_all = _padded(cands, pad, lm.device)
     k = len(cands)
-    lengths = mask.sum(1).to(torch.float64)
+    lengths = mask_all.sum(1).to(torch.float64)
     out = np.empty((len(prompts), k), dtype=np.float64)
     for i, prompt in enumerate(prompts):
         prefix = _prefix(lm, image_tokens[i], prompt)
+        n = prefix.shape[1]
+        step = candidate_chunk(lm, k, ids_all.shape[1], n, chunk_bytes)
         if lm.decoder_only:
             first = lm.lm(inputs_embeds=prefix, use_cache=True)
-            cache = first.past_key_values
-            cache.batch_repeat_interleave(k)
-            n = prefix.shape[1]
-            rest = lm.lm(input_ids=ids, past_key_values=cache, use_cache=False,
-                         attention_mask=torch.cat([torch.ones((k, n), dtype=torch.long, device=lm.device), mask], 1))
-            logits = torch.cat([first.logits[:, -1:].expand(k, -1, -1), rest.logits[:, :-1]], dim=1)
         else:
-            encoded = lm.lm.get_encoder()(inputs_embeds=prefix).last_hidden_state.expand(k, -1, -1)
-            start = torch.full((k, 1), lm.model.config.text_config.decoder_start_token_id, device=lm.device)
-            logits = lm.lm(encoder_outputs=(encoded,), decoder_input_ids=torch.cat([start, ids[:, :-1]], 1),
-                           decoder_attention_mask=torch.cat([torch.ones_like(start), mask[:, :-1]], 1)).logits
-        logp = torch.log_softmax(logits.double(), dim=-1).gather(2, ids[..., None])[..., 0] * mask
-        scores = logp.sum(1)
-        out[i] = (scores / lengths if length_norm else scores).cpu().numpy()
+            encoded = lm.lm.get_encoder()(inputs_embeds=prefix).last_hidden_state
+        for a in range(0, k, step):
+            ids, mask = ids_all[a:a + step], mask_all[a:a + step]
+            c = len(ids)
+            if lm.decoder_only:
+                cache = copy.deepcopy(first.past_key_values) if step < k else first.past_key_values
+                cache.batch_repeat_interleave(c)
+                rest = lm.lm(input_ids=ids, past_key_values=cache, use_cache=False,
+                             attention_mask=torch.cat([torch.ones((c, n), dtype=torch.long, device=lm.device), mask], 1))
+                logits = torch.cat([first.logits[:, -1:].expand(c, -1, -1), rest.logits[:, :-1]], dim=1)
+                del cache, rest
+            else:
+                start = torch.full((c, 1), lm.model.config.text_config.decoder_start_token_id, device=lm.device)
+                logits = lm.lm(encoder_outputs=(encoded.expand(c, -1, -1),),
+                               decoder_input_ids=torch.cat([start, ids[:, :-1]], 1),
+                               decoder_attention_mask=torch.cat([torch.ones_like(start), mask[:, :-1]], 1)).logits
+            logp = torch.log_softmax(logits.double(), dim=-1).gather(2, ids[..., None])[..., 0] * mask
+            del logits
+            scores = logp.sum(1)
+            out[i, a:a + c] = (scores / lengths[a:a + c] if length_norm else scores).cpu().numpy()
     return out
 
 

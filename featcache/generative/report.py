@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from ..cache import open_cache
+from ..outputs import swap_in_folder
 
 
 def zeroshot_row(result, metrics: dict) -> dict:
@@ -32,7 +35,11 @@ def write_zeroshot_report(result, cache_path, out) -> tuple[dict, dict]:
     answers = result.raw if result.raw is not None else result.pred
     metrics = with_benchmark(metrics, answers, refs, mc=result.choices)
     row = zeroshot_row(result, metrics)
-    files = write_report(Path(out), metrics, attrs, f"zero-shot {result.method} with {result.model} on "
+    out = Path(out)
+    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")  # renamed in whole: a kill mixes no two runs
+    shutil.rmtree(partial, ignore_errors=True)
+    files = write_report(partial, metrics, attrs, f"zero-shot {result.method} with {result.model} on "
                          f"{result.settings.get('split')} of {cache_path}", rows=[row],
                          extra={"zeroshot": {**result.settings, **result.counts}})
-    return files, row
+    swap_in_folder(partial, out)
+    return {k: out / p.name for k, p in files.items()}, row

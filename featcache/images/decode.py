@@ -67,9 +67,22 @@ def decode_image(data: bytes, name: str, draft_size: int | None = None):
 
 
 def _decode(source, name, draft_size: int | None):
+    import os
+    import stat
+
     from PIL import Image, UnidentifiedImageError
 
     path = name
+    if isinstance(source, (str, Path)):  # only regular files are opened: a FIFO or device would block or never end
+        try:
+            mode = os.stat(source).st_mode
+        except FileNotFoundError:
+            raise ImageLoadError(f"image file not found: {path} (check the path)") from None
+        except OSError as exc:
+            raise ImageLoadError(f"cannot read image {path} ({exc})") from None
+        if not stat.S_ISREG(mode):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise ImageLoadError(f"image {path} is {kind}, not an image file; give the path of a picture")
     try:
         with Image.open(source) as img:
             if draft_size and img.format == "JPEG":
@@ -78,6 +91,8 @@ def _decode(source, name, draft_size: int | None):
             return to_rgb(img)
     except FileNotFoundError:
         raise ImageLoadError(f"image file not found: {path} (check the path)") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageLoadError(f"image {path} is too large to decode safely ({exc}); resize it, or remove it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageLoadError(f"cannot decode image {path}: it is damaged or not an image ({exc}); re-save it "
                              f"as PNG or JPEG, or remove it") from None

@@ -86,23 +86,75 @@ def is_finetune_checkpoint(path: str | Path) -> bool:
     return describe_file(path).startswith("a torch.save")
 
 
+class _GuardedImages:
+    """Opens the pairs' images; with skip_bad an image that cannot be read is recorded (its rows then carry the
+    error instead of an answer) and a blank stands in for it, so one bad row loses nothing else."""
+
+    def __init__(self, open_image, skip_bad: bool) -> None:
+        self.open_image, self.skip_bad, self.errors = open_image, skip_bad, {}
+
+    def __call__(self, ref, draft_size=None):
+        from PIL import Image
+
+        from ..images import ImageLoadError, load_image
+
+        if ref in self.errors:  # found unreadable before the model loaded: never opened
+            return Image.new("RGB", (8, 8), (255, 255, 255))
+        try:
+            return self.open_image(ref, draft_size) if self.open_image else load_image(ref, draft_size)
+        except ImageLoadError as exc:
+            if not self.skip_bad:
+                raise ImageLoadError(f"{exc}. Pass --skip-bad to answer the other rows and record this one as "
+                                     f"failed") from None
+            self.errors[ref] = str(exc)
+            return Image.new("RGB", (8, 8), (255, 255, 255))
+
+
+def _check_files(pairs: list[tuple[str, str]], skip_bad: bool) -> dict[str, str]:
+    """Before any model loads: image paths that are missing or not regular files (a folder, a FIFO)."""
+    import os
+    import stat
+
+    bad = {}
+    for p in dict.fromkeys(p for p, _ in pairs):
+        try:
+            if not stat.S_ISREG(os.stat(p).st_mode):
+                bad[p] = f"image {p} is not a regular file (a folder, FIFO or device); give the path of a picture"
+        except OSError as exc:
+            bad[p] = f"image file not found: {p} ({exc.strerror})"
+    if bad and not skip_bad:
+        from ..images import ImageLoadError
+
+        shown = "; ".join(list(bad.values())[:3])
+        raise ImageLoadError(f"{len(bad)} of the images cannot be read: {shown}. Fix the paths, or pass --skip-bad "
+                             f"to answer the other rows and record these as failed")
+    return bad
+
+
 def predict_saved(path: str | Path, pairs: list[tuple[str, str]], model: str | None = None, device: str = "auto",
-                  top_k: int = 3, trust_pickle: bool = False, dataset=None) -> tuple[list[dict], bool]:
+                  top_k: int = 3, trust_pickle: bool = False, dataset=None,
+                  skip_bad: bool = False) -> tuple[list[dict], bool]:
     """Predict with a saved head or fine-tune checkpoint: (results, whether it rests on random weights). With
-    `dataset` (a VQADataset), the pairs' images are its keys, decoded by it (files, parquet cells, tar members)."""
-    open_image = dataset.open_image if dataset is not None else None
+    `dataset` (a VQADataset), the pairs' images are its keys, decoded by it (files, parquet cells, tar members).
+    With skip_bad a row whose image cannot be read gets an "error" and no answer; the others are answered."""
     from ..models.names import TINY_RANDOM
 
+    guard = _GuardedImages(dataset.open_image if dataset is not None else None, skip_bad)
+    if dataset is None:
+        guard.errors.update(_check_files(pairs, skip_bad))
     if is_finetune_checkpoint(path):
         from ..finetune import load_finetuned, predict_finetuned
 
         net = load_finetuned(path, model, device, trust_pickle)
-        return predict_finetuned(net, pairs, top_k=top_k, open_image=open_image), net.backbone.model_id == TINY_RANDOM
-    from heads.trained import load_head
+        results, random = predict_finetuned(net, pairs, top_k=top_k, open_image=guard), net.backbone.model_id == TINY_RANDOM
+    else:
+        from heads.trained import load_head
 
-    trained = load_head(path, trust_pickle)
-    return predict(trained, pairs, model=model, device=device, top_k=top_k, open_image=open_image), \
-        trained.random_weights
+        trained = load_head(path, trust_pickle)
+        results = predict(trained, pairs, model=model, device=device, top_k=top_k, open_image=guard)
+        random = trained.random_weights
+    return [{**r, "answer": "", "probability": float("nan"), "top_k": [], "error": guard.errors[r["image"]]}
+            if r["image"] in guard.errors else r for r in results], random
 
 
 def results_file(results: list[dict], questions: list, metric: str):

@@ -1,0 +1,136 @@
+"""The second attack pass: work is not lost at the last step, nothing hangs on a FIFO, one bad row loses no other
+answer. Each case ends in one message naming the item and the fix."""
+
+import csv
+import errno
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from cli import main
+from featcache.errors import FeatcacheError
+from featcache.outputs import check_output_file, write_or_rescue
+from tests.conftest import write_images
+
+
+@pytest.fixture(autouse=True)
+def no_hang():
+    """A case that blocks (a FIFO opened for reading) fails after 60 s instead of hanging the suite."""
+    def fail(*_):
+        raise TimeoutError("hung")
+    previous = signal.signal(signal.SIGALRM, fail)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_itm):
+    from featcache.datasets import Question, VQADataset
+    from featcache.extract import extract
+    from heads.sweep import fit_head
+
+    root = tmp_path_factory.mktemp("hard")
+    paths = write_images(root / "imgs", 6)
+    qs = [Question(p.stem, "what color?", ["red", "blue"][i % 2], "train" if i < 4 else "test")
+          for i, p in enumerate(paths)]
+    extract(VQADataset("h", str(root), qs, {p.stem: str(p) for p in paths}), root / "c.h5", model=str(tiny_itm),
+            device="cpu", workers=0, progress=False)
+    fit_head(root / "c.h5", "lr", "pooled").save(root / "head")
+    os.mkfifo(root / "fifo.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (root / "a_folder.png").mkdir()
+    return root, paths
+
+
+def test_one_bad_row_of_pairs_loses_no_other_answer(world, tiny_itm):
+    root, paths = world
+    bad = [root / "missing.png", root / "a_folder.png", root / "fifo.png", root / "corrupt.png"]
+    rows = [paths[0], bad[0], paths[1], bad[1], bad[2], paths[2], bad[3]]
+    with (root / "pairs.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image", "question"])
+        w.writerows([str(p), "what color?"] for p in rows)
+    runner = CliRunner()
+    base = ["predict", "--head", str(root / "head"), "--pairs", str(root / "pairs.csv"), "--model", str(tiny_itm),
+            "--device", "cpu"]
+    r = runner.invoke(main, base)
+    assert r.exit_code == 1 and "--skip-bad" in r.output and "Traceback" not in r.output, r.output
+    assert "3 of the images cannot be read" in r.output  # found before the model loads; corrupt is found decoding
+    r = runner.invoke(main, base + ["--skip-bad", "--out", str(root / "pred.csv")])
+    assert r.exit_code == 0 and "4 of 7 rows not answered" in r.output, r.output
+    got = list(csv.DictReader((root / "pred.csv").open()))
+    assert [Path(g["image"]).name for g in got] == [p.name for p in rows]
+    assert all(g["answer"] and not g["error"] for g in got if Path(g["image"]) in paths)
+    errors = {Path(g["image"]).name: g["error"] for g in got if g["error"]}
+    assert set(errors) == {p.name for p in bad}
+    assert "not found" in errors["missing.png"] and "not a regular file" in errors["fifo.png"]
+    assert "damaged or not an image" in errors["corrupt.png"]
+    alone = runner.invoke(main, ["predict", "--head", str(root / "head"), "--image", str(paths[1]), "--question",
+                                 "what color?", "--model", str(tiny_itm), "--device", "cpu"])
+    answered = next(g for g in got if Path(g["image"]) == paths[1])
+    assert f"-> {answered['answer']} ({float(answered['probability']):.2f})" in alone.output
+
+
+def test_a_fifo_given_as_an_image_is_refused_not_waited_on(world, tiny_itm):
+    root, _ = world
+    r = CliRunner().invoke(main, ["predict", "--head", str(root / "head"), "--image", str(root / "fifo.png"),
+                                  "--question", "what color?", "--model", str(tiny_itm), "--device", "cpu"])
+    assert r.exit_code == 1 and "not a regular file" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_caption_checks_its_output_and_references_before_computing(world, tiny_opt, tmp_path):
+    root, _ = world
+    (tmp_path / "a_file").write_text("x")
+    r = CliRunner().invoke(main, ["caption", str(root / "c.h5"), "--model", str(tiny_opt), "--device", "cpu",
+                                  "--out", str(tmp_path / "a_file" / "caps.csv")])
+    assert r.exit_code == 1 and "nothing was computed" in r.output and "Traceback" not in r.output, r.output
+    (tmp_path / "refs.csv").write_bytes("image,caption\nx,ein schönes Bild\n".encode("latin-1"))
+    r = CliRunner().invoke(main, ["caption", str(root / "c.h5"), "--model", str(tiny_opt), "--device", "cpu",
+                                  "--out", str(tmp_path / "caps.csv"), "--references", str(tmp_path / "refs.csv")])
+    assert r.exit_code == 1 and "refs.csv" in r.output and not (tmp_path / "caps.csv").exists(), r.output
+
+
+def test_a_final_write_that_fails_keeps_the_work_elsewhere(tmp_path):
+    calls = []
+
+    def write(target: Path) -> None:
+        calls.append(target)
+        if len(calls) == 1:
+            target.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        target.write_text("every caption")
+
+    with pytest.raises(FeatcacheError, match="No space left on device.*saved to .* instead") as info:
+        write_or_rescue(tmp_path / "caps.csv", write, "12 captions")
+    rescued = Path(str(info.value).split("saved to ")[1].split(" instead")[0])
+    assert rescued.read_text() == "every caption" and not list(tmp_path.iterdir())  # no .partial left behind
+    rescued.unlink()
+    (tmp_path / "dir.csv").mkdir()
+    with pytest.raises(FeatcacheError, match="is a folder"):
+        check_output_file(tmp_path / "dir.csv")
+    assert check_output_file(tmp_path / "new" / "out.csv") == tmp_path / "new" / "out.csv"
+
+
+def test_decompression_bombs_are_named(tmp_path):
+    from featcache.images import ImageLoadError, load_image
+
+    big = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(big)  # 400 Mpx, a few KB on disk: more than twice PIL's limit
+    with pytest.raises(ImageLoadError, match="too large to decode safely"):
+        load_image(big)
+
+
+def test_a_reference_caption_with_an_unquoted_comma_is_named_not_cut(tmp_path):
+    from featcache.generative.caption import read_captions
+
+    (tmp_path / "refs.csv").write_text("image,caption\na,a cat, asleep on a mat\n")
+    with pytest.raises(FeatcacheError, match=r"refs.csv:2: more fields than the header"):
+        read_captions(tmp_path / "refs.csv")
+    (tmp_path / "ok.csv").write_text('image,caption\na,"a cat, asleep on a mat"\n')
+    assert read_captions(tmp_path / "ok.csv") == {"a": ["a cat, asleep on a mat"]}
