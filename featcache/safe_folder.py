@@ -64,8 +64,13 @@ def save_folder(path: str | Path, meta: dict, tensors: dict) -> Path:
 
 
 def describe_file(path: Path) -> str:
-    """'a pickle', 'a torch.save archive' or '' for anything else (by content, never by running it)."""
+    """'a pickle', 'a torch.save archive' or '' for anything else (by content, never by running it; a FIFO or
+    device is never opened)."""
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return ""
         with open(path, "rb") as fh:
             head = fh.read(4)
     except OSError:
@@ -93,6 +98,47 @@ def refuse_pickle(path: Path, what: str) -> None:
         f"--out NEW_FOLDER --trust-pickle`).")
 
 
+META_MAX_BYTES = 64 << 20
+"""A head's or fine-tune's featcache.json: settings, classes, history; 64 MiB is ~1M classes."""
+
+
+def regular_file(path: Path, what: str) -> None:
+    """Only regular files are opened: a FIFO or device would block, or never end."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise FeatcacheError(f"{what} {path} cannot be read ({exc.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise FeatcacheError(f"{what} {path} is not a regular file (a FIFO, device or folder); refusing to read it")
+
+
+def inside(folder: Path, path: Path, what: str) -> None:
+    """`path` is a regular file of `folder` itself, not a link out of it."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise FeatcacheError(f"{path} ({what}) does not exist or is a link loop") from None
+    if real.parent != folder.resolve():
+        raise FeatcacheError(f"{path} links outside its {what} folder (to {real}); refusing to read it")
+    regular_file(real, what)
+
+
+def read_meta(folder: Path) -> dict | None:
+    """A folder's featcache.json as a dict, or None where it is absent, not a regular file of the folder, too large
+    or not a JSON object: for telling kinds of folders apart without hanging on a FIFO."""
+    try:
+        path = folder / META_FILE
+        inside(folder, path, "folder")
+        if path.stat().st_size > META_MAX_BYTES:
+            return None
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (FeatcacheError, OSError, ValueError, RecursionError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
 def load_folder(path: str | Path, formats: tuple[str, ...], what: str) -> tuple[dict, dict]:
     """(metadata, tensors) of a folder written by save_folder whose format is one of `formats`."""
     from safetensors import SafetensorError
@@ -102,14 +148,21 @@ def load_folder(path: str | Path, formats: tuple[str, ...], what: str) -> tuple[
     if not path.exists():
         raise FeatcacheError(f"{what} {path} does not exist")
     if not path.is_dir():
+        regular_file(path, what)
         refuse_pickle(path, what)
     meta_file, tensor_file = path / META_FILE, path / TENSORS_FILE
-    if not meta_file.is_file() or not tensor_file.is_file():
+    if not meta_file.exists() or not tensor_file.exists():
         raise FeatcacheError(f"{path} is not a featcache {what}: it lacks {META_FILE} or {TENSORS_FILE}")
+    for f in (meta_file, tensor_file):
+        inside(path, f, what)
+    if meta_file.stat().st_size > META_MAX_BYTES:
+        raise FeatcacheError(f"{meta_file} is {meta_file.stat().st_size} bytes, far more than a {what}'s settings; "
+                             f"refusing to read it")
     try:
         meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FeatcacheError(f"{meta_file} is damaged (not valid JSON: {exc}); save the {what} again") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FeatcacheError(f"{meta_file} is damaged (not valid JSON: {str(exc)[:100]}); save the {what} "
+                             f"again") from None
     if not isinstance(meta, dict) or meta.get("format") not in formats:
         found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise FeatcacheError(f"{path} holds a {found!r}, not a featcache {what} (expected format "
@@ -154,3 +207,36 @@ def unflatten(prefix: str, tensors: dict) -> dict:
     """The entries of `tensors` under 'prefix.' with the prefix removed (one level)."""
     cut = len(prefix) + 1
     return {k[cut:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+
+
+def checked_module(build, state: dict, what: str):
+    """`build()`'s module with `state` loaded, its shapes checked first on the meta device (no memory): sizes in a
+    folder's JSON (widths, hidden sizes) are only believed when the tensors beside them have those shapes, so
+    a crafted `input_layout` of 2e8 allocates nothing."""
+    import torch
+
+    with torch.device("meta"):
+        probe = build()
+    want = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    have = {k: tuple(v.shape) for k, v in state.items()}
+    if want != have:
+        odd = sorted(set(want) ^ set(have)) or [k for k in want if want[k] != have[k]]
+        name = odd[0]
+        raise ValueError(f"the {what}'s tensors do not match its settings (e.g. {name}: settings give "
+                         f"{want.get(name)}, the tensors {have.get(name)})")
+    module = build()
+    module.load_state_dict(state)
+    return module
+
+
+def check_lora_rank(adapters: dict, rank: int, what: str) -> None:
+    """A fine-tune folder's `lora_rank` is believed only when its adapter tensors have that rank (a crafted rank
+    of 1e6 would allocate gigabytes before the tensors were read)."""
+    def tensors(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            yield from tensors(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", v)]
+
+    ranks = {int(t.shape[0]) for name, t in tensors(adapters) if "lora_A" in name and getattr(t, "ndim", 0) == 2}
+    if not isinstance(rank, int) or isinstance(rank, bool) or ranks != {rank}:
+        raise FeatcacheError(f"the {what}'s lora_rank {rank!r} does not match its adapters (ranks "
+                             f"{sorted(ranks) or 'none'}); it is damaged or crafted: save it again")

@@ -114,8 +114,10 @@ class LogisticRegressionHead(HeadBase):
         self.loss_, self.n_iter_ = attrs["loss"], attrs["n_iter"]
         self.loss_function_ = attrs.get("loss_function", "ce")  # heads saved before soft targets used ce
         self.scaler_ = self._scaler_from(tensors)
-        self.linear_ = FactorizedLinear(*self._widths(), len(self.classes_)).double()
-        self.linear_.load_state_dict(unflatten("linear", tensors))
+        from featcache.safe_folder import checked_module
+
+        self.linear_ = checked_module(lambda: FactorizedLinear(*self._widths(), len(self.classes_)).double(),
+                                      unflatten("linear", tensors), "head")
         self.linear_.requires_grad_(False)
 
     def _logits(self, X) -> torch.Tensor:

@@ -176,9 +176,11 @@ class MLPHead(HeadBase):
         self.history_ = attrs["history"]
         self.loss_function_ = attrs.get("loss_function", "ce")  # heads saved before soft targets used ce
         self.scaler_ = self._scaler_from(tensors)
-        self.net_ = ClassifierNet(*self._widths(), tuple(self.hidden_sizes), len(self.classes_), self.dropout,
-                                  self.batch_norm).to(torch.float64)
-        self.net_.load_state_dict(unflatten("net", tensors))
+        from featcache.safe_folder import checked_module
+
+        self.net_ = checked_module(lambda: ClassifierNet(*self._widths(), tuple(self.hidden_sizes), len(self.classes_),
+                                                         self.dropout, self.batch_norm).to(torch.float64),
+                                   unflatten("net", tensors), "head")
         self.net_.eval().requires_grad_(False)
 
     # -- helpers ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .file_check import check_file
 from ..errors import CacheFormatError
 
 FORMAT_VERSION = 1
@@ -148,6 +149,11 @@ class FeatureCache:
                                    f"{FORMAT_VERSION}. Re-extract it, or use the featcache version that wrote it "
                                    f"({writer})")
         self.attrs: dict = {k: _py(v) for k, v in self.file.attrs.items()}
+        try:
+            check_file(self.path, self.file)  # no external storage, links, virtual or resized datasets
+        except CacheFormatError:
+            self.close()
+            raise
         lacking = [f"/{g}/{d}" for g, names in (("images", ("key", "error")), ("questions", ("text", "answer", "split",
                    "error", "image_row"))) for d in names if g not in self.file or d not in self.file[g]]
         if lacking:

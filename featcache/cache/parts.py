@@ -25,6 +25,7 @@ import numpy as np
 
 from .answers import string_columns
 from .file import CacheWriter, FeatureCache
+from .parts_check import MANIFEST_MAX_BYTES, check_manifest, check_shard, load_npz, member
 from ..errors import ExtractError
 
 @dataclass(frozen=True)
@@ -91,16 +92,37 @@ def write_json_atomic(path: Path, data: dict) -> None:
 
 
 def read_manifest(parts: Path) -> dict:
-    path = Path(parts) / "manifest.json"
-    if not path.is_file():
+    """The manifest, checked (featcache.cache.parts_check) before anything it names is read."""
+    parts = Path(parts)
+    path = parts / "manifest.json"
+    if not path.exists():
         raise ExtractError(f"{parts} has no manifest.json: not the parts folder of a featcache extract "
                            f"(it is FILE.h5.parts next to the --out of the run)")
-    return json.loads(path.read_text())
+    path = member(parts, "manifest.json", "the manifest")
+    if path.stat().st_size > MANIFEST_MAX_BYTES:
+        raise ExtractError(f"{path} is {path.stat().st_size} bytes, too large for a manifest; refusing to read it")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ExtractError(f"{path} is not valid JSON ({str(exc)[:100]}); re-run the extract that made the folder "
+                           f"(it resumes), or remove it") from None
+    return check_manifest(parts, manifest)
 
 
 def missing_shards(parts: Path, manifest: dict) -> list[dict]:
     return [s for s in manifest["shards"] if not (parts / s["file"]).exists()
             or not (parts / s["file"]).with_suffix(".json").exists()]
+
+
+def recorded_checksum(parts: Path, entry: dict) -> str:
+    """The sha256 a shard's sidecar recorded when it was written."""
+    path = member(parts, entry["file"].removesuffix(".h5") + ".json", "a shard's checksum")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["sha256"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        raise ExtractError(f"{path} is not a shard checksum file; delete it and {entry['file']} (the extract "
+                           f"command recomputes that shard)") from None
+    return str(value)
 
 
 def merge(parts: str | Path, out: str | Path, compression: str | None = None) -> tuple[list[str], list[int]]:
@@ -115,13 +137,12 @@ def merge(parts: str | Path, out: str | Path, compression: str | None = None) ->
                            f"(e.g. {missing[0]['file']}); finish them (the extract commands that write this "
                            f"folder resume) before merging")
     attrs, store_dtype = manifest["attrs"], manifest["store_dtype"]
-    with np.load(parts / "questions.npz") as q:
-        questions = {k: q[k] for k in q.files}
+    questions = load_npz(parts, "questions.npz", "the question table")
     text_feats = {}
     if manifest["texts_file"]:
-        with np.load(parts / manifest["texts_file"]) as t:
-            text_feats = {k: t[k] for k in ("text_cls", "text_proj")}
-    first = FeatureCache(parts / manifest["shards"][0]["file"])
+        texts = load_npz(parts, manifest["texts_file"], "the question texts' features")
+        text_feats = {k: texts[k] for k in ("text_cls", "text_proj")}
+    first = FeatureCache(member(parts, manifest["shards"][0]["file"], "a shard"))
     image_arrays = {k: first.images[k].shape[1:] for k in ("query", "query_proj", "vision") if k in first.images}
     first.close()
     tmp = out.with_name(out.name + ".tmp")
@@ -133,13 +154,14 @@ def merge(parts: str | Path, out: str | Path, compression: str | None = None) ->
         image_errors: list[str] = []
         keys: list[str] = []
         for entry in manifest["shards"]:
-            path = parts / entry["file"]
-            recorded = json.loads(path.with_suffix(".json").read_text())["sha256"]
+            path = member(parts, entry["file"], "a shard")
+            recorded = recorded_checksum(parts, entry)
             if sha256_file(path) != recorded:
                 raise ExtractError(f"{path} does not match its checksum: it was damaged after it was written. "
                                    f"Delete it (and {path.with_suffix('.json').name}); the extract command "
                                    f"recomputes just that shard")
             with FeatureCache(path) as shard:
+                check_shard(parts, entry, manifest, shard.file)
                 block = {k: shard.read("images", k) for k in ("key", "error", *image_arrays)}
             writer.write("images", entry["start"], block)
             image_errors += [str(e) for e in block["error"]]

@@ -10,7 +10,6 @@ zeros.
 from __future__ import annotations
 
 import bisect
-import json
 from pathlib import Path
 
 import h5py
@@ -19,7 +18,8 @@ import numpy as np
 from ..errors import CacheFormatError, FeatcacheError
 from .answers import COLUMNS, string_columns
 from .file import FORMAT_VERSION, FeatureCache
-from .parts import missing_shards, read_manifest, sha256_file
+from .parts import missing_shards, read_manifest, recorded_checksum, sha256_file
+from .parts_check import check_shard, load_npz, member
 
 
 class _Column:
@@ -45,13 +45,15 @@ class ShardedCache(FeatureCache):
                                    f"finished; finish the extraction (its command resumes) before reading it")
         shards = self.manifest["shards"]
         self.starts = [s["start"] for s in shards]
-        with np.load(self.path / "questions.npz") as q:
-            self._q = {k: q[k] for k in q.files}
+        try:
+            self._q = load_npz(self.path, "questions.npz", "the question table")
+            self._text = {}
+            if self.manifest["texts_file"]:
+                texts = load_npz(self.path, self.manifest["texts_file"], "the question texts' features")
+                self._text = {k: texts[k] for k in ("text_cls", "text_proj")}
+        except FeatcacheError as exc:
+            raise CacheFormatError(str(exc)) from None
         self._q.update(string_columns(self._q))
-        self._text = {}
-        if self.manifest["texts_file"]:
-            with np.load(self.path / self.manifest["texts_file"]) as t:
-                self._text = {k: t[k] for k in ("text_cls", "text_proj")}
         first = self._shard(0)["images"]
         n, nq = self.manifest["n_images"], len(self._q["text"])
         self._images = {name: _Column((n, *first[name].shape[1:]), first[name].dtype) for name in first}
@@ -64,8 +66,20 @@ class ShardedCache(FeatureCache):
         self._image_errors = None
 
     def _shard(self, i: int) -> h5py.File:
+        """Shard i, opened once and checked to be the one the manifest names (featcache.cache.parts_check)."""
         if i not in self._handles:
-            self._handles[i] = h5py.File(self.path / self.manifest["shards"][i]["file"], "r")
+            entry = self.manifest["shards"][i]
+            try:
+                handle = h5py.File(member(self.path, entry["file"], "a shard"), "r")
+            except OSError as exc:
+                raise CacheFormatError(f"{self.path / entry['file']} cannot be opened as HDF5 ({exc}); delete it and "
+                                       f"its .json, and re-run the extract (it recomputes that shard)") from None
+            try:
+                check_shard(self.path, entry, self.manifest, handle)
+            except FeatcacheError as exc:
+                handle.close()
+                raise CacheFormatError(str(exc)) from None
+            self._handles[i] = handle
         return self._handles[i]
 
     @property
@@ -137,10 +151,14 @@ class ShardedCache(FeatureCache):
     def verify(self) -> list[str]:
         """Each shard against its recorded checksum."""
         problems = []
-        for s in self.manifest["shards"]:
-            recorded = json.loads((self.path / s["file"]).with_suffix(".json").read_text())["sha256"]
-            if sha256_file(self.path / s["file"]) != recorded:
-                problems.append(f"{s['file']} does not match its checksum (damaged after it was written)")
+        for i, s in enumerate(self.manifest["shards"]):
+            try:
+                if sha256_file(member(self.path, s["file"], "a shard")) != recorded_checksum(self.path, s):
+                    problems.append(f"{s['file']} does not match its checksum (damaged after it was written)")
+                else:
+                    self._shard(i)  # and it is the shard the manifest names
+            except FeatcacheError as exc:
+                problems.append(str(exc))
         return problems
 
     def close(self) -> None:

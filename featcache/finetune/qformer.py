@@ -320,6 +320,13 @@ def load_finetuned(path: str | Path, model: str | Backbone | None = None, device
     state = checkpoints.load_model(path, trust_pickle)
     cfg = dict(state["config"])
     cfg["hidden_sizes"] = tuple(cfg["hidden_sizes"])
+    from ..safe_folder import check_lora_rank
+
+    check_lora_rank(state["adapters"], cfg.get("lora_rank"), "fine-tune checkpoint")  # sizes believed only when
+    widths = {int(t.shape[0]) for t in state["head"].values() if t.ndim == 2}  # the tensors have them
+    if not set(cfg["hidden_sizes"]) <= widths:
+        raise FeatcacheError(f"{path}: hidden sizes {cfg['hidden_sizes']} do not match its classifier's tensors "
+                             f"(widths {sorted(widths)}); it is damaged or crafted: save it again")
     if isinstance(model, Backbone):
         backbone = model  # a freshly loaded one: adapters are injected below
     else:

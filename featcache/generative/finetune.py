@@ -345,10 +345,12 @@ def load_generative_checkpoint(path) -> dict:
 
 def is_generative_checkpoint_folder(path) -> bool:
     """Whether `path` is a `finetune --generative` best/ folder (a hub id or a model folder is not)."""
-    try:
-        return json.loads((Path(path) / "featcache.json").read_text()).get("format") == MODEL_FORMAT
-    except (OSError, ValueError, AttributeError):
+    from ..safe_folder import read_meta
+
+    if not Path(path).is_dir():
         return False
+    meta = read_meta(Path(path))  # never hangs on a FIFO, never reads a link out of the folder
+    return meta is not None and meta.get("format") == MODEL_FORMAT
 
 
 def load_generative_or_finetuned(model: str, device: str = "auto", dtype: str | None = None) -> GenerativeLM:
@@ -371,6 +373,9 @@ def load_finetuned_generative(path, device: str = "auto", dtype: str | None = No
         raise FeatcacheError(f"{path} was fine-tuned from another {state['base_model']!r} (fingerprint differs)")
     config = replace(GenerativeConfig(), **{k: v for k, v in state["config"].items()
                                             if k in GenerativeConfig.__dataclass_fields__})
+    from ..safe_folder import check_lora_rank
+
+    check_lora_rank(state["adapters"], config.lora_rank, "generative fine-tune")
     inject_lora(lm, config)
     _load_adapters(lm, state["adapters"])
     lm.model.eval()

@@ -106,8 +106,13 @@ def is_generative_checkpoint(model: str) -> bool:
 
     if model in TINY_GENERATIVE:
         return True
+    from pathlib import Path
+
+    local = Path(resolve_model(model))
+    if local.exists() and not (local / "config.json").is_file():
+        return False  # a local folder that is no transformers checkpoint: never ask the hub about its name
     try:
-        config = AutoConfig.from_pretrained(resolve_model(model))
+        config = AutoConfig.from_pretrained(str(local))
     except (OSError, ValueError):
         return False
     return (getattr(config, "architectures", None) or [""])[0] == "Blip2ForConditionalGeneration"

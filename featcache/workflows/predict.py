@@ -72,17 +72,12 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
 
 def is_finetune_checkpoint(path: str | Path) -> bool:
     """A fine-tune checkpoint (folder or featcache 0.1 .pt), as opposed to a head, judged without loading it."""
-    import json
-
-    from ..safe_folder import META_FILE, describe_file
+    from ..safe_folder import describe_file, read_meta
 
     path = Path(path)
     if path.is_dir():
-        try:
-            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False  # the head loader reports what is wrong with it
-        return isinstance(meta, dict) and str(meta.get("format", "")).startswith("featcache-finetune")
+        meta = read_meta(path)  # None: the head loader reports what is wrong with it
+        return meta is not None and str(meta.get("format", "")).startswith("featcache-finetune")
     return describe_file(path).startswith("a torch.save")
 
 
