@@ -31,3 +31,7 @@ class ZeroShotError(FeatcacheError):
 
 class ScoreError(FeatcacheError):
     """A results or annotation file cannot be scored (missing or unknown question ids, a bad layout)."""
+
+
+class NonFiniteError(FeatcacheError, ValueError):
+    """Features or weights hold NaN or inf (a ValueError too, as scikit-learn's estimators raise)."""

@@ -63,6 +63,25 @@ def save_folder(path: str | Path, meta: dict, tensors: dict) -> Path:
     return path
 
 
+def recover_folder(path: str | Path) -> Path | None:
+    """`path` after a kill between save_folder's two renames: the new folder (complete before the first rename)
+    put in place, else the old one; None when there is nothing. So a resumable state is found whichever
+    instant the kill hit."""
+    path = Path(path)
+    if path.exists():
+        return path
+    for pattern in (f".{path.name}.tmp-*", f".{path.name}.old-*"):
+        for candidate in sorted(path.parent.glob(pattern)):
+            if (candidate / META_FILE).is_file() and (candidate / TENSORS_FILE).is_file():
+                try:
+                    json.loads((candidate / META_FILE).read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue
+                os.replace(candidate, path)
+                return path
+    return None
+
+
 def describe_file(path: Path) -> str:
     """'a pickle', 'a torch.save archive' or '' for anything else (by content, never by running it; a FIFO or
     device is never opened)."""

@@ -51,6 +51,20 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         return validate_data(self, X, reset=False, dtype=[np.float32, np.float64, np.float16])
 
     @staticmethod
+    def _finite(proba: np.ndarray) -> np.ndarray:
+        """Probabilities, refusing NaN or inf: a factorised view (or a saved head's weights) that holds them would
+        otherwise print "blue (nan)" and be scored as if nothing were wrong."""
+        bad = ~np.isfinite(proba).all(axis=1) if proba.ndim == 2 else ~np.isfinite(proba)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            from featcache.errors import NonFiniteError
+
+            raise NonFiniteError(f"{len(rows)} rows give NaN or inf probabilities (e.g. row {rows[0]}): their features, "
+                             f"or the head's weights, hold NaN or inf. Run `featcache verify` on the cache, or "
+                             f"refit the head")
+        return proba
+
+    @staticmethod
     def _owns_image(X) -> bool:
         """Whether `_parts(X)` makes a private float32 copy of the image part (X in memory and not float32
         already), which fitting may then normalise in place instead of copying it again."""

@@ -137,4 +137,4 @@ class LogisticRegressionHead(HeadBase):
         return (logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits).numpy()
 
     def predict_proba(self, X) -> np.ndarray:
-        return torch.softmax(self._logits(X), dim=1).numpy().astype(np.float64)
+        return self._finite(torch.softmax(self._logits(X), dim=1).numpy().astype(np.float64))

@@ -339,7 +339,7 @@ class MLPHead(HeadBase):
 
     def predict_proba(self, X) -> np.ndarray:
         X = self._validate_predict(X)
-        return self._apply(X, lambda p: torch.softmax(self.net_(p), dim=1), len(self.classes_))
+        return self._finite(self._apply(X, lambda p: torch.softmax(self.net_(p), dim=1), len(self.classes_)))
 
     def transform_hidden(self, X) -> np.ndarray:
         """Last hidden layer activations for X (for embedding plots)."""

@@ -134,3 +134,109 @@ def test_a_reference_caption_with_an_unquoted_comma_is_named_not_cut(tmp_path):
         read_captions(tmp_path / "refs.csv")
     (tmp_path / "ok.csv").write_text('image,caption\na,"a cat, asleep on a mat"\n')
     assert read_captions(tmp_path / "ok.csv") == {"a": ["a cat, asleep on a mat"]}
+
+
+def test_values_a_user_can_type_are_checked_by_click(world, tiny_itm):
+    root, paths = world
+    c, head = str(root / "c.h5"), str(root / "head")
+    cases = [
+        ["zeroshot", c, "--model", "tiny-random-opt", "--num-beams", "0", "--out", str(root / "z")],
+        ["zeroshot", c, "--model", "tiny-random-opt", "--max-new-tokens", "-1", "--out", str(root / "z")],
+        ["zeroshot", c, "--model", "tiny-random-opt", "--limit", "0", "--out", str(root / "z")],
+        ["caption", c, "--model", "tiny-random-opt", "--temperature", "0", "--out", str(root / "c.csv")],
+        ["caption", c, "--model", "tiny-random-opt", "--top-p", "5", "--out", str(root / "c.csv")],
+        ["caption", c, "--model", "tiny-random-opt", "--batch-size", "0", "--out", str(root / "c.csv")],
+        ["finetune", "--from-cache", c, "--model", str(tiny_itm), "--out", str(root / "f"), "--epochs", "0"],
+        ["finetune", "--from-cache", c, "--model", str(tiny_itm), "--out", str(root / "f"), "--patience", "0"],
+        ["finetune", "--from-cache", c, "--model", str(tiny_itm), "--out", str(root / "f"), "--lora-rank", "0"],
+        ["finetune", "--from-cache", c, "--model", str(tiny_itm), "--out", str(root / "f"), "--lr", "-1"],
+        ["sweep", c, "--jobs", "0", "--out", str(root / "s")],
+        ["sweep", c, "--validation-fraction", "1.5", "--out", str(root / "s")],
+        ["predict", "--head", head, "--image", str(paths[0]), "--question", "q", "--top-k", "0"],
+        ["extract", "--dataset", "easy-vqa", "--out", str(root / "x.h5"), "--batch-size", "0"],
+    ]
+    for args in cases:
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2 and "Invalid value" in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+@pytest.mark.parametrize("prompt", ["{} {x}", "{} {", "{} {}", "no slot"])
+def test_prompts_with_other_slots_are_refused(prompt):
+    from featcache.errors import ZeroShotError
+    from featcache.generative.rank import check_prompt
+
+    with pytest.raises(ZeroShotError, match="exactly one"):
+        check_prompt(prompt)
+    assert check_prompt("Question: {} Answer {{in braces}}:") == "Question: {} Answer {{in braces}}:"
+
+
+def test_a_question_longer_than_the_language_model_is_refused_before_compute(tmp_path):
+    from featcache.datasets import Question, VQADataset
+    from featcache.extract import extract
+    from featcache.generative.zeroshot import zeroshot
+
+    paths = write_images(tmp_path / "imgs", 2)
+    long = "what " * 2100 + "is it?"
+    qs = [Question(p.stem, q, "red", "test") for p in paths for q in ("what color?", long)]
+    extract(VQADataset("long", str(tmp_path), qs, {p.stem: str(p) for p in paths}), tmp_path / "g.h5",
+            model="tiny-random-opt", device="cpu", workers=0, progress=False, max_text_length=4096)
+    for method in ("rank", "generate"):
+        with pytest.raises(FeatcacheError, match=r"1 distinct question is too long for .* 2048 positions"):
+            zeroshot(tmp_path / "g.h5", "tiny-random-opt", method=method, device="cpu")
+
+
+def test_a_save_cut_between_its_two_renames_is_found_again(tmp_path):
+    from featcache.safe_folder import load_folder, recover_folder, save_folder
+
+    save_folder(tmp_path / "last", {"format": "x", "epoch": 1}, {})
+    save_folder(tmp_path / "new", {"format": "x", "epoch": 2}, {})
+    os.replace(tmp_path / "last", tmp_path / ".last.old-1")  # the kill: old moved aside, new not yet in place
+    os.replace(tmp_path / "new", tmp_path / ".last.tmp-1")
+    assert recover_folder(tmp_path / "last") == tmp_path / "last"
+    assert load_folder(tmp_path / "last", ("x",), "state")[0]["epoch"] == 2
+
+
+def test_nan_features_are_refused_not_scored(world):
+    import h5py
+    import numpy as np
+
+    from featcache.errors import NonFiniteError
+    from heads.trained import load_head
+
+    root, _ = world
+    bad = root / "nan.h5"
+    import shutil
+
+    shutil.copy(root / "c.h5", bad)
+    with h5py.File(bad, "r+") as f:
+        query = f["images"]["query"]
+        block = query[0:1]
+        block[...] = np.nan
+        query[0:1] = block
+    head = load_head(root / "head")
+    from featcache import open_cache
+
+    with open_cache(bad) as cache:
+        X, _ = cache.view(head.view, "train")
+        with pytest.raises(NonFiniteError, match="NaN or inf"):
+            head.head.predict_proba(X)
+    r = CliRunner().invoke(main, ["evaluate", str(root / "head"), str(bad), "--split", "train"])
+    assert r.exit_code == 1 and "NaN or inf" in r.output and "Traceback" not in r.output, r.output
+
+
+def test_one_picture_named_three_ways_is_one_image(tmp_path):
+    from featcache.datasets import load_dataset
+
+    write_images(tmp_path / "img", 1)
+    name = next((tmp_path / "img").iterdir()).name
+    (tmp_path / "m.csv").write_text(f"image,question,answer,split\nimg/{name},q,a,train\n./img/{name},q,b,train\n"
+                                    f"img//{name},q,c,test\n")
+    ds = load_dataset(str(tmp_path / "m.csv"))
+    assert len(ds.images()) == 1 and any("more than one split" in w for w in ds.warnings)
+
+
+def test_an_empty_answer_never_matches_empty_output():
+    from featcache.generative.answers import match_answers
+
+    found, matched = match_answers(["", "...", "Red."], ["", "red", "blue"])
+    assert found == [None, None, "red"] and matched.tolist() == [False, False, True]

@@ -29,9 +29,9 @@ def dataset_options(fn):
         click.option("--root", type=click.Path(file_okay=False), help="Dataset folder (DAQUAR)."),
         click.option("--images", type=click.Path(file_okay=False), help="Folder that relative image paths resolve against."),
         click.option("--seed", default=0, show_default=True, help="Seed of the protocol's sampling and splits."),
-        click.option("--limit", type=int, help="Only the first N questions (and their images)."),
+        click.option("--limit", type=click.IntRange(min=1), help="Only the first N questions (and their images)."),
         click.option("--normalize-answers", is_flag=True, help="Lower-case, strip punctuation, numbers as digits."),
-        click.option("--min-count", type=int, default=0, help="Answers rarer than this are folded (--rare)."),
+        click.option("--min-count", type=click.IntRange(min=0), default=0, help="Answers rarer than this are folded (--rare)."),
         click.option("--rare", type=click.Choice(["other", "drop"]), default="other", show_default=True),
         click.option("--delimiter", help="CSV manifest delimiter (default: sniffed from the header: , ; tab |)."),
         click.option("--hf-config", help="hf: datasets: the configuration (subset) to load."),
@@ -45,13 +45,16 @@ def dataset_options(fn):
     return fn
 
 
-def int_or_auto(value: str, name: str) -> int | str:
+def int_or_auto(value: str, name: str, minimum: int = 1) -> int | str:
     if value == "auto":
         return value
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is neither an integer nor auto", param_hint=name) from None
+    if number < minimum:
+        raise click.BadParameter(f"{number} is below {minimum}; give at least {minimum}, or auto", param_hint=name)
+    return number
 
 
 def delimiter_arg(value: str | None) -> str | None:

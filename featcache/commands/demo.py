@@ -15,7 +15,7 @@ def register(main: click.Group) -> None:
 @click.option("--model", default="Salesforce/blip2-itm-vit-g", show_default=True,
               help="Hub id, checkpoint folder, or tiny-random.")
 @click.option("--out", default="runs/demo", show_default=True, type=click.Path(file_okay=False))
-@click.option("--limit", type=int, help="Only about N questions (a real model on CPU is slow).")
+@click.option("--limit", type=click.IntRange(min=1), help="Only about N questions (a real model on CPU is slow).")
 def demo(model, out, limit) -> None:
     """Extract Easy-VQA, sweep heads, write the report and plots."""
     from featcache.workflows.demo import run_demo

@@ -40,18 +40,18 @@ def datasets_cmd() -> None:
 @click.option("--overwrite", is_flag=True, help="Replace an existing file or unfinished run made differently.")
 @click.option("--skip-bad", is_flag=True, help="Record unreadable images / empty questions as failed and go on.")
 @click.option("--store-vision", is_flag=True, help="Also keep the ViT states (257x1408 per image) for finetune --from-cache.")
-@click.option("--shard-size", default=1024, show_default=True, help="Images per shard (on average): the unit of "
+@click.option("--shard-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images per shard (on average): the unit of "
               "work, of resuming, and of --shard-index.")
-@click.option("--shard-index", type=int, help="Do only shards j with j %% num-shards == this (SLURM arrays, "
+@click.option("--shard-index", type=click.IntRange(min=0), help="Do only shards j with j %% num-shards == this (SLURM arrays, "
               "Kubernetes jobs); then `featcache merge`.")
-@click.option("--num-shards", type=int, help="How many --shard-index processes share the run.")
+@click.option("--num-shards", type=click.IntRange(min=1), help="How many --shard-index processes share the run.")
 @click.option("--no-merge", is_flag=True, help="Keep the sharded form (OUT.parts/) instead of one file: every "
               "command reads it in place.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this process; ray: actors across the GPUs (or CPU slots) of a Ray cluster.")
 @click.option("--ray-address", help="Ray cluster to join (auto: the running one); default: start a local one.")
-@click.option("--gpus-per-worker", default=1.0, show_default=True, help="GPUs per Ray actor (0.5: two per GPU).")
-@click.option("--workers-per-node", type=int, help="Ray actors on CPU-only clusters (default: one per CPU).")
+@click.option("--gpus-per-worker", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="GPUs per Ray actor (0.5: two per GPU).")
+@click.option("--workers-per-node", type=click.IntRange(min=1), help="Ray actors on CPU-only clusters (default: one per CPU).")
 @click.option("--max-text-length", default=64, show_default=True,
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config, image_column,
@@ -68,7 +68,7 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     ds = load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config,
                           image_column, question_column, answer_column, label_column)
     report = run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
-                  batch_size=int_or_auto(batch_size, "--batch-size"), workers=int_or_auto(workers, "--workers"),
+                  batch_size=int_or_auto(batch_size, "--batch-size"), workers=int_or_auto(workers, "--workers", 0),
                   compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length, shard_size=shard_size,
                   shard_index=shard_index, num_shards=num_shards, merge_output=not no_merge, engine=engine,
                   ray_address=ray_address,

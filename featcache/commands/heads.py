@@ -13,7 +13,7 @@ def register(main: click.Group) -> None:
 
 
 MIN_ANSWER_COUNT = click.option(
-    "--min-answer-count", type=int,
+    "--min-answer-count", type=click.IntRange(min=1),
     help="On a benchmark cache: the answer vocabulary is the answers seen this often in the training split "
          "[default: the benchmark's rule: 9 (normalised) for VQAv2 / OK-VQA, 1 for GQA and A-OKVQA]; training "
          "questions outside it are left out, none is in evaluation.")
@@ -28,8 +28,8 @@ MIN_ANSWER_COUNT = click.option(
               "image_proj; auto: pooled,itc on a cache with questions, image,image_proj on an image classification one.")
 @click.option("--grid", default="small", show_default=True, help="small, default, probe (the linear probe: lr over "
               "C = 1e-6..1e6), or a JSON file {head: [params]}.")
-@click.option("--validation-fraction", default=0.1, show_default=True)
-@click.option("--jobs", default=1, show_default=True, help="Parallel fits (joblib).")
+@click.option("--validation-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1), help="Parallel fits (joblib).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Report folder (written as OUT.partial/ and renamed when complete; a rerun resumes it).")
@@ -158,7 +158,7 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
 @click.option("--dataset", help="Or every row of a dataset (a name, folder:, hf:, wds: or a manifest), e.g. the "
               "images of a tar set; with --split, --limit, --images.")
 @click.option("--split", help="--dataset: only this split.")
-@click.option("--limit", type=int, help="--dataset: only the first N rows.")
+@click.option("--limit", type=click.IntRange(min=1), help="--dataset: only the first N rows.")
 @click.option("--images", type=click.Path(file_okay=False), help="--dataset: where relative image paths resolve.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the predictions to this CSV (image, question, "
               "answer, probability, top_k, and the dataset's own answer) instead of printing them.")
@@ -234,7 +234,7 @@ def plot() -> None:
 @click.option("--cache", type=click.Path(exists=True), help="Features to embed (when SOURCE is a head).")
 @click.option("--view", default="pooled", show_default=True, help="View to plot (when SOURCE is a cache).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--per-class", default=300, show_default=True, help="Class-balanced subsample size.")
+@click.option("--per-class", default=300, show_default=True, type=click.IntRange(min=1), help="Class-balanced subsample size.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG file.")
 @TRUST_PICKLE

@@ -138,8 +138,11 @@ def load_manifest(path: str | Path, images: str | Path | None = None, name: str 
         {"image": IMAGE_COLUMNS, "question": ("question",), "answer": ("answer",)}
     cols = require_columns(path, rows, needed)
     questions, paths = [], {}
+    import os
+
     for _, row in rows:
-        key = str(row[cols["image"]]).strip()
+        raw = str(row[cols["image"]]).strip()
+        key = os.path.normpath(raw) if raw else raw  # img/a.jpg, ./img/a.jpg and img//a.jpg are one image
         if key not in paths:
             paths[key] = resolve_image(images_dir, key)
         split = str(row.get("split") or DEFAULT_SPLIT).strip()
@@ -157,6 +160,13 @@ def load_manifest(path: str | Path, images: str | Path | None = None, name: str 
     empty = sum(1 for q in questions if not q.answer)
     if empty:
         notes.append(f"{empty} rows without {'a label' if classify else 'an answer'}")
+    splits_of: dict[str, set] = {}
+    for q in questions:
+        splits_of.setdefault(q.image, set()).add(q.split)
+    shared = [k for k, v in splits_of.items() if len(v) > 1]
+    if shared:
+        notes.append(f"{len(shared)} images appear in more than one split (e.g. {shared[0]!r}): their questions "
+                     f"leak between splits; give each image one split")
     if classify:
         again = len(questions) - len(paths)
         if again:

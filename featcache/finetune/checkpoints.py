@@ -77,7 +77,11 @@ def load_state(path: str | Path, trust_pickle: bool = False) -> dict:
 
 
 def find(out: Path, name: str) -> Path | None:
-    """out/best (or out/last), else featcache 0.1's out/best.pt, else None."""
+    """out/best (or out/last), else featcache 0.1's out/best.pt, else None (a save cut between its two renames is
+    completed first: featcache.safe_folder.recover_folder)."""
+    from ..safe_folder import recover_folder
+
+    recover_folder(out / name)
     for candidate in (out / name, out / f"{name}.pt"):
         if candidate.exists():
             return candidate

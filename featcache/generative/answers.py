@@ -24,8 +24,9 @@ def match_answers(generated: list[str], vocabulary: list[str]) -> tuple[list[str
     mask of matched ones."""
     index = {}
     for answer in vocabulary:
-        index.setdefault(normalize_answer(answer), answer)
-    found = [index.get(normalize_answer(g)) for g in generated]
+        if normalize_answer(answer):  # an answer that normalises to nothing would match every empty output
+            index.setdefault(normalize_answer(answer), answer)
+    found = [index.get(normalize_answer(g)) if normalize_answer(g) else None for g in generated]
     return found, np.array([f is not None for f in found])
 
 

@@ -74,6 +74,12 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
     check_output_file(out)  # before the model loads: a read-only folder or full disk is found now, not at the end
 
     lm = load_generative_or_finetuned(model, device=device, dtype=dtype)
+    from .rank import check_lengths
+
+    try:
+        check_lengths(lm, [settings.prompt], settings.max_new_tokens, "caption prompt (with --max-new-tokens)")
+    except ValueError as exc:
+        raise FeatcacheError(str(exc)) from None
     torch.manual_seed(settings.seed)
     if cache is not None:
         with open_cache(cache) as c:

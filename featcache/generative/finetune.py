@@ -195,8 +195,9 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
     config = config or GenerativeConfig()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if "{}" not in config.prompt:
-        raise ZeroShotError(f"the prompt must hold {{}} where the question goes, got {config.prompt!r}")
+    from .rank import check_prompt
+
+    check_prompt(config.prompt)
     if config.amp not in (None, "bfloat16", "float16"):
         raise FeatcacheError(f"amp must be bfloat16, float16 or None, got {config.amp!r}")
     lm = load_generative(model, device=device)
@@ -218,6 +219,13 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
             answer_ids = dict(zip(vocab, answer_tokens(lm, vocab)))
         except ValueError as exc:
             raise ZeroShotError(f"{exc}; fix or drop it from the dataset") from None
+        from .rank import check_lengths
+
+        try:  # every question checked before training starts
+            check_lengths(lm, [config.prompt.format(t) for t in dict.fromkeys(texts)],
+                          max(map(len, answer_ids.values()), default=1), "distinct question")
+        except ValueError as exc:
+            raise ZeroShotError(str(exc)) from None
         steps = config.epochs * -(-len(train) // config.batch_size)
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1 - s / max(steps, 1)))
@@ -227,6 +235,9 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
                "n_samples": int(len(texts)), "targets": targets}
         last, best, log = out / "last", out / "best", out / "metrics.jsonl"
         start, best_acc, best_loss, stale, history = 0, -1.0, float("inf"), 0, []
+        from ..safe_folder import recover_folder
+
+        recover_folder(last), recover_folder(best)  # a kill between a save's two renames loses no epoch
         if (last / "featcache.json").exists() and not overwrite:
             meta, tensors = load_folder(last, (STATE_FORMAT,), "generative fine-tune state")
             if meta["run"] != run:

@@ -23,6 +23,39 @@ PAPER_PROMPT = "Question: {} Answer:"
 ONE_WORD_PROMPT = "Question: {} Answer in one word:"
 
 
+def check_prompt(prompt, where: str = "--prompt") -> str:
+    """A prompt holds exactly one {} (where the question goes) and no other slot; literal braces are doubled."""
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(prompt) if f is not None]
+        prompt.format("x")
+    except (ValueError, IndexError, KeyError, AttributeError, TypeError) as exc:
+        fields = [f"an unreadable slot ({exc})"]
+    if fields != [""]:
+        from ..errors import ZeroShotError
+
+        raise ZeroShotError(f"{where} must hold exactly one {{}} where the question goes and no other slot (write "
+                            f"literal braces as {{{{ and }}}}), got {prompt!r}")
+    return prompt
+
+
+def check_lengths(lm: GenerativeLM, prompts: list[str], extra: int, what: str) -> None:
+    """Refuse, before any compute, prompts whose image tokens + prompt + `extra` (answer or new tokens) pass the
+    language model's positions (OPT's learned positions end there: the model would fail mid-run)."""
+    limit = getattr(lm.model.config.text_config, "max_position_embeddings", None) if lm.decoder_only else None
+    if not limit or not prompts:
+        return
+    image = int(lm.model.config.num_query_tokens)
+    lengths = [len(ids) for ids in lm.tokenizer(list(prompts)).input_ids]
+    longest = max(range(len(prompts)), key=lengths.__getitem__)
+    if image + lengths[longest] + extra > limit:
+        n = sum(image + n + extra > limit for n in lengths)
+        raise ValueError(f"{n} {what}{'s are' if n != 1 else ' is'} too long for {lm.model_id}: {image} image tokens + {lengths[longest]} prompt "
+                         f"tokens + {extra} for the answer pass its {limit} positions (e.g. {prompts[longest][:80]!r}); "
+                         f"shorten them (at most {limit - image - extra} prompt tokens) or use fewer answer tokens")
+
+
 def answer_tokens(lm: GenerativeLM, answers: list[str]) -> list[list[int]]:
     """Each answer's tokens as the language model would produce them after the prompt, end included."""
     tok = lm.tokenizer
@@ -83,6 +116,7 @@ def score_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[st
     import copy
 
     cands = answer_tokens(lm, answers)
+    check_lengths(lm, prompts, max(map(len, cands)), "prompt")
     pad = lm.tokenizer.pad_token_id or 0
     ids_all, mask_all = _padded(cands, pad, lm.device)
     k = len(cands)
@@ -123,6 +157,7 @@ def generate_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list
                      num_beams: int = 1, length_penalty: float = 1.0, min_length: int = 0) -> list[str]:
     """Generation after each prompt, decoded text: greedy by default (the report's setting: max_new_tokens 4), or
     beam search as LAVIS evaluates BLIP-2 zero-shot (featcache.generative.presets)."""
+    check_lengths(lm, prompts, max_new_tokens, "prompt")
     texts = []
     stop = None
     if lm.decoder_only:  # an OPT answer ends at "\n" (BLIP-2's answer end), or at </s>

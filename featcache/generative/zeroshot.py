@@ -85,8 +85,10 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
         min_length, length_penalty = chosen["min_length"], chosen["length_penalty"]
     if method not in METHODS:
         raise ZeroShotError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method != "itc" and prompt is not None and "{}" not in prompt:
-        raise ZeroShotError(f"--prompt must hold {{}} where the question goes, got {prompt!r}")
+    if method != "itc" and prompt is not None:
+        from .rank import check_prompt
+
+        check_prompt(prompt)
     with open_cache(cache_path) as cache:
         idx, texts, y, rows = _questions(cache, split)
         if limit:
@@ -160,17 +162,28 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
                 dtype, batch_size, decoding=None, choices=None):
     from .answers import map_by_embedding, match_answers
     from .finetune import is_generative_checkpoint_folder, load_generative_checkpoint, load_generative_or_finetuned
-    from .rank import PAPER_PROMPT, generate_answers, score_answers
+    from .rank import PAPER_PROMPT, check_prompt, generate_answers, score_answers
 
     lm = load_generative_or_finetuned(model, device=device, dtype=dtype)
     if is_generative_checkpoint_folder(model):  # its own prompt by default
-        prompt = prompt or load_generative_checkpoint(model)["config"]["prompt"]
+        prompt = prompt or check_prompt(str(load_generative_checkpoint(model)["config"].get("prompt")),
+                                        f"the prompt of {model}")
     prompt = prompt or PAPER_PROMPT
     lm.check_cache(cache.attrs, cache.path)
     from .presets import length_penalty_for
 
     decoding = dict(decoding or {"num_beams": 1, "length_penalty": 1.0, "min_length": 0})
     decoding["length_penalty"] = length_penalty_for(decoding["length_penalty"], lm.decoder_only)
+    from .rank import answer_tokens, check_lengths
+
+    try:
+        extra = max(map(len, answer_tokens(lm, list(vocab)))) if method == "rank" and len(vocab) else max_new_tokens
+    except ValueError as exc:  # an answer the tokenizer cannot encode
+        raise ZeroShotError(f"{exc}; fix or drop it from the vocabulary") from None
+    try:  # every prompt checked before the first is computed
+        check_lengths(lm, [prompt.format(t) for t in dict.fromkeys(texts)], extra, "distinct question")
+    except ValueError as exc:
+        raise ZeroShotError(str(exc)) from None
     pred, generated, picked = [], [], []
     for start in range(0, len(texts), batch_size):
         part = slice(start, start + batch_size)
