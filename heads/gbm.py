@@ -8,14 +8,12 @@ features per tree and early stopping on a validation fraction.
 
 from __future__ import annotations
 
-import os
-import time
-
 import numpy as np
 
 from featcache.cache.views import FactorizedFeatures
 
 from ._base import HeadBase
+from .threads import free_cores  # noqa: F401  (re-exported: heads.gbm.free_cores)
 
 ROWS_PER_READ = 4096
 """Rows per batch that LightGBM pulls through `lightgbm.Sequence` (and per PCA projection)."""
@@ -26,33 +24,6 @@ def _rows(X, index: np.ndarray) -> np.ndarray:
     if isinstance(X, FactorizedFeatures):
         return X.rows(index)
     return np.asarray(X[index], dtype=np.float32)
-
-
-def _cpu_times() -> tuple[float, float] | None:
-    """(idle, total) jiffies of all CPUs from /proc/stat (Linux), or None elsewhere."""
-    try:
-        with open("/proc/stat") as fh:
-            fields = [float(v) for v in fh.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    return fields[3] + (fields[4] if len(fields) > 4 else 0.0), sum(fields[:8])
-
-
-def free_cores(sample_s: float = 0.05) -> int:
-    """Cores that other processes leave idle right now (at least 1), from a short /proc/stat sample.
-
-    LightGBM's OpenMP threads spin while they wait for each other, so asking for every core while
-    another process uses them slows a small fit 3-9x (benchmarks/lgbm_threads.py); as many threads
-    as there are idle cores degrades gracefully instead."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    first = _cpu_times()
-    if first is None:
-        return cores
-    time.sleep(sample_s)
-    second = _cpu_times()
-    busy = 1.0 - (second[0] - first[0]) / max(second[1] - first[1], 1e-9)
-    machine = os.cpu_count() or cores
-    return max(1, min(cores, round(machine * (1.0 - busy))))
 
 
 class LightGBMHead(HeadBase):

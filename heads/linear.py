@@ -25,7 +25,7 @@ class LogisticRegressionHead(HeadBase):
     standardize : scale every feature to zero mean / unit variance first (helps L-BFGS converge on
         raw Q-Former states; harmless on the normalised projections).
     max_iter, tol : L-BFGS iterations and gradient tolerance.
-    num_threads : torch CPU threads (None leaves torch's setting).
+    num_threads : torch CPU threads; None: the cores idle at fit time (heads.threads.free_cores).
     block_images : images per block in which the loss and its gradient are summed; a streamed view
         (`cache.view(..., stream=True)`) is read one block at a time, at every L-BFGS evaluation.
     loss : "auto" (bce with soft targets, else ce: scikit-learn's multinomial objective), "ce", "soft_ce"
@@ -52,9 +52,10 @@ class LogisticRegressionHead(HeadBase):
         self.loss_function_ = resolve_loss(self.loss, soft)
         if self.C <= 0:
             raise ValueError(f"C must be positive, got {self.C}")
+        from .threads import free_cores
+
         threads = torch.get_num_threads()
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
+        torch.set_num_threads(self.num_threads or free_cores())  # None: the idle cores (heads/threads.py)
         try:
             parts = self._parts(X)
             self.scaler_ = Standardizer().fit(parts, self.block_images) if self.standardize else None

@@ -105,6 +105,8 @@ class MLPHead(HeadBase):
     max_epochs, batch_size, validation_fraction, patience : early stopping on the validation
         accuracy of a held-out fraction of the training data; the best epoch's weights are kept.
     device : "cpu", "cuda" or "auto".
+    num_threads : torch CPU threads; None: the cores idle at fit time (heads.threads.free_cores), so a fit
+        beside a busy process does not oversubscribe the cores.
     block_images : images per block: batches are drawn block by block (blocks in random order), and
         a streamed view (`cache.view(..., stream=True)`) is read one block at a time.
     loss : "auto" (bce with soft targets, else ce), "ce", "soft_ce" or "bce" (heads/targets.py). With
@@ -215,13 +217,10 @@ class MLPHead(HeadBase):
             raise ValueError(f"normalize must be None or 'token', got {self.normalize!r}")
         if self.scheduler not in (None, "cosine"):
             raise ValueError(f"scheduler must be None or 'cosine', got {self.scheduler!r}")
-        threads = torch.get_num_threads()
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        try:
+        from .threads import torch_threads
+
+        with torch_threads(self.num_threads):  # None: the idle cores (heads/threads.py)
             self._fit(X, np.asarray(y_idx), soft)
-        finally:
-            torch.set_num_threads(threads)
         return self
 
     def _fit(self, X, y_idx: np.ndarray, soft: SoftTargets | None = None) -> None:

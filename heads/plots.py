@@ -25,7 +25,11 @@ def umap_plot(X, y, path: str | Path, title: str, per_class: int = 300, seed: in
     idx = balanced_subsample(y, per_class, seed)
     Xs = X[idx] if not isinstance(X, np.ndarray) else X[idx]
     Z = transform(Xs) if transform is not None else np.asarray(Xs, dtype=np.float32)
-    emb = umap.UMAP(n_components=2, random_state=seed, n_jobs=1, n_neighbors=15, min_dist=0.1).fit_transform(Z)
+    import warnings
+
+    with warnings.catch_warnings():  # UMAP's "spectral initialisation failed" falls back on its own: not the user's
+        warnings.simplefilter("ignore")
+        emb = umap.UMAP(n_components=2, random_state=seed, n_jobs=1, n_neighbors=15, min_dist=0.1).fit_transform(Z)
     classes = sorted(set(y[idx]))
     cmap = plt.get_cmap("tab20", max(len(classes), 1))
     fig, ax = plt.subplots(figsize=(8.5, 6.5))

@@ -16,8 +16,13 @@ from pathlib import Path
 
 from .evaluate import plot_confusion
 
-RANDOM_BANNER = ("**RANDOM WEIGHTS: these features come from `tiny-random`, a tiny BLIP-2 with random weights "
-                 "built to exercise the pipeline. The accuracies below mean nothing.**")
+def random_banner(model_id: str = "tiny-random") -> str:
+    """The warning every report built on a tiny random model starts with, naming that model."""
+    return (f"**RANDOM WEIGHTS: these features come from `{model_id}`, a tiny BLIP-2 with random weights "
+            "built to exercise the pipeline. The accuracies below mean nothing.**")
+
+
+RANDOM_BANNER = random_banner()
 
 
 def environment() -> dict:
@@ -35,7 +40,7 @@ def environment() -> dict:
 
 
 def _fmt(v) -> str:
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+    return f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
 
 
 def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: str, rows: list[dict] | None = None,
@@ -67,7 +72,7 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
 
     md = [f"# {title}", ""]
     if random_weights:
-        md += [RANDOM_BANNER, ""]
+        md += [random_banner(str(cache_attrs.get("model_id", "tiny-random"))), ""]
     if "benchmark" in metrics:  # the benchmark's own figure first (featcache.scoring: its official scoring)
         from .benchmarks import FIGURE_NAMES, SCORERS, breakdown
 

@@ -240,3 +240,67 @@ def test_an_empty_answer_never_matches_empty_output():
 
     found, matched = match_answers(["", "...", "Red."], ["", "red", "blue"])
     assert found == [None, None, "red"] and matched.tolist() == [False, False, True]
+
+
+def test_a_full_disk_during_merge_is_one_line_and_keeps_the_parts(tmp_path, tiny_itm):
+    """A real full disk (a 4 MB tmpfs, where the test may mount one): before the merge, and in the middle of it."""
+    import shutil
+    import subprocess
+
+    from featcache.datasets import Question, VQADataset
+    from featcache.extract import extract
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        paths = write_images(tmp_path / "imgs", 200, size=(32, 32))
+        qs = [Question(p.stem, "what?", "ab"[i % 2], "train") for i, p in enumerate(paths)]
+        extract(VQADataset("fd", str(tmp_path), qs, {p.stem: str(p) for p in paths}), tmp_path / "c.h5",
+                model=str(tiny_itm), device="cpu", workers=0, merge_output=False, progress=False,
+                store_dtype="float32")
+        parts = tmp_path / "c.h5.parts"
+        backup = tmp_path / "backup"
+        shutil.copytree(parts, backup)
+        for fill_kb in (3500, 0):  # refused before writing, then written
+            (small / "fill").write_bytes(b"\0" * fill_kb * 1024)
+            r = CliRunner().invoke(main, ["merge", str(parts), "--out", str(small / "out.h5")])
+            (small / "fill").unlink()
+            if fill_kb == 0:
+                assert r.exit_code == 0 and (small / "out.h5").is_file(), r.output
+                break
+            assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+            assert ("no space left" in r.output or "failed" in r.output) and "0.00 GB" not in r.output, r.output
+            assert not (small / "out.h5.tmp").exists() and sorted(os.listdir(parts)) == sorted(os.listdir(backup))
+    finally:
+        subprocess.run(["umount", str(small)])
+
+
+def test_a_merge_that_crashes_mid_write_is_one_line_and_keeps_the_parts(monkeypatch, tmp_path):
+    """HDF5 meeting a full disk mid-write can kill the interpreter: the merge runs in a child, so a crash there is
+    reported, and the parts folder stays whole."""
+    import signal as sig
+
+    from featcache.cache import parts as parts_module
+    from featcache.errors import ExtractError
+
+    src = tmp_path / "p"
+    from featcache.extract import extract
+    from featcache.datasets import Question, VQADataset
+
+    paths = write_images(tmp_path / "imgs", 4)
+    src.mkdir()
+    extract(VQADataset("m", str(tmp_path), [Question(p.stem, "q?", "a", "train") for p in paths],
+                       {p.stem: str(p) for p in paths}), src / "c.h5", model="tiny-random", device="cpu", workers=0,
+            merge_output=False, progress=False)
+    before = sorted(os.listdir(src / "c.h5.parts"))
+    monkeypatch.setattr(parts_module, "write_merged", lambda *a: os.kill(os.getpid(), sig.SIGKILL))
+    with pytest.raises(ExtractError, match=r"status -9.*The parts folder is intact"):
+        parts_module.merge(src / "c.h5.parts", tmp_path / "out.h5")
+    def refuse(*a):
+        raise ExtractError("a reason")
+    monkeypatch.setattr(parts_module, "write_merged", refuse)
+    with pytest.raises(ExtractError, match="a reason"):
+        parts_module.merge(src / "c.h5.parts", tmp_path / "out.h5")
+    assert sorted(os.listdir(src / "c.h5.parts")) == before and not (tmp_path / "out.h5").exists()

@@ -26,7 +26,7 @@ import numpy as np
 from .answers import string_columns
 from .file import CacheWriter, FeatureCache
 from .parts_check import MANIFEST_MAX_BYTES, check_manifest, check_shard, load_npz, member
-from ..errors import ExtractError
+from ..errors import ExtractError, FeatcacheError
 
 @dataclass(frozen=True)
 class ShardSpec:
@@ -54,11 +54,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
 def no_space(folder: Path, needed: int) -> ExtractError:
     free = shutil.disk_usage(folder).free
-    return ExtractError(f"no space left in {folder}: this run needs about {needed / 1e9:.2f} GB there (the "
-                        f"remaining shards plus the merged file), {free / 1e9:.2f} GB are free. Free some space or "
+    return ExtractError(f"no space left in {folder}: this run needs about {human_bytes(needed)} there (the "
+                        f"remaining shards plus the merged file), {human_bytes(free)} are free. Free some space or "
                         f"choose another --out; finished shards are kept, and the same command resumes.")
+
+
+def out_of_space(exc: BaseException) -> bool:
+    """Whether an OSError (h5py's carry the errno in their text only) means the disk is full."""
+    return getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in str(exc) or "No space left" in str(exc)
 
 
 def write_shard(parts: Path, spec: ShardSpec, attrs: dict, arrays: dict[str, np.ndarray], errors: list[str],
@@ -74,11 +87,30 @@ def write_shard(parts: Path, spec: ShardSpec, attrs: dict, arrays: dict[str, np.
         sidecar.with_suffix(".tmp").write_text(json.dumps({"sha256": sha256_file(tmp), "n_images": len(spec.keys)}))
         os.replace(sidecar.with_suffix(".tmp"), sidecar)
         os.replace(tmp, spec.path(parts))
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
+    except (OSError, RuntimeError) as exc:
+        _abandon(locals().get("writer"), tmp)
+        if out_of_space(exc):
             raise no_space(parts, sum(v.nbytes for v in arrays.values()) * 2) from None
         raise
+
+
+def _abandon(writer, tmp: Path) -> None:
+    """Drop a half-written file: its HDF5 handle closed now (left to the garbage collector on a full disk, h5py
+    prints a traceback per object and can crash the interpreter), then the file removed."""
+    import gc
+    import sys
+
+    if writer is not None:
+        stderr, sys.stderr = sys.stderr, open(os.devnull, "w")  # HDF5's own complaints while closing
+        try:
+            writer.file.close()
+        except Exception:  # noqa: BLE001 - the file is being thrown away
+            pass
+        finally:
+            sys.stderr.close()
+            sys.stderr = stderr
+        gc.collect()
+    tmp.unlink(missing_ok=True)
 
 
 def shard_done(parts: Path, spec: ShardSpec) -> bool:
@@ -126,6 +158,53 @@ def recorded_checksum(parts: Path, entry: dict) -> str:
 
 
 def merge(parts: str | Path, out: str | Path, compression: str | None = None) -> tuple[list[str], list[int]]:
+    """`write_merged` in a child process where fork exists: HDF5 that meets a full disk mid-write can crash the
+    interpreter (h5py's deallocators fail one after another), and the crash must not take the command, or its
+    message, with it. The parts folder is only read, so nothing is lost either way."""
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        return write_merged(parts, out, compression)
+    ctx = mp.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_merge_child, args=(send, parts, out, compression))
+    child.start()
+    send.close()
+    try:
+        outcome = receive.recv()
+    except EOFError:
+        outcome = None
+    child.join()
+    if outcome is None:  # the child died without a word
+        tmp = Path(out).with_name(Path(out).name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        free = shutil.disk_usage(Path(out).parent).free
+        raise ExtractError(f"merging {parts} into {out} failed (the writing process ended with status "
+                           f"{child.exitcode}; {human_bytes(free)} free in {Path(out).parent}). The parts folder is "
+                           f"intact: free some space (or choose another --out) and run `featcache merge {parts}`")
+    kind, value = outcome
+    if kind == "error":
+        raise value
+    return value
+
+
+def _merge_child(send, parts, out, compression) -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)  # HDF5's complaints on a full disk: the parent says what happened, in one line
+    try:
+        send.send(("ok", write_merged(parts, out, compression)))
+    except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        try:
+            send.send(("error", exc if isinstance(exc, ExtractError) or isinstance(exc, FeatcacheError)
+                       else ExtractError(f"merging {parts} failed: {type(exc).__name__}: {exc}")))
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        send.close()
+        os._exit(0)  # no atexit, no deallocators of a broken HDF5 file
+
+
+def write_merged(parts: str | Path, out: str | Path, compression: str | None = None) -> tuple[list[str], list[int]]:
     """Write the single-file cache from a parts folder: /images from the shards in plan order (each
     checked against its checksum), /questions from questions.npz and the text features. Written to a
     temporary name and renamed into place. Returns (failed image keys, failed question rows)."""
@@ -142,10 +221,17 @@ def merge(parts: str | Path, out: str | Path, compression: str | None = None) ->
     if manifest["texts_file"]:
         texts = load_npz(parts, manifest["texts_file"], "the question texts' features")
         text_feats = {k: texts[k] for k in ("text_cls", "text_proj")}
+    data = sum(member(parts, e["file"], "a shard").stat().st_size for e in manifest["shards"]) + \
+        sum(v.nbytes for v in questions.values()) + sum(v.nbytes for v in text_feats.values())
+    needed = int(1.1 * data) + (1 << 20)  # HDF5's own metadata and chunk indexes on top of the data
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if shutil.disk_usage(out.parent).free < needed:  # found now, not as HDF5 write errors mid-merge
+        raise no_space(out.parent, needed)
     first = FeatureCache(member(parts, manifest["shards"][0]["file"], "a shard"))
     image_arrays = {k: first.images[k].shape[1:] for k in ("query", "query_proj", "vision") if k in first.images}
     first.close()
     tmp = out.with_name(out.name + ".tmp")
+    writer = None
     try:
         benchmark = string_columns(questions)
         writer = CacheWriter(tmp, attrs, manifest["n_images"], len(questions["text"]), image_arrays,
@@ -178,10 +264,11 @@ def merge(parts: str | Path, out: str | Path, compression: str | None = None) ->
             gathered[idx < 0] = 0
             writer.write("questions", 0, {name: gathered})
         writer.close()
+        writer = None
         os.replace(tmp, out)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.errno == errno.ENOSPC:
-            raise no_space(out.parent, manifest["n_images"] * manifest.get("bytes_per_image", 0)) from None
+    except (OSError, RuntimeError) as exc:
+        _abandon(writer, tmp)
+        if out_of_space(exc):
+            raise no_space(out.parent, needed) from None
         raise
     return [k for k, e in zip(keys, image_errors) if e], [i for i, e in enumerate(q_errors) if e]

@@ -79,19 +79,28 @@ def _mismatch(a: dict, b: dict, keys: tuple[str, ...] = IDENTITY_KEYS) -> list[s
 
 def _lock(parts: Path, name: str, out: Path):
     """An exclusive lock on parts/name for this process's lifetime (the OS drops it if the process dies)."""
-    fh = open(parts / name, "a+")
+    try:
+        fh = open(parts / name, "a+")
+    except OSError as exc:
+        raise ExtractError(f"cannot write the lock file {parts / name} ({exc.strerror}): {parts} is not writable or "
+                           f"its disk is full; free some space or choose another --out") from None
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         fh.seek(0)
         holder = fh.read().strip() or "another process"
         fh.close()
-        raise ExtractError(f"another featcache extract is writing {out} ({holder}); two runs on one output would "
+        raise ExtractError(f"another featcache extract or merge is writing {out} ({holder}); two runs on one output would "
                            f"race. Wait for it to finish or stop it, then run this command again.") from None
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-    fh.flush()
+    try:
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
+        fh.flush()
+    except OSError as exc:
+        fh.close()
+        raise ExtractError(f"cannot write the lock file {parts / name} ({exc.strerror}); free some space in "
+                           f"{parts.parent} or choose another --out") from None
     return fh
 
 
@@ -212,9 +221,15 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
             q_errors[i] = "empty question"
     missing = dataset.missing_images()
     if missing and not skip_bad:
-        shown = ", ".join(f"{k!r} -> {dataset.image_paths[k]}" for k in missing[:5])
+        def where(k: str) -> str:
+            path = dataset.image_paths[k]
+            odd = dataset.reader is None and os.path.lexists(path)  # there, but a folder, FIFO or device
+            return f"{k!r} -> {path}" + (" (not a regular file)" if odd else "")
+
+        shown = ", ".join(where(k) for k in missing[:5])
         what, fix = (("image(s) missing (rows without an image)", "Fix the dataset") if dataset.reader is not None
-                     else ("image file(s) not found", "Fix the paths (--images DIR sets the folder for relative names)"))
+                     else ("image file(s) not found or not regular files",
+                           "Fix the paths (--images DIR sets the folder for relative names)"))
         raise ExtractError(f"{len(missing)} {what}, e.g. {shown}. {fix} or pass --skip-bad to record them as "
                            f"failed.")
 

@@ -87,6 +87,18 @@ def _prefix(lm: GenerativeLM, image_tokens: torch.Tensor, prompt: str) -> torch.
     return torch.cat([image_tokens[None].to(lm.dtype), lm.embed(ids)], dim=1)
 
 
+def _kv_argument(model) -> str:
+    """The name under which this transformers takes a key/value cache: `cache` (5.2x), `past_key_values` before."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _kv_of(output):
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 CHUNK_BYTES = 1 << 28
 """What one chunk of candidates may hold, per large tensor (its log-probabilities over the vocabulary, its
 copy of the prompt's keys and values): 256 MiB, so memory stays flat however many answers are ranked
@@ -134,9 +146,10 @@ def score_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list[st
             ids, mask = ids_all[a:a + step], mask_all[a:a + step]
             c = len(ids)
             if lm.decoder_only:
-                cache = copy.deepcopy(first.past_key_values) if step < k else first.past_key_values
+                kept = _kv_of(first)
+                cache = copy.deepcopy(kept) if step < k else kept
                 cache.batch_repeat_interleave(c)
-                rest = lm.lm(input_ids=ids, past_key_values=cache, use_cache=False,
+                rest = lm.lm(input_ids=ids, **{_kv_argument(lm.lm): cache}, use_cache=False,
                              attention_mask=torch.cat([torch.ones((c, n), dtype=torch.long, device=lm.device), mask], 1))
                 logits = torch.cat([first.logits[:, -1:].expand(c, -1, -1), rest.logits[:, :-1]], dim=1)
                 del cache, rest

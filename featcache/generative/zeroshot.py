@@ -70,7 +70,8 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
              vocabulary: list[str] | None = None, length_norm: bool = False, max_new_tokens: int = 4,
              map_model: str | None = None, template: str | list[str] | None = None, device: str = "auto", dtype: str | None = None,
              limit: int | None = None, batch_size: int = 64, dataset=None, num_beams: int = 1,
-             length_penalty: float | dict = 1.0, min_length: int = 0, preset: str | None = None) -> ZeroShotResult:
+             length_penalty: float | dict = 1.0, min_length: int = 0, preset: str | None = None,
+             progress: bool = True) -> ZeroShotResult:
     """Answer the questions of `split` zero-shot over `vocabulary` (default: every answer in the cache).
     `model` may be a generative fine-tune's folder (`finetune --generative`): its prompt is then the default.
     `dataset` (a VQADataset): where itm finds the images when the cache holds no ViT states. `preset` (e.g.
@@ -115,7 +116,8 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
 
                 choices = [json.loads(c) for c in np.asarray(cache.strings("questions", "choices"), dtype=object)[idx]]
             pred, settings, counts = _generative(cache, model, method, texts, rows, vocab, prompt, length_norm,
-                                                 max_new_tokens, map_model, device, dtype, batch_size, decoding, choices)
+                                                 max_new_tokens, map_model, device, dtype, batch_size, decoding, choices,
+                                                 progress)
         seconds = time.perf_counter() - started
     settings.update(split=split, images=int(len(np.unique(rows))), questions=int(len(idx)),
                     task="classify" if classify else "vqa", **({"preset": preset} if preset else {}))
@@ -159,7 +161,7 @@ def read_templates(path) -> list[str]:
 
 
 def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, max_new_tokens, map_model, device,
-                dtype, batch_size, decoding=None, choices=None):
+                dtype, batch_size, decoding=None, choices=None, progress=True):
     from .answers import map_by_embedding, match_answers
     from .finetune import is_generative_checkpoint_folder, load_generative_checkpoint, load_generative_or_finetuned
     from .rank import PAPER_PROMPT, check_prompt, generate_answers, score_answers
@@ -184,8 +186,11 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
         check_lengths(lm, [prompt.format(t) for t in dict.fromkeys(texts)], extra, "distinct question")
     except ValueError as exc:
         raise ZeroShotError(str(exc)) from None
+    from tqdm.auto import tqdm
+
     pred, generated, picked = [], [], []
-    for start in range(0, len(texts), batch_size):
+    show = progress and len(texts) > batch_size  # a bar for runs long enough to wait on
+    for start in tqdm(range(0, len(texts), batch_size), desc=f"zeroshot {method}", unit="batch", disable=not show):
         part = slice(start, start + batch_size)
         used, inv = np.unique(rows[part], return_inverse=True)
         tokens = lm.image_tokens(cache, used)[inv]

@@ -51,6 +51,12 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
                                                                     z.seconds)))
     with open_cache(cache) as c:
         views = default_views(c)  # pooled and itc; a generative checkpoint's cache has the image view only
+    if (out / "report").exists():  # a second demo (another model?) keeps the first one's report, once
+        import shutil
+
+        shutil.rmtree(out / "report.previous", ignore_errors=True)
+        (out / "report").rename(out / "report.previous")
+        echo(f"the previous demo's report is now in {out / 'report.previous'}")
     echo(f"[2/3] sweeping heads x views {views} on the cache (CPU)")
     rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=["lr", "mlp", "lgbm"],
                           views=views, grid="small", extra_rows=zeroshot_rows)
