@@ -60,8 +60,8 @@ def load_grid(grid: str) -> dict[str, list[dict]]:
         raise FeatcacheError(f"grid {grid!r} is neither small/default/probe nor a JSON file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FeatcacheError(f"grid {path} is not valid JSON ({exc}); it must look like "
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise FeatcacheError(f"grid {path} is not valid JSON ({str(exc)[:100]}); it must look like "
                              f'{{"lr": [{{"C": 0.1}}, {{"C": 1}}], "mlp": [{{"hidden_sizes": [256]}}]}}') from None
     types = head_types()
     if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(p, dict) for p in v)

@@ -81,11 +81,14 @@ class TrainedHead:
         try:
             head = cls(**_params_back(cls, meta["head_params"]))
             head._restore(meta["fitted"], tensors)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            view, provenance, split = meta["view"], meta["provenance"], meta["train_split"]
+            if not isinstance(view, str) or not isinstance(provenance, dict):
+                raise TypeError(f"view must be text and provenance an object, got {type(view).__name__} and "
+                                f"{type(provenance).__name__}")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
             raise CacheFormatError(f"{path} is damaged or from an incompatible featcache version "
-                                   f"({type(exc).__name__}: {exc}); save the head again") from None
-        return TrainedHead(head, meta["view"], meta["provenance"], meta["train_split"], meta.get("name", ""),
-                           meta.get("search_params", {}))
+                                   f"({type(exc).__name__}: {str(exc)[:120]}); save the head again") from None
+        return TrainedHead(head, view, provenance, split, meta.get("name", ""), meta.get("search_params", {}))
 
 
 def load_head(path: str | Path, trust_pickle: bool = False) -> TrainedHead:

@@ -242,3 +242,40 @@ def test_a_heads_files_may_not_link_out_or_be_fifos(saved, tmp_path, tiny_itm):
     r = CliRunner().invoke(main, ["predict", "--head", str(fifo), "--image", str(image), "--question", "what color?",
                                   "--model", str(tiny_itm), "--device", "cpu"])
     assert r.exit_code == 1 and "not a regular file" in r.output and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.parametrize("edit", [lambda m: m.pop("view"), lambda m: m.update(provenance=[1]),
+                                  lambda m: m["fitted"].pop("classes")])
+def test_missing_keys_and_wrong_types_in_a_heads_json_are_named(saved, tmp_path, edit):
+    from heads.trained import load_head
+
+    with pytest.raises(FeatcacheError, match="damaged or from an incompatible featcache"):
+        load_head(_tampered(saved / "head", tmp_path / "h", edit))
+
+
+@pytest.mark.parametrize("edit", [lambda m: m.pop("labels"), lambda m: m.update(config="x"),
+                                  lambda m: m["provenance"].pop("model_fingerprint")])
+def test_missing_keys_and_wrong_types_in_a_fine_tunes_json_are_named(saved, tmp_path, edit):
+    from featcache.finetune import load_finetuned
+
+    with pytest.raises(FeatcacheError, match="featcache.json"):
+        load_finetuned(_tampered(saved / "ft" / "best", tmp_path / "b", edit), device="cpu")
+
+
+def test_json_nesting_bombs_are_named(saved, tmp_path):
+    from featcache.datasets import load_dataset
+    from heads.sweep import load_grid
+    from heads.trained import load_head
+
+    bomb = "[" * 200_000 + "]" * 200_000
+    (tmp_path / "grid.json").write_text(bomb)
+    with pytest.raises(FeatcacheError, match="not valid JSON"):
+        load_grid(str(tmp_path / "grid.json"))
+    (tmp_path / "m.jsonl").write_text(bomb + "\n")
+    with pytest.raises(FeatcacheError, match="not valid JSON"):
+        load_dataset(str(tmp_path / "m.jsonl"))
+    head = tmp_path / "h"
+    shutil.copytree(saved / "head", head)
+    (head / "featcache.json").write_text(bomb)
+    with pytest.raises(FeatcacheError, match="not valid JSON"):
+        load_head(head)

@@ -95,7 +95,7 @@ def fit(cache, kind, view, params, train_split, out, stream, min_answer_count) -
         name = name.strip()
         try:
             parsed[name] = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             parsed[name] = value
         if isinstance(parsed[name], list):
             parsed[name] = tuple(parsed[name])

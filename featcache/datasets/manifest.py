@@ -44,8 +44,9 @@ def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"{path}:{lineno}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise DatasetError(f"{path}:{lineno}: not valid JSON ({getattr(exc, 'msg', 'nested too deeply')}); each "
+                               f"line must be one JSON object") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{lineno}: a JSON {type(row).__name__} where a JSON object "
                                f'{{"image": ..., "question": ..., "answer": ...}} is needed')

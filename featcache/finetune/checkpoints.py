@@ -47,6 +47,14 @@ def load_model(path: str | Path, trust_pickle: bool = False) -> dict:
             raise FeatcacheError(f"{path} is not a featcache fine-tune checkpoint")
         return state
     meta, tensors = load_folder(path, (MODEL_FORMAT,), "fine-tune checkpoint")
+    for key, kind in (("config", dict), ("labels", list), ("provenance", dict), ("base_model", str)):
+        if not isinstance(meta.get(key), kind):
+            raise FeatcacheError(f"{path}/featcache.json: {key!r} is missing or not a {kind.__name__}; the checkpoint "
+                                 f"is damaged or from another featcache: save it again")
+    if not isinstance(meta["provenance"].get("model_fingerprint"), str) or \
+            not isinstance(meta["config"].get("hidden_sizes"), list):
+        raise FeatcacheError(f"{path}/featcache.json lacks its model fingerprint or hidden sizes; the checkpoint is "
+                             f"damaged: save it again")
     return {**meta, "adapters": _adapters_in(tensors), "head": unflatten("head", tensors)}
 
 
