@@ -27,6 +27,9 @@ def umap_plot(X, y, path: str | Path, title: str, per_class: int = 300, seed: in
     Z = transform(Xs) if transform is not None else np.asarray(Xs, dtype=np.float32)
     import warnings
 
+    import sys
+
+    print(f"UMAP of {len(Z)} points x {Z.shape[1]} features (a minute or so on a laptop)...", file=sys.stderr, flush=True)
     with warnings.catch_warnings():  # UMAP's "spectral initialisation failed" falls back on its own: not the user's
         warnings.simplefilter("ignore")
         emb = umap.UMAP(n_components=2, random_state=seed, n_jobs=1, n_neighbors=15, min_dist=0.1).fit_transform(Z)

@@ -238,6 +238,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
         tr, va = image_disjoint_split(X, validation_fraction, seed)
         for kind in heads:
             grid_k = candidates.get(kind, [{}])
+            bar.set_postfix_str(f"{kind} on {view}")  # a long single fit still says what it is doing
             keys = [log.key(view, kind, p) for p in grid_k]
             todo = [i for i, k in enumerate(keys) if k not in log.done]
             jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads, refs, soft) for i in todo)
@@ -253,6 +254,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
                 row, metrics = log.done[final_key]["row"], log.done[final_key]["metrics"]
                 trained = TrainedHead.load(state / "heads" / f"{view}-{kind}") if state is not None else None
             else:
+                bar.set_postfix_str(f"{kind} on {view}: final fit on all of train")
                 head = make_head(kind, params)
                 t = time.perf_counter()
                 fit_checked(head, X, y, soft)
