@@ -5,17 +5,26 @@
 # Writes benchmarks/results/*_cuda*.json (device name, torch/CUDA versions, images/s, ratio to the bare
 # forward and to the ~1,500 images/s H100 bound, peak memory per batch size, per-stage timings).
 #
-#   bash benchmarks/gpu.sh                 # everything (about 20 minutes on an H100)
+#   bash benchmarks/gpu.sh                 # the extraction parts (about 20 minutes on an H100)
 #   bash benchmarks/gpu.sh extract compile # only some parts: extract workers compile finetune parity decode
+#   bash benchmarks/gpu.sh zeroshot genft captions heads   # the generative paths and the heads (issue 21)
+#   SIZE=tiny DEVICE=cpu EPOCHS=1 OUT=/tmp/gpu-trial bash benchmarks/gpu.sh zeroshot genft captions heads
+#                                          # the same, tried end to end on CPU at tiny size
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python}
 IMAGES=${IMAGES:-4096}
+SIZE=${SIZE:-real}
+DEVICE=${DEVICE:-cuda}
+OUT=${OUT:-benchmarks/results}
+EPOCHS=${EPOCHS:-2}
 DAQUAR=${DAQUAR:-../shared/datasets/daquar}
 PARTS=${*:-extract workers compile finetune parity decode}
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-"$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: torch sees no CUDA GPU')"
-"$PY" -c "import torch; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'CUDA', torch.version.cuda)"
+if [ "$DEVICE" = cuda ]; then
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: torch sees no CUDA GPU')"
+  "$PY" -c "import torch; print(torch.cuda.get_device_name(), 'torch', torch.__version__, 'CUDA', torch.version.cuda)"
+fi
 
 for part in $PARTS; do
   echo "== gpu.sh: $part"
@@ -40,7 +49,23 @@ for part in $PARTS; do
       "$PY" benchmarks/parity.py --size real --device cuda --dtype bfloat16 --images 32 ;;
     # decode + resize per core on this machine's CPUs: how many cores the GPU needs
     decode) "$PY" benchmarks/decode_speed.py --feature-images 0 --daquar "$DAQUAR" --tag cuda_host ;;
-    *) echo "gpu.sh: unknown part '$part' (extract workers compile finetune parity decode)" >&2; exit 2 ;;
+    # zero-shot rank over 13 and 100 candidates, one generate, the naive forward; bf16; OPT-2.7b and Flan-T5-xl
+    # dimensions; rank from the cache against an uncached forward, generate against model.generate
+    zeroshot)
+      "$PY" benchmarks/zeroshot_speed.py --size "$SIZE" --device "$DEVICE" --dtype bfloat16 --questions 32 --candidates 13,100 --out "$OUT"
+      "$PY" benchmarks/zeroshot_speed.py --size "$SIZE" --lm t5 --device "$DEVICE" --dtype bfloat16 --questions 32 --candidates 13,100 --out "$OUT" ;;
+    # LoRA steps from cached query states against the ViT + Q-Former in front, both recipes, bf16 autocast
+    genft)
+      "$PY" benchmarks/generative_finetune_speed.py --size "$SIZE" --device "$DEVICE" --amp bfloat16 --steps 10 --batch-size 16 --out "$OUT"
+      "$PY" benchmarks/generative_finetune_speed.py --size "$SIZE" --device "$DEVICE" --amp bfloat16 --steps 10 --batch-size 16 --recipe paper-baseline --out "$OUT"
+      "$PY" benchmarks/generative_finetune_speed.py --size "$SIZE" --lm t5 --device "$DEVICE" --amp bfloat16 --steps 10 --batch-size 16 --out "$OUT" ;;
+    # captions, 5 beams and 30 tokens, from the cache against from the images
+    captions) "$PY" benchmarks/caption_speed.py --size "$SIZE" --device "$DEVICE" --dtype bfloat16 --images 64 --batch-size 16 --out "$OUT" ;;
+    # the paper's classifier and the compact MLP on the GPU (Easy-VQA's shapes, VQAv2's), logistic regression
+    heads)
+      "$PY" benchmarks/reference_mlp.py --epochs "$EPOCHS" --device "$DEVICE" --lr --out "$OUT"
+      if [ "$SIZE" = real ]; then "$PY" benchmarks/vqav2_heads.py --device "$DEVICE" --configs mlp-compact:itc,mlp-paper:itc --paper-fraction 1.0 --out "$OUT"; fi ;;
+    *) echo "gpu.sh: unknown part '$part' (extract workers compile finetune parity decode zeroshot genft captions heads)" >&2; exit 2 ;;
   esac
 done
-ls -l benchmarks/results/*cuda*.json
+ls -l "$OUT"/*"${DEVICE}"*.json

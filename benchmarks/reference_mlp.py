@@ -34,16 +34,20 @@ from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cuda: the MLP heads on the GPU (logistic regression stays on CPU)")
+    ap.add_argument("--lr", action="store_true", help="Also time a logistic regression fit (100 L-BFGS iterations).")
     ap.add_argument("--out", default="benchmarks/results")
     args = ap.parse_args()
     results = {"benchmark": "reference_mlp", "machine": platform.platform(), "cpu_count": os.cpu_count(),
+               "device": args.device,
+               "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor(),
                "torch_threads": torch.get_num_threads(), "command": "python " + " ".join(sys.argv), "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
         path = write_synthetic_cache(Path(tmp) / "syn.h5", 4000, 1000, 38575, 9673, noise=2.0)
         with open_cache(path) as cache:
             (X, y), (Xt, yt) = cache.view("itc", "train"), cache.view("itc", "test")
     for preset in ("compact", "reference"):
-        head = getattr(MLPHead, preset)(max_epochs=args.epochs, patience=args.epochs)
+        head = getattr(MLPHead, preset)(max_epochs=args.epochs, patience=args.epochs, device=args.device)
         with PeakRSS() as mem:
             t = time.perf_counter()
             head.fit(X, y)
@@ -55,7 +59,18 @@ def main() -> None:
                "peak_mem_mib": mem.mib, "test_accuracy_after_these_epochs": round(head.score(Xt, yt), 4)}
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
-    save_result(results, args.out, "reference_mlp.json")
+    if args.lr:
+        from heads import LogisticRegressionHead
+
+        head = LogisticRegressionHead()
+        t = time.perf_counter()
+        head.fit(X, y)
+        row = {"head": "lr", "view": "itc", "fit_s": round(time.perf_counter() - t, 1), "iterations": head.n_iter_,
+               "test_accuracy": round(head.score(Xt, yt), 4)}
+        results["runs"].append(row)
+        print(json.dumps(row), flush=True)
+    suffix = "" if args.device == "cpu" else f"_{args.device.split(':')[0]}"
+    save_result(results, args.out, f"reference_mlp{suffix}.json")
 
 
 if __name__ == "__main__":

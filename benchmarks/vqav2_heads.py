@@ -100,8 +100,9 @@ def one(cache_path: str, config: str, view: str, paper_fraction: float, threads:
         fraction = float(chosen.mean())
         X, y, soft = X[np.flatnonzero(chosen)], y[chosen], soft[chosen]
     setup = time.perf_counter() - t0
-    head = {"mlp-compact": lambda: MLPHead.compact(loss="bce", max_epochs=1, validation_fraction=0.0),
-            "mlp-paper": lambda: MLPHead.reference(loss="bce", max_epochs=1, validation_fraction=0.0),
+    device = os.environ.get("FEATCACHE_BENCH_DEVICE", "cpu")  # --device, passed to the child
+    head = {"mlp-compact": lambda: MLPHead.compact(loss="bce", max_epochs=1, validation_fraction=0.0, device=device),
+            "mlp-paper": lambda: MLPHead.reference(loss="bce", max_epochs=1, validation_fraction=0.0, device=device),
             "lr": lambda: LogisticRegressionHead(loss="bce", max_iter=1)}[config]()
     t1 = time.perf_counter()
     head.fit(X, y, soft_targets=soft)
@@ -122,10 +123,12 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="Fraction of VQAv2 train's sizes (1.0: the real ones).")
     ap.add_argument("--paper-fraction", type=float, default=0.1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cuda: the MLPs on the GPU (logistic regression stays on CPU)")
     ap.add_argument("--configs", default=",".join(f"{h}:{v}" for h, v in CONFIGS))
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # child: CACHE CONFIG VIEW
     args = ap.parse_args()
+    os.environ["FEATCACHE_BENCH_DEVICE"] = args.device
     if args.one:
         print(json.dumps(one(*args.one, args.paper_fraction, args.threads)))
         return
@@ -148,7 +151,10 @@ def main() -> None:
             print(json.dumps(rows[-1]))
     result = {"machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "threads": args.threads, "cache": shapes,
               "rows": rows, "command": "python benchmarks/vqav2_heads.py " + " ".join(sys.argv[1:])}
-    save_result(result, args.out, "vqav2_heads.json" if args.scale == 1.0 else f"vqav2_heads_scale{args.scale}.json")
+    name = "vqav2_heads" + ("" if args.scale == 1.0 else f"_scale{args.scale}") + \
+        ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}")
+    result["device"] = args.device
+    save_result(result, args.out, f"{name}.json")
 
 
 if __name__ == "__main__":
