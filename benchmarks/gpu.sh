@@ -65,7 +65,9 @@ for part in $PARTS; do
     heads)
       "$PY" benchmarks/reference_mlp.py --epochs "$EPOCHS" --device "$DEVICE" --lr --out "$OUT"
       if [ "$SIZE" = real ]; then "$PY" benchmarks/vqav2_heads.py --device "$DEVICE" --configs mlp-compact:itc,mlp-paper:itc --paper-fraction 1.0 --out "$OUT"; fi ;;
-    *) echo "gpu.sh: unknown part '$part' (extract workers compile finetune parity decode zeroshot genft captions heads)" >&2; exit 2 ;;
+    # featcache extract against the loop a user writes with transformers alone, same images (issue 20, item 5)
+    naive) "$PY" benchmarks/extract_vs_naive.py --size "$SIZE" --device "$DEVICE" --images "$IMAGES" --out "$OUT" ;;
+    *) echo "gpu.sh: unknown part '$part' (extract workers compile finetune parity decode naive zeroshot genft captions heads)" >&2; exit 2 ;;
   esac
 done
 ls -l "$OUT"/*"${DEVICE}"*.json
