@@ -43,10 +43,7 @@ def score_vqa(results, annotations, questions, out) -> None:
     if scores["empty_predictions"]:
         click.secho(f"warning: {scores['empty_predictions']} predictions normalise to nothing (scored 0)",
                     fg="yellow", err=True)
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
-        click.echo(f"scores: {out}")
+    _write(out, scores)
 
 
 @score.command("gqa")
