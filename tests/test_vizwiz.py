@@ -134,3 +134,24 @@ def test_a_sweep_reports_what_score_vizwiz_gives_its_own_results_file(tiny_itm, 
     r = runner.invoke(main, ["score", "vizwiz", str(out / "submission.json"), "--annotations",
                              str(root / "Annotations" / "train.json")])
     assert r.exit_code == 1 and "no prediction for 16 annotated images" in r.output and "Traceback" not in r.output
+
+
+def test_the_hubs_parquet_copy_is_scored_as_vizwiz(tmp_path):
+    """lmms-lab/VizWiz-VQA's layout (question_id = the image's name, answers, category) loads through hf: with
+    VizWiz's scoring, and the same questions and answers as the official files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = write_vizwiz(tmp_path / "v")
+    entries = json.loads((root / "Annotations" / "val.json").read_text())
+    (tmp_path / "hub" / "data").mkdir(parents=True)
+    table = pa.table({"question_id": [e["image"] for e in entries], "question": [e["question"] for e in entries],
+                      "image": [{"bytes": (root / "val" / e["image"]).read_bytes(), "path": None} for e in entries],
+                      "answers": [[a["answer"] for a in e["answers"]] for e in entries],
+                      "category": [e["answer_type"] for e in entries]})
+    pq.write_table(table, tmp_path / "hub" / "data" / "val-00000-of-00001.parquet")
+    hub = load_dataset(f"hf:{tmp_path / 'hub'}")
+    official = [q for q in load_dataset("vizwiz", root=str(root)).questions if q.split == "val"]
+    assert hub.metric == "vizwiz"
+    fields = lambda q: (q.qid, q.text, q.references, q.answer_type, q.question_type)  # noqa: E731
+    assert [fields(q) for q in hub.questions] == [fields(q) for q in official]

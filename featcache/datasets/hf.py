@@ -182,6 +182,9 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
     bench = {} if classify else {k: c for k, c in (("qid", "question_id"), ("answer_type", "answer_type"),
                                                     ("question_type", "question_type")) if c in names}
     humans = next((c for c in ("answers", "direct_answers") if c in names and not classify), None)
+    if not classify and "answer_type" not in bench and "category" in names:  # lmms-lab/VizWiz-VQA's answer type
+        bench["answer_type"] = "category"
+    flag = "answerable" if "answerable" in names and not classify else None
     tables, questions, paths, notes = {}, [], {}, []
     for split, table in loaded.items():
         feature = table.features.get(target)
@@ -193,7 +196,7 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
             raise DatasetError(f"hf:{source}: column {image!r} does not hold images ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''}); name the image column with "
                                f"--image-column") from None
-        wanted = dict.fromkeys(c for c in (question, target, image_id, humans, *bench.values()) if c)
+        wanted = dict.fromkeys(c for c in (question, target, image_id, humans, flag, *bench.values()) if c)
         columns = table.select_columns(list(wanted))[:]  # column -> values
         for row, value in enumerate(columns[target]):
             key = f"{split}/{columns[image_id][row]}" if image_id else f"{split}/{row}"  # ids repeat only within a split
@@ -205,6 +208,8 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
             extra = {field: str(columns[c][row] if columns[c][row] is not None else "") for field, c in bench.items()}
             if humans and isinstance(columns[humans][row], (list, tuple)):
                 extra["references"] = tuple(_answer_text(a) for a in columns[humans][row])
+            if flag and columns[flag][row] is not None:
+                extra["question_type"] = "answerable" if int(columns[flag][row]) else "unanswerable"
             questions.append(Question(key, text, answer, split, **extra))
     empty = sum(1 for q in questions if not q.answer)
     if empty:
@@ -212,8 +217,17 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
     cols = f"image={image}, " + (f"label={target}" if classify else f"question={question}, answer={target}")
     versions = {s: str(getattr(t, "_fingerprint", "")) for s, t in loaded.items()}
     fingerprints = ",".join(f"{s}:{v}" for s, v in versions.items())
+    metric = "vqa" if any(len(q.references) > 1 for q in questions) else ""
+    if metric and questions and all(q.qid.startswith("VizWiz_") for q in questions):
+        metric = "vizwiz"  # scored by the VizWiz evaluation (featcache.scoring.vizwiz), not VQAv2's
+        if not flag:  # the hub copy has no answerable column: its answer type says it (the crowd's majority)
+            from dataclasses import replace
+
+            questions = [replace(q, question_type=("unanswerable" if q.answer_type == "unanswerable" else "answerable")
+                                 if q.references else "") for q in questions]
+            notes.append("VizWiz without an answerable column: answerability taken from the answer type")
     return VQADataset(name=Path(source).name or source, questions=questions, image_paths=paths, warnings=notes,
                       source=f"hf:{source} ({provenance(source, revision)}; config {config or 'default'}; splits {', '.join(loaded)}; columns {cols}; "
                              f"fingerprints {fingerprints})",
                       task="classify" if classify else "vqa", reader=HFImages(tables, image, source, versions),
-                      metric="vqa" if any(len(q.references) > 1 for q in questions) else "")
+                      metric=metric)
