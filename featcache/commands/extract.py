@@ -64,7 +64,7 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     from featcache.models.names import TINY_RANDOM, random_weights_warning
 
     if model.startswith(TINY_RANDOM):
-        click.secho(random_weights_warning(), fg="yellow", err=True)
+        click.secho(random_weights_warning(model), fg="yellow", err=True)
     ds = load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config,
                           image_column, question_column, answer_column, label_column)
     report = run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,

@@ -14,9 +14,9 @@ TINY_GENERATIVE = {"tiny-random-opt": "opt", "tiny-random-t5": "t5"}
 """Tiny random generative checkpoints (OPT or T5 language model), by name."""
 
 
-def random_weights_warning() -> str:
-    """What every command prints before it runs a tiny random model."""
-    return ("WARNING: tiny-random is a tiny BLIP-2 with RANDOM weights, built locally to exercise the "
+def random_weights_warning(model: str = TINY_RANDOM) -> str:
+    """What every command prints before it runs a tiny random model (named: tiny-random, tiny-random-opt, ...)."""
+    return (f"WARNING: {model} is a tiny BLIP-2 with RANDOM weights, built locally to exercise the "
             "pipeline; every accuracy computed from it is meaningless.")
 
 

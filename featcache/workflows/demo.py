@@ -27,7 +27,7 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if model.startswith(TINY_RANDOM):
-        echo(random_weights_warning())
+        echo(random_weights_warning(model))
     try:
         backbone = load_backbone(model)
     except ModelLoadError as exc:
