@@ -1,5 +1,5 @@
 """LightGBM on a busy machine: fit seconds with all cores, one thread, and the default (the cores idle at
-fit time, `heads.gbm.free_cores`), on an idle machine and beside competing processes.
+fit time, `heads.threads.free_cores`), on an idle machine and beside competing processes.
 
 OpenMP threads spin while they wait for each other, so a fit that asks for every core while another
 process uses them slows down several-fold. The competitors: a torch matmul loop (OpenMP, like a second

@@ -140,7 +140,7 @@ def inside(folder: Path, path: Path, what: str) -> None:
     except (OSError, RuntimeError):
         raise FeatcacheError(f"{path} ({what}) does not exist or is a link loop") from None
     if real.parent != folder.resolve():
-        raise FeatcacheError(f"{path} links outside its {what} folder (to {real}); refusing to read it")
+        raise FeatcacheError(f"{path} ({what}) links outside {folder} (to {real}); refusing to read it")
     regular_file(real, what)
 
 

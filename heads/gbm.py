@@ -13,7 +13,7 @@ import numpy as np
 from featcache.cache.views import FactorizedFeatures
 
 from ._base import HeadBase
-from .threads import free_cores  # noqa: F401  (re-exported: heads.gbm.free_cores)
+from .threads import free_cores
 
 ROWS_PER_READ = 4096
 """Rows per batch that LightGBM pulls through `lightgbm.Sequence` (and per PCA projection)."""

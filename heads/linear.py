@@ -52,11 +52,9 @@ class LogisticRegressionHead(HeadBase):
         self.loss_function_ = resolve_loss(self.loss, soft)
         if self.C <= 0:
             raise ValueError(f"C must be positive, got {self.C}")
-        from .threads import free_cores
+        from .threads import torch_threads
 
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.num_threads or free_cores())  # None: the idle cores (heads/threads.py)
-        try:
+        with torch_threads(self.num_threads):  # None: the idle cores (heads/threads.py)
             parts = self._parts(X)
             self.scaler_ = Standardizer().fit(parts, self.block_images) if self.standardize else None
             if self.scaler_ is not None:  # a private copy of the images is scaled in place (no second copy)
@@ -96,8 +94,6 @@ class LogisticRegressionHead(HeadBase):
             # predict in float64: a row's answer must not depend on the batch it comes in
             # (float32 GEMMs round differently for different batch sizes)
             self.linear_.requires_grad_(False).double()
-        finally:
-            torch.set_num_threads(threads)
         return self
 
     def _fitted_state(self) -> tuple[dict, dict]:

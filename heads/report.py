@@ -22,8 +22,6 @@ def random_banner(model_id: str = "tiny-random") -> str:
             "built to exercise the pipeline. The accuracies below mean nothing.**")
 
 
-RANDOM_BANNER = random_banner()
-
 
 def environment() -> dict:
     from importlib.metadata import PackageNotFoundError, version

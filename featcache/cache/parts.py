@@ -78,17 +78,19 @@ def write_shard(parts: Path, spec: ShardSpec, attrs: dict, arrays: dict[str, np.
                 store_dtype: str) -> None:
     """One shard's /images as an HDF5 file: temporary name, checksum sidecar, then rename into place."""
     tmp = spec.path(parts).with_name(spec.path(parts).name + ".tmp")
+    writer = None
     try:
         writer = CacheWriter(tmp, {**attrs, "shard_digest": spec.digest}, len(spec.keys), 0,
                              {k: v.shape[1:] for k, v in arrays.items()}, {}, store_dtype)
         writer.write("images", 0, {"key": list(spec.keys), "error": errors, **arrays})
         writer.close()
+        writer = None
         sidecar = spec.checksum_path(parts)
         sidecar.with_suffix(".tmp").write_text(json.dumps({"sha256": sha256_file(tmp), "n_images": len(spec.keys)}))
         os.replace(sidecar.with_suffix(".tmp"), sidecar)
         os.replace(tmp, spec.path(parts))
     except (OSError, RuntimeError) as exc:
-        _abandon(locals().get("writer"), tmp)
+        _abandon(writer, tmp)
         if out_of_space(exc):
             raise no_space(parts, sum(v.nbytes for v in arrays.values()) * 2) from None
         raise
@@ -195,7 +197,7 @@ def _merge_child(send, parts, out, compression) -> None:
         send.send(("ok", write_merged(parts, out, compression)))
     except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
         try:
-            send.send(("error", exc if isinstance(exc, ExtractError) or isinstance(exc, FeatcacheError)
+            send.send(("error", exc if isinstance(exc, FeatcacheError)
                        else ExtractError(f"merging {parts} failed: {type(exc).__name__}: {exc}")))
         except Exception:  # noqa: BLE001
             pass

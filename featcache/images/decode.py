@@ -66,23 +66,28 @@ def decode_image(data: bytes, name: str, draft_size: int | None = None):
     return _decode(io.BytesIO(data), name, draft_size)
 
 
-def _decode(source, name, draft_size: int | None):
+def check_image_file(path: str | Path) -> None:
+    """Only regular files are opened as images: a FIFO or device would block, or never end."""
     import os
     import stat
 
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageLoadError(f"image file not found: {path} (check the path)") from None
+    except OSError as exc:
+        raise ImageLoadError(f"cannot read image {path} ({exc})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ImageLoadError(f"image {path} is {kind}, not a regular file; give the path of a picture")
+
+
+def _decode(source, name, draft_size: int | None):
     from PIL import Image, UnidentifiedImageError
 
     path = name
-    if isinstance(source, (str, Path)):  # only regular files are opened: a FIFO or device would block or never end
-        try:
-            mode = os.stat(source).st_mode
-        except FileNotFoundError:
-            raise ImageLoadError(f"image file not found: {path} (check the path)") from None
-        except OSError as exc:
-            raise ImageLoadError(f"cannot read image {path} ({exc})") from None
-        if not stat.S_ISREG(mode):
-            kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
-            raise ImageLoadError(f"image {path} is {kind}, not an image file; give the path of a picture")
+    if isinstance(source, (str, Path)):
+        check_image_file(source)
     try:
         with Image.open(source) as img:
             if draft_size and img.format == "JPEG":

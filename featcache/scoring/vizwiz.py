@@ -121,7 +121,7 @@ def check_results(results, annotated: Sequence[str]) -> tuple[dict, dict | None,
     missing = [img for img in annotated if img not in answers and img not in answerable]
     if missing:
         raise ScoreError(f"no prediction for {_ids(missing, 'annotated images')}: predict every image of the split")
-    unknown = len(set(answers) | set(answerable)) - len(set(annotated) & (set(answers) | set(answerable)))
+    unknown = len((set(answers) | set(answerable)) - set(annotated))
     return answers, (answerable if all(img in answerable for img in annotated) else None), unknown
 
 

@@ -107,18 +107,16 @@ class _GuardedImages:
 
 def _check_files(pairs: list[tuple[str, str]], skip_bad: bool) -> dict[str, str]:
     """Before any model loads: image paths that are missing or not regular files (a folder, a FIFO)."""
-    import os
-    import stat
+    from ..images import ImageLoadError
+    from ..images.decode import check_image_file
 
     bad = {}
     for p in dict.fromkeys(p for p, _ in pairs):
         try:
-            if not stat.S_ISREG(os.stat(p).st_mode):
-                bad[p] = f"image {p} is not a regular file (a folder, FIFO or device); give the path of a picture"
-        except OSError as exc:
-            bad[p] = f"image file not found: {p} ({exc.strerror})"
+            check_image_file(p)
+        except ImageLoadError as exc:
+            bad[p] = str(exc)
     if bad and not skip_bad:
-        from ..images import ImageLoadError
 
         shown = "; ".join(list(bad.values())[:3])
         raise ImageLoadError(f"{len(bad)} of the images cannot be read: {shown}. Fix the paths, or pass --skip-bad "
