@@ -80,7 +80,10 @@ class CacheWriter:
     def __init__(self, path: str | Path, attrs: dict, n_images: int, n_questions: int,
                  image_arrays: dict[str, tuple[int, ...]], question_arrays: dict[str, tuple[int, ...]],
                  store_dtype: str = "float16", compression: str | None = None,
-                 question_strings: tuple[str, ...] = ()) -> None:
+                 question_strings: tuple[str, ...] = (), pair_arrays: dict[str, tuple[int, ...]] | None = None,
+                 n_pairs: int = 0) -> None:
+        """pair_arrays: question-conditioned features, one row per (image, question) pair in /pairs (with
+        its image_row and Q-Former text), found from a question by /questions/pair_row."""
         self.file = h5py.File(path, "w")
         self.file.attrs["featcache_format"] = FORMAT_VERSION
         self.file.attrs["store_dtype"] = store_dtype
@@ -99,6 +102,13 @@ class CacheWriter:
             self._make(images, name, n_images, shape, store_dtype, compression)
         for name, shape in question_arrays.items():
             self._make(questions, name, n_questions, shape, store_dtype, compression)
+        if pair_arrays is not None:
+            pairs = self.file.create_group("pairs")
+            self._make(pairs, "image_row", n_pairs, (), np.int64, None)
+            self._make(pairs, "text", n_pairs, (), _STR, None)
+            self._make(questions, "pair_row", n_questions, (), np.int64, None)
+            for name, shape in pair_arrays.items():
+                self._make(pairs, name, n_pairs, shape, store_dtype, compression)
 
     @staticmethod
     def _make(group, name, n, row_shape, dtype, compression) -> None:
@@ -171,6 +181,11 @@ class FeatureCache:
         return self.file["questions"]
 
     @property
+    def pairs(self):
+        """The question-conditioned features (`extract --features multimodal`); empty when the cache has none."""
+        return self.file["pairs"] if "pairs" in self.file else {}
+
+    @property
     def n_images(self) -> int:
         return int(self.images["key"].shape[0])
 
@@ -184,6 +199,8 @@ class FeatureCache:
 
     def read(self, group: str, name: str, rows=slice(None)) -> np.ndarray:
         """Rows of /group/name; damaged bytes (a failed chunk checksum) raise CacheFormatError naming them."""
+        if group not in self.file or name not in self.file[group]:
+            raise CacheFormatError(f"{self.path} has no /{group}/{name}")
         ds = self.file[group][name]
         try:
             source = ds.asstr() if h5py.check_string_dtype(ds.dtype) else ds

@@ -22,7 +22,7 @@ def _refuse(path: Path, name: str, why: str) -> CacheFormatError:
 
 
 ALWAYS_WRITTEN = ("images/key", "images/error", "questions/text", "questions/answer", "questions/split",
-                  "questions/error", "questions/image_row")
+                  "questions/error", "questions/image_row", "pairs/image_row")
 """Datasets featcache writes row by row in full: their stored chunks prove the row counts. Others (flags left
 at their fill value) need not be allocated, but must have the rows of their group."""
 
@@ -66,7 +66,7 @@ def check_file(path: Path, root: h5py.File) -> None:
             elif isinstance(obj, h5py.Dataset):
                 _check_dataset(path, name, obj)
                 group_name = name.partition("/")[0] if "/" in name else ""
-                if group_name in ("images", "questions") and obj.shape:
+                if group_name in ("images", "questions", "pairs") and obj.shape:
                     rows.setdefault(group_name, []).append((name, obj.shape[0]))
     for group_name, sizes in rows.items():
         proof = next((n for n, _ in sizes if n in ALWAYS_WRITTEN), None)

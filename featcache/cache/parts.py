@@ -28,6 +28,11 @@ from .file import CacheWriter, FeatureCache
 from .parts_check import MANIFEST_MAX_BYTES, check_manifest, check_shard, load_npz, member
 from ..errors import ExtractError, FeatcacheError
 
+PAIR_INDEX = ("image_row", "text")
+"""The columns of /pairs that say what each pair is; the others hold its features."""
+PAIR_FEATURES = ("mm_query", "mm_pooled")
+
+
 @dataclass(frozen=True)
 class ShardSpec:
     start: int
@@ -75,14 +80,19 @@ def out_of_space(exc: BaseException) -> bool:
 
 
 def write_shard(parts: Path, spec: ShardSpec, attrs: dict, arrays: dict[str, np.ndarray], errors: list[str],
-                store_dtype: str) -> None:
-    """One shard's /images as an HDF5 file: temporary name, checksum sidecar, then rename into place."""
+                store_dtype: str, pairs: dict[str, np.ndarray] | None = None) -> None:
+    """One shard's /images (and, for question-conditioned features, its block of /pairs: image_row, text and
+    the states) as an HDF5 file: temporary name, checksum sidecar, then rename into place."""
     tmp = spec.path(parts).with_name(spec.path(parts).name + ".tmp")
     writer = None
+    pair_arrays = None if pairs is None else {k: v.shape[1:] for k, v in pairs.items() if k not in PAIR_INDEX}
     try:
         writer = CacheWriter(tmp, {**attrs, "shard_digest": spec.digest}, len(spec.keys), 0,
-                             {k: v.shape[1:] for k, v in arrays.items()}, {}, store_dtype)
+                             {k: v.shape[1:] for k, v in arrays.items()}, {}, store_dtype, pair_arrays=pair_arrays,
+                             n_pairs=0 if pairs is None else len(pairs["image_row"]))
         writer.write("images", 0, {"key": list(spec.keys), "error": errors, **arrays})
+        if pairs is not None:
+            writer.write("pairs", 0, pairs)
         writer.close()
         writer = None
         sidecar = spec.checksum_path(parts)
@@ -231,6 +241,8 @@ def write_merged(parts: str | Path, out: str | Path, compression: str | None = N
         raise no_space(out.parent, needed)
     first = FeatureCache(member(parts, manifest["shards"][0]["file"], "a shard"))
     image_arrays = {k: first.images[k].shape[1:] for k in ("query", "query_proj", "vision") if k in first.images}
+    pair_arrays = {k: first.pairs[k].shape[1:] for k in PAIR_FEATURES if k in first.pairs} if "n_pairs" in manifest \
+        else None
     first.close()
     tmp = out.with_name(out.name + ".tmp")
     writer = None
@@ -238,7 +250,8 @@ def write_merged(parts: str | Path, out: str | Path, compression: str | None = N
         benchmark = string_columns(questions)
         writer = CacheWriter(tmp, attrs, manifest["n_images"], len(questions["text"]), image_arrays,
                              {k: v.shape[1:] for k, v in text_feats.items()}, store_dtype, compression,
-                             question_strings=tuple(benchmark))
+                             question_strings=tuple(benchmark), pair_arrays=pair_arrays,
+                             n_pairs=manifest.get("n_pairs", 0))
         image_errors: list[str] = []
         keys: list[str] = []
         for entry in manifest["shards"]:
@@ -251,7 +264,11 @@ def write_merged(parts: str | Path, out: str | Path, compression: str | None = N
             with FeatureCache(path) as shard:
                 check_shard(parts, entry, manifest, shard.file)
                 block = {k: shard.read("images", k) for k in ("key", "error", *image_arrays)}
+                pair_block = {k: shard.read("pairs", k) for k in (*PAIR_INDEX, *pair_arrays)} if pair_arrays is not None \
+                    else {}
             writer.write("images", entry["start"], block)
+            if pair_block:
+                writer.write("pairs", entry["pair_start"], pair_block)
             image_errors += [str(e) for e in block["error"]]
             keys += [str(k) for k in block["key"]]
         row = questions["image_row"]
@@ -259,7 +276,8 @@ def write_merged(parts: str | Path, out: str | Path, compression: str | None = N
                     for qe, r in zip(questions["error"].tolist(), row)]
         writer.write("questions", 0, {"text": questions["text"].tolist(), "answer": questions["answer"].tolist(),
                                       "split": questions["split"].tolist(), "image_row": row, "error": q_errors,
-                                      "truncated": questions["truncated"], **benchmark})
+                                      "truncated": questions["truncated"], **benchmark,
+                                      **({"pair_row": questions["pair_row"]} if pair_arrays is not None else {})})
         for name, feats in text_feats.items():
             idx = questions["text_row"]
             gathered = feats[np.maximum(idx, 0)]

@@ -76,6 +76,18 @@ def check_manifest(parts: Path, manifest) -> dict:
         row = s["stop"]
     if row != manifest["n_images"]:
         raise _bad(parts, f"its shards hold {row} images, it says n_images {manifest['n_images']}")
+    if "n_pairs" in manifest:  # question-conditioned features: each shard's block of pairs, tiling them in order
+        pair = 0
+        for i, s in enumerate(manifest["shards"]):
+            for key in ("pair_start", "n_pairs"):
+                if not isinstance(s.get(key), int) or isinstance(s.get(key), bool):
+                    raise _bad(parts, f"shard entry {i}: {key!r} is missing or not an integer")
+            if s["pair_start"] != pair or s["n_pairs"] < 0:
+                raise _bad(parts, f"shard entry {i} ({s['file']}) holds pairs {s['pair_start']}.."
+                                  f"{s['pair_start'] + s['n_pairs']}; the shards must tile the pairs in order from {pair}")
+            pair += s["n_pairs"]
+        if pair != manifest["n_pairs"] or isinstance(manifest["n_pairs"], bool):
+            raise _bad(parts, f"its shards hold {pair} pairs, it says n_pairs {manifest['n_pairs']}")
     return manifest
 
 
@@ -98,6 +110,11 @@ def check_shard(parts: Path, entry: dict, manifest: dict, handle) -> None:
         if (first, last) != (entry["first_key"], entry["last_key"]):
             problems.append(f"its keys run {first!r}..{last!r}, the manifest says {entry['first_key']!r}.."
                             f"{entry['last_key']!r}")
+    if "n_pairs" in entry:
+        pairs = handle["pairs"]["image_row"] if "pairs" in handle and "image_row" in handle["pairs"] else None
+        if pairs is None or pairs.shape[0] != entry["n_pairs"]:
+            problems.append(f"it holds {None if pairs is None else pairs.shape[0]} question-conditioned pairs, the "
+                            f"manifest says {entry['n_pairs']}")
     if problems:
         raise ExtractError(f"{where} does not belong to {parts}: {'; '.join(problems)}. Delete it and its .json; "
                            f"the extract command recomputes that shard")

@@ -61,6 +61,13 @@ class ShardedCache(FeatureCache):
                            for name in ("text", "answer", "split", "error", "image_row", "truncated", *COLUMNS)
                            if name in self._q}
         self._questions.update({name: _Column((nq, *v.shape[1:]), v.dtype) for name, v in self._text.items()})
+        self._pairs: dict = {}
+        if "n_pairs" in self.manifest and "pair_row" in self._q:  # question-conditioned features, shard by shard
+            self._questions["pair_row"] = _Column((nq,), self._q["pair_row"].dtype)
+            self.pair_starts = [s["pair_start"] for s in shards]
+            block = self._shard(0)["pairs"]
+            self._pairs = {name: _Column((self.manifest["n_pairs"], *block[name].shape[1:]), block[name].dtype)
+                           for name in block}
         self.attrs = {**self.manifest["attrs"], "featcache_format": FORMAT_VERSION,
                       "store_dtype": self.manifest["store_dtype"], "compression": "none", "form": "sharded"}
         self._image_errors = None
@@ -91,6 +98,10 @@ class ShardedCache(FeatureCache):
         return self._questions
 
     @property
+    def pairs(self) -> dict:
+        return self._pairs
+
+    @property
     def n_images(self) -> int:
         return self.manifest["n_images"]
 
@@ -99,21 +110,24 @@ class ShardedCache(FeatureCache):
         return len(self._q["text"])
 
     def read(self, group: str, name: str, rows=slice(None)) -> np.ndarray:
-        columns = self._images if group == "images" else self._questions
+        columns = {"images": self._images, "pairs": self._pairs}.get(group, self._questions)
         if name not in columns:
             raise CacheFormatError(f"{self.path} has no /{group}/{name}")
         if group == "questions":
             return self._read_question(name, rows)
-        wanted = np.arange(self.n_images)[rows]
+        starts, count = (self.starts, "n_images") if group == "images" else (self.pair_starts, "n_pairs")
+        wanted = np.arange(columns[name].shape[0])[rows]
         parts = []
-        for i in sorted({bisect.bisect_right(self.starts, r) - 1 for r in wanted.tolist()}):
-            start = self.starts[i]
-            local = wanted[(wanted >= start) & (wanted < start + self.manifest["shards"][i]["n_images"])] - start
-            ds = self._shard(i)["images"][name]
+        for i in sorted({bisect.bisect_right(starts, r) - 1 for r in wanted.tolist()}):
+            start = starts[i]
+            local = wanted[(wanted >= start) & (wanted < start + self.manifest["shards"][i][count])] - start
+            if not len(local):  # a shard holding no pairs shares its start with the next
+                continue
+            ds = self._shard(i)[group][name]
             try:
                 block = ds.asstr()[local] if h5py.check_string_dtype(ds.dtype) else ds[local]
             except OSError as exc:
-                raise CacheFormatError(f"{self.path / self.manifest['shards'][i]['file']}: /images/{name} cannot be "
+                raise CacheFormatError(f"{self.path / self.manifest['shards'][i]['file']}: /{group}/{name} cannot be "
                                        f"read ({str(exc).splitlines()[0]}): the shard is damaged; delete it and "
                                        f"its .json, and rerun the extraction to redo it") from None
             parts.append(block.astype(object) if block.dtype.kind in "OUS" else block)
@@ -141,6 +155,7 @@ class ShardedCache(FeatureCache):
         files = [self.path / s["file"] for s in self.manifest["shards"]]
         sizes = {f"images/{k}": (c.shape, str(c.dtype), 0) for k, c in self._images.items()}
         sizes.update({f"questions/{k}": (c.shape, str(c.dtype), 0) for k, c in self._questions.items()})
+        sizes.update({f"pairs/{k}": (c.shape, str(c.dtype), 0) for k, c in self._pairs.items()})
         splits, counts = np.unique(self.strings("questions", "split"), return_counts=True)
         return {"path": str(self.path), "file_bytes": sum(f.stat().st_size for f in files), "attrs": self.attrs,
                 "n_images": self.n_images, "n_questions": self.n_questions,

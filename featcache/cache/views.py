@@ -21,6 +21,12 @@ class ViewSpec:
     question: str | None  # /questions dataset used, or None
     pool: bool  # mean over query tokens instead of flattening
     description: str
+    group: str = "images"  # where the image part lives: /images (per image) or /pairs (per image and question)
+
+    @property
+    def conditioned(self) -> bool:
+        """Question-conditioned: the Q-Former read the question (extract --features multimodal)."""
+        return self.group == "pairs"
 
 
 VIEWS = {
@@ -32,8 +38,12 @@ VIEWS = {
     "image": ViewSpec("image", "query", None, True, "mean of the 32 query states only (no question features)"),
     "image_proj": ViewSpec("image_proj", "query_proj", None, False,
                            "query_proj flattened (32x256) only: the ITC-projected image, for image classification"),
+    "mm": ViewSpec("mm", "mm_query", None, False, "question-conditioned query states flattened (32x768): the Q-Former "
+                   "read the question with its queries (extract --features multimodal; InstructBLIP)", "pairs"),
+    "mm_pooled": ViewSpec("mm_pooled", "mm_query", None, True, "mean of the 32 question-conditioned query states "
+                          "(768)", "pairs"),
 }
-IMAGE_ONLY_VIEWS = tuple(name for name, spec in VIEWS.items() if spec.question is None)
+IMAGE_ONLY_VIEWS = tuple(name for name, spec in VIEWS.items() if spec.question is None and not spec.conditioned)
 """Views that need no question: every view of an image classification cache."""
 
 
@@ -45,8 +55,10 @@ class LazyImageRows:
     The cache must stay open while it is used. `np.asarray` reads it all (what a plain matrix needs).
     """
 
-    def __init__(self, cache, name: str, rows: np.ndarray, pool: bool, tokens: int, width: int) -> None:
+    def __init__(self, cache, name: str, rows: np.ndarray, pool: bool, tokens: int, width: int,
+                 group: str = "images") -> None:
         self.cache, self.name, self.pool, self.tokens, self.width = cache, name, pool, tokens, width
+        self.group = group
         self.rows = np.asarray(rows, dtype=np.int64)
         if len(self.rows) > 1 and np.any(np.diff(self.rows) <= 0):
             raise ValueError("LazyImageRows needs strictly increasing cache rows")
@@ -64,7 +76,8 @@ class LazyImageRows:
 
     def take(self, index: np.ndarray) -> "LazyImageRows":
         """A subset of rows (increasing `index`), still unread."""
-        return LazyImageRows(self.cache, self.name, self.rows[np.asarray(index)], self.pool, self.tokens, self.width)
+        return LazyImageRows(self.cache, self.name, self.rows[np.asarray(index)], self.pool, self.tokens, self.width,
+                             self.group)
 
     def load(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Rows start:stop as float32 (n, width): one read of the cache range they span when they are
@@ -74,10 +87,10 @@ class LazyImageRows:
             return np.zeros((0, self.width), dtype=np.float32)
         lo, hi = int(rows[0]), int(rows[-1]) + 1
         if hi - lo <= 2 * len(rows):
-            block = self.cache.read("images", self.name, slice(lo, hi))[rows - lo]
+            block = self.cache.read(self.group, self.name, slice(lo, hi))[rows - lo]
         else:
-            block = self.cache.read("images", self.name, rows)
-        if self.pool:  # as build_view pools: the mean in float32, stored back in the cache's dtype
+            block = self.cache.read(self.group, self.name, rows)
+        if self.pool and block.ndim == 3:  # as build_view pools: the mean in float32, stored back in the cache's dtype
             return block.astype(np.float32).mean(axis=1).astype(block.dtype).astype(np.float32)
         return block.reshape(len(block), -1).astype(np.float32)
 
@@ -148,11 +161,32 @@ class FactorizedFeatures:
         return FactorizedFeatures(self.image_part, self.image_row[rows], q, self.image_tokens)
 
 
+def _stored(cache, spec: ViewSpec) -> tuple[str, bool] | None:
+    """(dataset, pool) a view reads its image part from, or None: mm_pooled reads /pairs/mm_pooled where the
+    cache stores only the mean (extract --mm-store pooled), else pools /pairs/mm_query."""
+    if spec.conditioned:
+        pairs = cache.pairs
+        if spec.pool and "mm_pooled" in pairs:
+            return "mm_pooled", False
+        return (spec.image, spec.pool) if spec.image in pairs else None
+    return (spec.image, spec.pool) if spec.image in cache.images else None
+
+
 def available_views(cache) -> dict[str, str]:
     """View name -> '' if the cache can give it, else the reason it cannot."""
     out = {}
     for name, spec in VIEWS.items():
         lacks = []
+        if spec.conditioned and _stored(cache, spec) is None:
+            stored = "only their mean (--mm-store pooled)" if "mm_pooled" in cache.pairs else "none"
+            out[name] = (f"needs /pairs/{spec.image}, the question-conditioned query states; this cache holds "
+                         f"{stored}. Extract with --features multimodal" + (" (--mm-store full)" if stored != "none"
+                                                                            else "")
+                         + " (add them to a --store-vision cache without rerunning the ViT: --from-vision CACHE)")
+            continue
+        if spec.conditioned:
+            out[name] = ""
+            continue
         if spec.image and spec.image not in cache.images:
             lacks.append(f"/images/{spec.image}")
         if spec.question and spec.question not in cache.questions:
@@ -167,8 +201,11 @@ def default_views(cache) -> list[str]:
     """What a sweep tries when not told: pooled and itc where the cache has question features, else (image
     classification, generative checkpoints) every image-only view it has."""
     available = [v for v, reason in available_views(cache).items() if not reason]
+    conditioned = [v for v in ("mm_pooled", "mm") if v in available]
     if "text_proj" in cache.questions or "text_cls" in cache.questions:
-        return [v for v in ("pooled", "itc") if v in available]
+        return [v for v in ("pooled", "itc") if v in available] + conditioned
+    if conditioned:  # InstructBLIP: the question-conditioned views beside the image alone
+        return [v for v in ("image",) if v in available] + conditioned
     return [v for v in IMAGE_ONLY_VIEWS if v in available]
 
 
@@ -198,6 +235,8 @@ def build_view(cache, name: str, split: str | list[str] | None = None, include_f
     spec = VIEWS[name]
     q_idx = question_rows(cache, split, include_failed)
     y = cache.strings("questions", "answer")[q_idx]
+    if spec.conditioned:
+        return _conditioned_view(cache, spec, q_idx, y, stream)
     image_row = cache.array("questions", "image_row")[q_idx]
     used, image_row = np.unique(image_row, return_inverse=True)  # load only the images this split uses
     question = cache.read("questions", spec.question, q_idx) if spec.question else None
@@ -218,6 +257,30 @@ def build_view(cache, name: str, split: str | list[str] | None = None, include_f
         return FactorizedFeatures(pooled, image_row, question, 1), y
     images = cache.read("images", spec.image, np.sort(used)) if len(used) else np.zeros((0, *cache.images[spec.image].shape[1:]))
     return view_from_arrays(name, images, image_row, question), y
+
+
+def _conditioned_view(cache, spec: ViewSpec, q_idx: np.ndarray, y: np.ndarray, stream: bool):
+    """A view of /pairs: factorised by each question's pair (a question asked twice of an image shares it)."""
+    dataset, pool = _stored(cache, spec)
+    pair_row = cache.array("questions", "pair_row")[q_idx]
+    if len(pair_row) and pair_row.min() < 0:
+        raise CacheFormatError(f"{cache.path}: some usable questions have no question-conditioned states "
+                               f"(/questions/pair_row -1); the cache is damaged: re-extract it")
+    used, row = np.unique(pair_row, return_inverse=True)
+    shape = cache.pairs[dataset].shape[1:]
+    width = shape[-1] if pool or len(shape) == 1 else int(np.prod(shape))
+    tokens = 1 if pool or len(shape) == 1 else shape[0]
+    if stream:
+        return FactorizedFeatures(LazyImageRows(cache, dataset, used, pool, tokens, width, "pairs"), row, None,
+                                  tokens), y
+    if pool:
+        blocks = [pool_tokens(cache.read("pairs", dataset, used[i:i + POOL_BLOCK])) for i in range(0, len(used),
+                                                                                                    POOL_BLOCK)]
+        part = np.concatenate(blocks) if blocks else np.zeros((0, width), dtype=cache.pairs[dataset].dtype)
+    else:
+        states = cache.read("pairs", dataset, used) if len(used) else np.zeros((0, *shape), cache.pairs[dataset].dtype)
+        part = states.reshape(len(states), -1)
+    return FactorizedFeatures(part, row, None, tokens), y
 
 
 POOL_BLOCK = 4096

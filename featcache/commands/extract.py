@@ -54,11 +54,22 @@ def datasets_cmd() -> None:
 @click.option("--workers-per-node", type=click.IntRange(min=1), help="Ray actors on CPU-only clusters (default: one per CPU).")
 @click.option("--max-text-length", default=64, show_default=True,
               help="Question tokens kept; longer questions are cut, counted and flagged in /questions/truncated.")
+@click.option("--features", type=click.Choice(["unimodal", "multimodal"]), default="unimodal", show_default=True,
+              help="unimodal: the queries see the image only (the paper's). multimodal: also the query states with "
+              "each question read beside the queries (/pairs; views mm, mm_pooled): BLIP-2 retrieval checkpoints "
+              "and InstructBLIP.")
+@click.option("--mm-store", type=click.Choice(["full", "pooled"]), default="full", show_default=True,
+              help="multimodal: keep the 32 states per question (49 KB in fp16) or only their mean (1.5 KB).")
+@click.option("--mm-prompt", default="{}", show_default=True,
+              help="multimodal: what the Q-Former reads, {} standing for the question (InstructBLIP: the prompt you "
+              "answer with, e.g. 'Question: {} Short answer:').")
+@click.option("--from-vision", type=click.Path(exists=True),
+              help="Take the ViT states from this --store-vision cache of the same model instead of running the ViT.")
 def extract(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config, image_column,
             question_column, answer_column, label_column, out, model, device,
             dtype, batch_size, workers, compile_, jpeg_draft, store_dtype, compression, overwrite, skip_bad,
             store_vision, shard_size, shard_index, num_shards, no_merge, engine, ray_address, gpus_per_worker, workers_per_node,
-            max_text_length) -> None:
+            max_text_length, features, mm_store, mm_prompt, from_vision) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.models.names import TINY_RANDOM, random_weights_warning
@@ -74,7 +85,8 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
                   ray_address=ray_address,
                   gpus_per_worker=gpus_per_worker, workers_per_node=workers_per_node,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
-                  overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision)
+                  overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision, features=features,
+                  mm_store=mm_store, mm_prompt=mm_prompt, from_vision=from_vision)
     if report.already_complete:
         click.echo(f"{out} is already complete for these settings; nothing to do (--overwrite to redo).")
         return
@@ -93,6 +105,9 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
                f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)"
                + (f" [resumed: {report.shards_done_before} of {report.shards} shards were done]"
                   if report.shards_done_before else ""))
+    if report.n_pairs:
+        click.echo(f"question-conditioned ({mm_store}): {report.n_pairs} distinct (image, question) pairs in /pairs, "
+                   f"views mm{' and mm_pooled' if mm_store == 'full' else '_pooled'}")
     if report.truncated_questions:
         click.secho(f"warning: {report.truncated_questions} question(s) were longer than {max_text_length} tokens "
                     f"and were cut (flagged in /questions/truncated), e.g. {report.truncated_examples}; raise "

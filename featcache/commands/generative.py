@@ -21,7 +21,8 @@ def register(main: click.Group) -> None:
               "retrieval checkpoint that made it.")
 @click.option("--method", type=click.Choice(["rank", "generate", "itc", "itm"]), default="rank", show_default=True)
 @click.option("--split", default="test", show_default=True)
-@click.option("--prompt", help="rank/generate prompt with {} for the question [default: 'Question: {} Answer:'].")
+@click.option("--prompt", help="rank/generate prompt with {} for the question [default: 'Question: {} Answer:'; "
+              "InstructBLIP: the cache's --mm-prompt, the text its Q-Former read].")
 @click.option("--length-norm", is_flag=True, help="rank: divide each answer's log-likelihood by its tokens.")
 @click.option("--max-new-tokens", default=4, show_default=True, type=click.IntRange(min=1), help="generate: tokens to generate.")
 @click.option("--num-beams", default=1, show_default=True, type=click.IntRange(min=1), help="generate: beam search width (1: greedy).")

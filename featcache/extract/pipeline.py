@@ -51,6 +51,33 @@ def collate(items) -> tuple[list[int], torch.Tensor | None, list[int], list[str]
     return [i for i, _, _ in items], pixels, good, [err for _, _, err in items]
 
 
+class StoredVision:
+    """Batches of ViT states read from a `--store-vision` cache instead of decoded images (`extract --from-vision`):
+    the same (index, states of the good images, their positions, errors) as the decoding loader gives, so the
+    Q-Former part of extraction runs without the ViT. An image that failed in that cache fails here too."""
+
+    def __init__(self, source_path: str, keys: list[str], batches: list[list[int]]) -> None:
+        self.source_path, self.keys, self.batches = source_path, keys, batches
+
+    def __iter__(self):
+        from ..cache import open_cache
+
+        with open_cache(self.source_path) as source:
+            row_of = {str(k): i for i, k in enumerate(source.strings("images", "key"))}
+            failed = source.strings("images", "error")
+            for index in self.batches:
+                rows = [row_of[self.keys[i]] for i in index]
+                errors = [f"image failed in {self.source_path}: {failed[r]}" if failed[r] else "" for r in rows]
+                good = [k for k, e in enumerate(errors) if not e]
+                wanted = np.array([rows[k] for k in good], dtype=np.int64)
+                order = np.argsort(wanted, kind="stable")  # the reader wants increasing rows
+                states = None
+                if len(wanted):
+                    states = np.empty((len(wanted), *source.images["vision"].shape[1:]), dtype=np.float32)
+                    states[order] = source.read("images", "vision", wanted[order])
+                yield index, states, good, errors
+
+
 def save_atomic(path: Path, **arrays) -> None:
     """An .npz written to a temporary name, synced, and renamed into place."""
     buf = io.BytesIO()
@@ -68,35 +95,58 @@ class ShardWriter:
     background thread. At most `depth` batches wait, which bounds the memory held for them."""
 
     def __init__(self, specs: list, save: Callable, store_dtype: str, feature_shapes: dict[str, tuple[int, ...]],
-                 depth: int = 2) -> None:
+                 depth: int = 2, pairs=None, pair_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
+        """With `pairs` (a featcache.extract.pairs.PairTable) each shard also collects the question-conditioned
+        states of its block of pairs (`pair_shapes`), saved beside its images."""
         self.specs = {s.start: s for s in specs}
         self.starts = sorted(self.specs)
         self.save, self.store_dtype, self.feature_shapes, self.depth = save, store_dtype, feature_shapes, depth
+        self.pairs, self.pair_shapes = pairs, pair_shapes or {}
         self.buffers: dict[int, dict] = {}
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="featcache-writer")
         self.pending: deque[Future] = deque()
 
-    def submit(self, index: list[int], good: list[int], errors: list[str], feats: dict) -> None:
-        """Hand over one batch (rows `index` of one shard; feats: device tensors of the good images)."""
-        self.pending.append(self.pool.submit(self._store, index, good, errors, feats))
+    def submit(self, index: list[int], good: list[int], errors: list[str], feats: dict,
+               pair_rows: np.ndarray | None = None) -> None:
+        """Hand over one batch (rows `index` of one shard; feats: device tensors of the good images, and of the
+        pairs `pair_rows` of those images)."""
+        self.pending.append(self.pool.submit(self._store, index, good, errors, feats, pair_rows))
         while len(self.pending) > self.depth:
             self.pending.popleft().result()
 
-    def _store(self, index, good, errors, feats) -> None:
+    def _store(self, index, good, errors, feats, pair_rows) -> None:
         feats = {k: v.cpu().numpy() for k, v in feats.items()}  # waits for this batch's kernels only
         spec = self.specs[self.starts[bisect.bisect_right(self.starts, index[0]) - 1]]
         n = len(spec.keys)
-        buf = self.buffers.setdefault(spec.start, {"errors": [""] * n, "filled": 0, "arrays": {
-            name: np.zeros((n, *shape), dtype=self.store_dtype) for name, shape in self.feature_shapes.items()}})
+        buf = self.buffers.get(spec.start) or self._new_buffer(spec)
         rows = [index[k] - spec.start for k in good]
         for name, values in feats.items():
-            buf["arrays"][name][rows] = values
+            if name in self.pair_shapes:
+                buf["pairs"][name][pair_rows - buf["pair_start"]] = values
+            else:
+                buf["arrays"][name][rows] = values
         for i, err in zip(index, errors):
             buf["errors"][i - spec.start] = err
         buf["filled"] += len(index)
         if buf["filled"] == n:
-            self.save(spec, buf["arrays"], buf["errors"])
+            if self.pairs is None:
+                self.save(spec, buf["arrays"], buf["errors"])
+            else:
+                self.save(spec, buf["arrays"], buf["errors"], buf["pairs"])
             del self.buffers[spec.start]
+
+    def _new_buffer(self, spec) -> dict:
+        n = len(spec.keys)
+        buf = {"errors": [""] * n, "filled": 0, "pair_start": 0, "pairs": {}, "arrays": {
+            name: np.zeros((n, *shape), dtype=self.store_dtype) for name, shape in self.feature_shapes.items()}}
+        if self.pairs is not None:  # failed images' pairs stay zero (their questions are marked failed)
+            lo, hi = self.pairs.block(spec.start, spec.stop)
+            buf["pair_start"] = lo
+            buf["pairs"] = {"image_row": self.pairs.image_row[lo:hi], "text": self.pairs.text[lo:hi].tolist(),
+                            **{name: np.zeros((hi - lo, *shape), dtype=self.store_dtype)
+                               for name, shape in self.pair_shapes.items()}}
+        self.buffers[spec.start] = buf
+        return buf
 
     def close(self) -> None:
         """Wait for every handed-over batch (so finished shards are on disk), then stop the thread."""

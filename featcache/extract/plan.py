@@ -15,7 +15,7 @@ from ..cache.parts import ShardSpec
 
 IDENTITY_KEYS = ("model_fingerprint", "store_vision", "compute_dtype", "preprocessing", "image_decoding",
                  "image_size", "image_mean", "image_std", "image_resample", "max_text_length", "dataset_name",
-                 "dataset_digest", "store_dtype", "shard_size")
+                 "dataset_digest", "store_dtype", "shard_size", "features", "mm_store", "mm_prompt")
 """An existing file must agree on these with the run asked for."""
 PARTS_KEYS = tuple(k for k in IDENTITY_KEYS if k not in ("dataset_name", "dataset_digest", "shard_size"))
 """Shards in OUT.parts/ are reused by a run that agrees on these: the dataset may change around them."""

@@ -30,7 +30,9 @@ from ..errors import CacheFormatError, ExtractError
 from ..models.backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_backbone
 from .engines.local import ShardJob, run_shards
 from .pipeline import auto_batch_size, auto_workers, save_atomic
+from .pairs import DEFAULT_MM_PROMPT, FEATURES, MM_STORES, PairSources, bytes_per_pair, check_prompt, pair_table
 from .plan import IDENTITY_KEYS, PARTS_KEYS, plan_shards
+from .sources import check_vision_source
 
 
 @dataclass
@@ -51,6 +53,8 @@ class ExtractReport:
     shards: int = 0
     shards_done_before: int = 0
     """Shards found finished in OUT.parts/ (from an interrupted run, or another --shard-index)."""
+    n_pairs: int = 0
+    """Distinct (image, question) pairs with question-conditioned states (--features multimodal)."""
     merged: bool = True
     """False for a --shard-index run: its shards are written, `featcache merge` makes the file."""
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -122,14 +126,18 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             max_text_length: int = DEFAULT_MAX_TEXT_LENGTH, compile: bool = False, jpeg_draft: bool = False,
             shard_index: int | None = None, num_shards: int | None = None, engine: str = "local",
             ray_address: str | None = None, gpus_per_worker: float = 1.0, workers_per_node: int | None = None,
-            merge_output: bool = True, progress: bool = True) -> ExtractReport:
+            merge_output: bool = True, progress: bool = True, features: str = "unimodal", mm_store: str = "full",
+            mm_prompt: str = DEFAULT_MM_PROMPT, from_vision: str | Path | None = None) -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
 
     batch_size and workers may be "auto" (see featcache.extract.pipeline); `compile` runs the ViT through
     torch.compile (worth it on a GPU for large runs: it compiles once per batch shape). With
     shard_index/num_shards only shards j with j % num_shards == shard_index are computed and nothing
     is merged. With merge_output=False the sharded form (OUT.parts/) is kept as the result:
-    `open_cache` reads it in place. engine="ray" spreads the shards over Ray actors (featcache.extract.engines.ray)."""
+    `open_cache` reads it in place. engine="ray" spreads the shards over Ray actors (featcache.extract.engines.ray).
+    features="multimodal" also stores the Q-Former's query states with each question read beside the queries
+    (featcache.extract.pairs), `mm_store` "full" (32 x 768 per pair) or "pooled" (their mean); `from_vision`
+    takes the ViT states from a --store-vision cache of the same model instead of running the ViT."""
     started = time.perf_counter()
     out = Path(out)
     _check_writable(out)
@@ -148,13 +156,28 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         raise ExtractError(f"--max-text-length must be at least 2 tokens, got {max_text_length}")
     if engine not in ("local", "ray"):
         raise ExtractError(f"--engine must be local or ray, got {engine!r}")
+    if features not in FEATURES or mm_store not in MM_STORES:
+        raise ExtractError(f"--features must be one of {FEATURES} and --mm-store one of {MM_STORES}, got "
+                           f"{features!r} and {mm_store!r}")
+    multimodal = features == "multimodal"
+    if multimodal:
+        check_prompt(mm_prompt)
+        if dataset.task == "classify":
+            raise ExtractError(f"--features multimodal reads each question with the image; {dataset.name} is an image "
+                               f"classification dataset (no questions): use the default --features unimodal")
     backbone = model if isinstance(model, Backbone) else load_backbone(model, device=device, dtype=dtype,
                                                                       max_text_length=max_text_length)
     if backbone.preprocessor.jpeg_draft != jpeg_draft:  # a decoding choice of this run (recorded in image_decoding),
         preprocessor = copy.copy(backbone.preprocessor)  # made on a copy: the caller's backbone stays as it was
         preprocessor.jpeg_draft = jpeg_draft
         backbone = replace(backbone, preprocessor=preprocessor)
-    if compile:
+    if multimodal and not backbone.has_multimodal:
+        raise ExtractError(f"--features multimodal needs a Q-Former that can read the question: {backbone.model_id} "
+                           f"({backbone.model_class}) has no Q-Former text path (the generative BLIP-2 checkpoints "
+                           f"have none). Use a retrieval checkpoint such as {DEFAULT_MODEL}, or an InstructBLIP "
+                           f"checkpoint such as Salesforce/instructblip-flan-t5-xl")
+    vision_source = check_vision_source(from_vision, backbone, dataset) if from_vision else None
+    if compile and not vision_source:
         backbone.compile_vision()
     if workers == "auto":
         workers = auto_workers(backbone.device)
@@ -162,7 +185,10 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
            "dataset_digest": dataset.digest(), "task": dataset.task, "store_dtype": store_dtype, "shard_size": shard_size,
            "store_vision": store_vision, "compression": compression or "none",
            **({"metric": dataset.metric} if dataset.metric else {})}  # the benchmark's scoring (featcache.scoring)
-
+    if multimodal:  # recorded only when asked for: unimodal caches keep the attributes they always had
+        run.update(features=features, mm_store=mm_store, mm_prompt=mm_prompt)
+    if vision_source:
+        run["vision_from"] = vision_source
     keys = sorted(dataset.images())  # the cache's image order: the shard plan's
     n_q = len(dataset.questions)
     if out.exists() and not overwrite:
@@ -183,7 +209,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     lock = _lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
     try:
         engine_options = dict(engine=engine, model=model, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
-                              workers_per_node=workers_per_node, merge_output=merge_output)
+                              workers_per_node=workers_per_node, merge_output=merge_output,
+                              mm=(mm_store, mm_prompt) if multimodal else None, vision_source=vision_source)
         return _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype,
                                compression, shard_size, text_batch_size, skip_bad, store_vision, shard_index,
                                num_shards, progress, started, **engine_options)
@@ -194,7 +221,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
 def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype, compression,
                     shard_size, text_batch_size, skip_bad, store_vision, shard_index, num_shards, progress,
                     started, engine, model, ray_address, gpus_per_worker, workers_per_node,
-                    merge_output) -> ExtractReport:
+                    merge_output, mm, vision_source) -> ExtractReport:
     state_file = parts / "run.json"
     resumed = state_file.exists()
     if resumed:
@@ -247,35 +274,60 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
     row_of = {k: i for i, k in enumerate(keys)}
     text_row = {t: i for i, t in enumerate(texts)}
     qs = dataset.questions
+    pairs = None
+    if mm:  # the distinct (image, question) pairs, numbered in image order (featcache.extract.pairs)
+        usable = np.array([not e for e in q_errors], dtype=bool)
+        pairs = pair_table(np.array([row_of[q.image] for q in qs], dtype=np.int64), [q.text for q in qs], usable,
+                           mm[1])
+        distinct = list(dict.fromkeys(pairs.text.tolist()))
+        counts = [len(ids) for ids in backbone.mm_tokenizer(distinct, truncation=False)["input_ids"]]
+        long = {t for t, n in zip(distinct, counts) if n > backbone.max_text_length}
+        cut |= {q.text for q, ok in zip(qs, usable) if ok and mm[1].format(q.text) in long}
     save_atomic(parts / "questions.npz", text=np.array([q.text for q in qs], dtype=str),
                 answer=np.array([q.answer for q in qs], dtype=str), split=np.array([q.split for q in qs], dtype=str),
                 image_row=np.array([row_of[q.image] for q in qs], dtype=np.int64),
                 error=np.array(q_errors, dtype=str), truncated=np.array([q.text in cut for q in qs], dtype=np.uint8),
                 text_row=np.array([text_row.get(q.text, -1) if not e else -1 for q, e in zip(qs, q_errors)]),
-                **benchmark_columns(qs))
-    plan = plan_shards(keys, _ImageSources(dataset), shard_size)
+                **benchmark_columns(qs), **({"pair_row": pairs.pair_row} if pairs is not None else {}))
+    sources = _ImageSources(dataset) if pairs is None else PairSources(_ImageSources(dataset), keys, pairs)
+    plan = plan_shards(keys, sources, shard_size)
     shapes = backbone.image_feature_shapes(store_vision)
     bytes_per_image = sum(int(np.prod(s)) for s in shapes.values()) * np.dtype(store_dtype).itemsize
+    pair_shape = (() if pairs is None else (backbone.dims["query"],) if mm[0] == "pooled"
+                  else (backbone.dims["query_tokens"], backbone.dims["query"]))
+    pair_bytes = bytes_per_pair(pair_shape, store_dtype) if pairs is not None else 0
+
+    def pair_entry(s) -> dict:
+        if pairs is None:
+            return {}
+        lo, hi = pairs.block(s.start, s.stop)
+        return {"pair_start": lo, "n_pairs": hi - lo}
+
     attrs = {k: v for k, v in run.items() if k not in ("store_dtype", "compression")}
     attrs.update(n_texts=len(texts))
     write_json_atomic(parts / "manifest.json", {
         "attrs": attrs, "store_dtype": store_dtype, "n_images": len(keys), "n_questions": n_q,
         "texts_file": texts_file, "bytes_per_image": bytes_per_image, "model_fingerprint": run["model_fingerprint"],
+        **({"n_pairs": pairs.n_pairs, "bytes_per_pair": pair_bytes} if pairs is not None else {}),
         "shards": [{"file": s.path(parts).name, "digest": s.digest, "start": s.start, "stop": s.stop,
-                    "n_images": len(s.keys), "first_key": s.keys[0], "last_key": s.keys[-1]} for s in plan]})
+                    "n_images": len(s.keys), "first_key": s.keys[0], "last_key": s.keys[-1], **pair_entry(s)}
+                   for s in plan]})
 
     # -- images, shard by shard --------------------------------------------------------------------
     mine = [s for j, s in enumerate(plan) if shard_index is None or j % num_shards == shard_index]
     todo = [s for s in mine if not shard_done(parts, s)]
     merging = shard_index is None and merge_output
     prepared = time.perf_counter()
-    needed = sum(len(s.keys) for s in todo) * bytes_per_image + (len(keys) * bytes_per_image if merging else 0)
+    todo_pairs = sum(pair_entry(s).get("n_pairs", 0) for s in todo)
+    needed = sum(len(s.keys) for s in todo) * bytes_per_image + (len(keys) * bytes_per_image if merging else 0) + \
+        pair_bytes * (todo_pairs + (pairs.n_pairs if merging and pairs is not None else 0))
     if shutil.disk_usage(parts).free < needed:
         raise no_space(parts, needed)
     if batch_size == "auto":
         batch_size = auto_batch_size(backbone, store_vision)
     done = sum(len(s.keys) for s in mine) - sum(len(s.keys) for s in todo)
-    job = ShardJob(dataset, keys, parts, attrs, batch_size, workers, store_dtype, store_vision, skip_bad)
+    job = ShardJob(dataset, keys, parts, attrs, batch_size, workers, store_dtype, store_vision, skip_bad, pairs,
+                   mm[0] if mm else "full", vision_source)
     waits: dict[str, float] = {}
     if engine == "ray":
         from .engines.ray import run_ray
@@ -289,7 +341,7 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
               **{f"images_{k}": round(v, 3) for k, v in waits.items()}}
     report = dict(n_texts=len(texts), truncated_questions=sum(q.text in cut for q in qs),
                   truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo),
-                  stage_seconds=stages)
+                  stage_seconds=stages, n_pairs=pairs.n_pairs if pairs is not None else 0)
     if shard_index is not None or not merge_output:
         return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
                              resumed=resumed, merged=False, **report)

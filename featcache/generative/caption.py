@@ -74,6 +74,10 @@ def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings
     check_output_file(out)  # before the model loads: a read-only folder or full disk is found now, not at the end
 
     lm = load_generative_or_finetuned(model, device=device, dtype=dtype)
+    if lm.instruction_aware:
+        raise FeatcacheError(f"{model} is an InstructBLIP, whose language model reads query states computed with an "
+                             f"instruction: caption takes a BLIP-2 (OPT / Flan-T5) checkpoint; for InstructBLIP use "
+                             f"zeroshot --method generate on a cache extracted with --features multimodal")
     from .rank import check_lengths
 
     try:

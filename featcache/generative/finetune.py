@@ -201,6 +201,10 @@ def finetune_generative(cache_path, out, model: str, config: GenerativeConfig | 
     if config.amp not in (None, "bfloat16", "float16"):
         raise FeatcacheError(f"amp must be bfloat16, float16 or None, got {config.amp!r}")
     lm = load_generative(model, device=device)
+    if lm.instruction_aware:
+        raise FeatcacheError(f"{model} is an InstructBLIP: featcache extracts its instruction-aware features "
+                             f"(extract --features multimodal) and ranks or generates with it (zeroshot), but "
+                             f"finetune --generative takes a BLIP-2 (OPT / Flan-T5) checkpoint")
     if config.amp == "float16" and not lm.decoder_only and lm.device.type == "cuda":
         raise FeatcacheError("float16 autocast makes T5 overflow and diverge (a known T5 property); use "
                              "--amp bfloat16 (or train in fp32 with no --amp on a GPU without bf16)")

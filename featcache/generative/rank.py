@@ -60,7 +60,7 @@ def answer_tokens(lm: GenerativeLM, answers: list[str]) -> list[list[int]]:
     """Each answer's tokens as the language model would produce them after the prompt, end included."""
     tok = lm.tokenizer
     if lm.decoder_only:
-        end = tok("\n", add_special_tokens=False).input_ids
+        end = lm.answer_end
         out = [tok(" " + a.strip(), add_special_tokens=False).input_ids + end for a in answers]
     else:
         out = [tok(a.strip()).input_ids for a in answers]  # T5's tokenizer closes with </s>
@@ -174,7 +174,7 @@ def generate_answers(lm: GenerativeLM, image_tokens: torch.Tensor, prompts: list
     texts = []
     stop = None
     if lm.decoder_only:  # an OPT answer ends at "\n" (BLIP-2's answer end), or at </s>
-        stop = lm.tokenizer("\n", add_special_tokens=False).input_ids[-1:] + [lm.tokenizer.eos_token_id]
+        stop = list(dict.fromkeys(lm.answer_end[-1:] + [lm.tokenizer.eos_token_id]))
     for i, prompt in enumerate(prompts):
         prefix = _prefix(lm, image_tokens[i], prompt)
         mask = torch.ones(prefix.shape[:2], dtype=torch.long, device=lm.device)

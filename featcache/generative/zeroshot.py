@@ -117,7 +117,7 @@ def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "
                 choices = [json.loads(c) for c in np.asarray(cache.strings("questions", "choices"), dtype=object)[idx]]
             pred, settings, counts = _generative(cache, model, method, texts, rows, vocab, prompt, length_norm,
                                                  max_new_tokens, map_model, device, dtype, batch_size, decoding, choices,
-                                                 progress)
+                                                 progress, question_rows=idx)
         seconds = time.perf_counter() - started
     settings.update(split=split, images=int(len(np.unique(rows))), questions=int(len(idx)),
                     task="classify" if classify else "vqa", **({"preset": preset} if preset else {}))
@@ -161,7 +161,7 @@ def read_templates(path) -> list[str]:
 
 
 def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, max_new_tokens, map_model, device,
-                dtype, batch_size, decoding=None, choices=None, progress=True):
+                dtype, batch_size, decoding=None, choices=None, progress=True, question_rows=None):
     from .answers import map_by_embedding, match_answers
     from .finetune import is_generative_checkpoint_folder, load_generative_checkpoint, load_generative_or_finetuned
     from .rank import PAPER_PROMPT, check_prompt, generate_answers, score_answers
@@ -170,8 +170,11 @@ def _generative(cache, model, method, texts, rows, vocab, prompt, length_norm, m
     if is_generative_checkpoint_folder(model):  # its own prompt by default
         prompt = prompt or check_prompt(str(load_generative_checkpoint(model)["config"].get("prompt")),
                                         f"the prompt of {model}")
+    lm.check_cache(cache.attrs, cache.path, cache.pairs)
+    if lm.instruction_aware:  # InstructBLIP: each question's own query states; by default the language model
+        rows = cache.array("questions", "pair_row")[question_rows]  # reads the text its Q-Former read
+        prompt = prompt or check_prompt(str(cache.attrs.get("mm_prompt", "{}")), f"the mm_prompt of {cache.path}")
     prompt = prompt or PAPER_PROMPT
-    lm.check_cache(cache.attrs, cache.path)
     from .presets import length_penalty_for
 
     decoding = dict(decoding or {"num_beams": 1, "length_penalty": 1.0, "min_length": 0})

@@ -48,11 +48,21 @@ class Backbone:
     _table: torch.Tensor | None = field(default=None, repr=False)
     _pad_to: int = field(default=0, repr=False)
     """With a compiled ViT: every batch is padded to this size, so one compiled graph serves them all."""
+    family: str = "blip2"
+    """blip2 (Blip2ForImageTextRetrieval's parts) or instructblip (the instruction-aware Q-Former)."""
+    mm_tokenizer: object | None = None
+    """The Q-Former's tokenizer for question-conditioned features (BLIP-2's text path, InstructBLIP's own)."""
 
     @property
     def has_text(self) -> bool:
         """Retrieval checkpoints have the text path and projections; generative ones do not."""
         return self.tokenizer is not None and self.model.text_projection is not None
+
+    @property
+    def has_multimodal(self) -> bool:
+        """Whether the Q-Former can read a question with the queries: InstructBLIP always, BLIP-2 where the
+        checkpoint has the Q-Former's text path (retrieval checkpoints; the generative ones have none)."""
+        return self.family == "instructblip" or self.has_text
 
     def pixel_values(self, pixels: torch.Tensor | np.ndarray) -> torch.Tensor:
         """Model input on the device. uint8 (B, 3, H, W) from `ImagePreprocessor.resize_uint8` is copied as
@@ -100,9 +110,10 @@ class Backbone:
         image_embeds = image_embeds.to(self.device)
         image_attention_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
         query_tokens = m.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        text = {"input_ids": None} if self.family == "instructblip" else {}  # no instruction: the queries alone
         with self._qformer_precision():
             return m.qformer(query_embeds=query_tokens, encoder_hidden_states=image_embeds,
-                             encoder_attention_mask=image_attention_mask).last_hidden_state
+                             encoder_attention_mask=image_attention_mask, **text).last_hidden_state
 
     def project_queries(self, query: torch.Tensor) -> torch.Tensor:
         """L2-normalised ITC projection of each query state."""
@@ -119,19 +130,79 @@ class Backbone:
             shapes["vision"] = ((side // self.model.config.vision_config.patch_size) ** 2 + 1, self.dims["vision"])
         return shapes
 
+    def mm_tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.mm_tokenizer(list(texts), padding="longest", truncation=True, max_length=self.max_text_length,
+                                 return_tensors="pt")
+
+    def multimodal_queries(self, image_embeds: torch.Tensor, input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor) -> torch.Tensor:
+        """The 32 query states (P, 32, 768) of P (image, text) pairs: queries and text tokens in one
+        self-attention, only the queries cross-attending to the image. BLIP-2: the states
+        `Blip2ForImageTextRetrieval(..., use_image_text_matching_head=True)` feeds its ITM head;
+        InstructBLIP: `get_image_features(pixel_values, qformer_input_ids)`'s query output."""
+        m = self.model
+        image_embeds = image_embeds.to(self.device)
+        n = image_embeds.shape[0]
+        query_tokens = m.query_tokens.expand(n, -1, -1)
+        ids, text_mask = input_ids.to(self.device), attention_mask.to(self.device)
+        mask = torch.cat([torch.ones(query_tokens.shape[:2], dtype=torch.long, device=self.device), text_mask], 1)
+        image_mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=self.device)
+        with self._qformer_precision():
+            if self.family == "instructblip":
+                hidden = m.qformer(input_ids=ids, attention_mask=mask, query_embeds=query_tokens,
+                                   encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask)[0]
+            else:
+                embeds = m.embeddings(input_ids=ids, query_embeds=query_tokens)
+                hidden = m.qformer(query_embeds=embeds, query_length=query_tokens.shape[1], attention_mask=mask,
+                                   encoder_hidden_states=image_embeds, encoder_attention_mask=image_mask
+                                   ).last_hidden_state
+        return hidden[:, :query_tokens.shape[1]]
+
+    PAIR_CHUNK = 256
+    """Pairs per Q-Former pass: bounds its attention memory however many questions a batch's images have."""
+
+    def pair_features(self, image_embeds: torch.Tensor, owner: np.ndarray, texts: list[str],
+                      store: str = "full") -> torch.Tensor:
+        """Question-conditioned states of pairs (image `owner[i]` of the batch, texts[i]): (P, 32, 768), or their
+        mean over the queries (P, 768) with store="pooled"; float32 on the device."""
+        out = []
+        for a in range(0, len(texts), self.PAIR_CHUNK):
+            tokens = self.mm_tokenize(texts[a:a + self.PAIR_CHUNK])
+            index = torch.as_tensor(owner[a:a + self.PAIR_CHUNK], device=image_embeds.device)
+            states = self.multimodal_queries(image_embeds[index], tokens["input_ids"], tokens["attention_mask"]).float()
+            out.append(states.mean(dim=1) if store == "pooled" else states)
+        if not out:
+            width = self.dims["query"]
+            return torch.zeros((0, width) if store == "pooled" else (0, self.dims["query_tokens"], width),
+                               device=self.device)
+        return torch.cat(out)
+
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor | np.ndarray, keep_vision: bool = False,
-                      to_numpy: bool = True) -> dict:
+                      to_numpy: bool = True, pairs: tuple | None = None) -> dict:
         """(B, 3, H, W) pixels (uint8 or preprocessed float) -> query (B, 32, 768) and, if present,
-        query_proj (B, 32, 256); with keep_vision also the ViT states (`vision`). With to_numpy=False
-        the float32 tensors stay on the device (for an asynchronous copy back)."""
-        image_embeds = self.vision_states(pixel_values)
+        query_proj (B, 32, 256); with keep_vision also the ViT states (`vision`); with pairs = (owner, texts,
+        store) the question-conditioned states `mm_query` or `mm_pooled` from the same ViT states. With
+        to_numpy=False the float32 tensors stay on the device (for an asynchronous copy back)."""
+        return self._features(self.vision_states(pixel_values), keep_vision, to_numpy, pairs)
+
+    @torch.inference_mode()
+    def encode_vision(self, vision: np.ndarray | torch.Tensor, keep_vision: bool = False, to_numpy: bool = True,
+                      pairs: tuple | None = None) -> dict:
+        """As encode_images, from ViT states a cache stored (`extract --store-vision`): the ViT is not run."""
+        image_embeds = torch.as_tensor(np.asarray(vision)).to(self.device, self.compute_dtype)
+        return self._features(image_embeds, keep_vision, to_numpy, pairs)
+
+    def _features(self, image_embeds, keep_vision, to_numpy, pairs) -> dict:
         query = self.queries(image_embeds)
         out = {"query": query.float()}
         if self.model.vision_projection is not None:
             out["query_proj"] = self.project_queries(query).float()
         if keep_vision:
             out["vision"] = image_embeds.float()
+        if pairs is not None:
+            owner, texts, store = pairs
+            out["mm_pooled" if store == "pooled" else "mm_query"] = self.pair_features(image_embeds, owner, texts, store)
         return {k: v.cpu().numpy() for k, v in out.items()} if to_numpy else out
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -176,6 +247,7 @@ class Backbone:
             "model_fingerprint": self.fingerprint,
             "compute_dtype": str(self.compute_dtype).replace("torch.", ""),
             "has_text": self.has_text,
+            "model_family": self.family,
             "max_text_length": self.max_text_length if self.has_text else 0,
             "tokenizer": type(self.tokenizer).__name__ if self.tokenizer is not None else "",
             "attn_implementation": str(self.model.config.vision_config._attn_implementation),
@@ -215,6 +287,17 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str |
         if not (Path(model) / "config.json").exists():
             raise ModelLoadError(f"{model} is a folder but has no config.json: not a saved checkpoint "
                                  f"(save one with save_pretrained or `hf download`)")
+    from .instructblip import ARCHITECTURE, is_instructblip, load_instructblip_parts
+
+    if is_instructblip(model, revision):
+        net, preprocessor, qformer_tokenizer, dims = load_instructblip_parts(model, dev, compute_dtype, revision,
+                                                                             jpeg_draft)
+        return Backbone(model=net, preprocessor=preprocessor, tokenizer=None,
+                        model_id=requested if requested.startswith(TINY_RANDOM) else model, model_class=ARCHITECTURE,
+                        revision=revision or getattr(net.config, "_commit_hash", None) or "", device=dev,
+                        compute_dtype=compute_dtype, max_text_length=max_text_length,
+                        fingerprint=weights_fingerprint(net), dims=dims, family="instructblip",
+                        mm_tokenizer=qformer_tokenizer)
     try:
         with quiet_transformers(progress_bars=False):
             net, info = Blip2ForImageTextRetrieval.from_pretrained(
@@ -255,4 +338,5 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str |
         model_class=(cfg.architectures or [type(net).__name__])[0],
         revision=revision or getattr(cfg, "_commit_hash", None) or "", device=dev,
         compute_dtype=compute_dtype, max_text_length=max_text_length,
-        fingerprint=weights_fingerprint(net), dims=dims, itm_head=itm_head.to(dev) if itm_head is not None else None)
+        fingerprint=weights_fingerprint(net), dims=dims, itm_head=itm_head.to(dev) if itm_head is not None else None,
+        mm_tokenizer=tokenizer)

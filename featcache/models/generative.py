@@ -16,7 +16,9 @@ import torch
 
 from ..errors import ModelLoadError
 from .loading import hub_hint, quiet_transformers, resolve_device, weights_fingerprint
-from .names import TINY_GENERATIVE, resolve_model
+from .names import TINY_GENERATIVE, TINY_INSTRUCTBLIP, resolve_model
+
+GENERATIVE_ARCHITECTURES = ("Blip2ForConditionalGeneration", "InstructBlipForConditionalGeneration")
 
 _SHARED = ("vision_model.", "qformer.", "query_tokens")
 
@@ -30,6 +32,9 @@ class GenerativeLM:
     dtype: torch.dtype
     qformer_adapted: bool = False
     """A fine-tune adapted the Q-Former: its query states must be recomputed from cached ViT states."""
+    instruction_aware: bool = False
+    """InstructBLIP: the language model reads the query states the Q-Former computed with the question
+    (a cache's /pairs, `extract --features multimodal`), one set per question instead of per image."""
     _fingerprint: str = ""
 
     @property
@@ -39,6 +44,14 @@ class GenerativeLM:
     @property
     def lm(self):
         return self.model.language_model
+
+    @property
+    def answer_end(self) -> list[int]:
+        """What closes a decoder-only model's answer: BLIP-2 OPT's "\n" (as LAVIS trained it), InstructBLIP's
+        end of sequence (Vicuna answers end with </s>)."""
+        if self.instruction_aware:
+            return [self.tokenizer.eos_token_id]
+        return self.tokenizer("\n", add_special_tokens=False).input_ids
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.lm.get_input_embeddings()(ids.to(self.device))
@@ -53,6 +66,8 @@ class GenerativeLM:
     def image_tokens(self, cache, rows: np.ndarray) -> torch.Tensor:
         """The language model's image tokens for sorted unique cache rows: the cached query states
         projected, or, with an adapted Q-Former, the Q-Former rerun on the cached ViT states."""
+        if self.instruction_aware:  # rows are pair rows: each question's own query states
+            return self.project(cache.read("pairs", "mm_query", rows))
         if not self.qformer_adapted:
             return self.project(cache.read("images", "query", rows))
         with torch.inference_mode():
@@ -75,7 +90,14 @@ class GenerativeLM:
             self._fingerprint = weights_fingerprint(_StateDict(shared))
         return self._fingerprint
 
-    def check_cache(self, attrs: dict, path) -> None:
+    def check_cache(self, attrs: dict, path, pairs=None) -> None:
+        """The cache was made by this checkpoint's Q-Former (for InstructBLIP: with the questions, as /pairs)."""
+        if self.instruction_aware and attrs.get("model_fingerprint") == self.qformer_fingerprint() and (
+                attrs.get("features") != "multimodal" or (pairs is not None and "mm_query" not in pairs)):
+            raise ModelLoadError(
+                f"{path} holds {self.model_id}'s query states without the questions, but InstructBLIP's language model "
+                f"reads the instruction-aware ones: extract with --model {self.model_id} --features multimodal "
+                f"(--mm-store full; from a --store-vision cache add --from-vision CACHE)")
         if attrs.get("model_fingerprint") != self.qformer_fingerprint():
             raise ModelLoadError(
                 f"{path} was extracted with {attrs.get('model_id')!r}, whose Q-Former is not {self.model_id!r}'s "
@@ -104,7 +126,7 @@ def is_generative_checkpoint(model: str) -> bool:
     when its config cannot be read (the loader then says why)."""
     from transformers import AutoConfig
 
-    if model in TINY_GENERATIVE:
+    if model in TINY_GENERATIVE or model in TINY_INSTRUCTBLIP:
         return True
     from pathlib import Path
 
@@ -115,13 +137,13 @@ def is_generative_checkpoint(model: str) -> bool:
         config = AutoConfig.from_pretrained(str(local))
     except (OSError, ValueError):
         return False
-    return (getattr(config, "architectures", None) or [""])[0] == "Blip2ForConditionalGeneration"
+    return (getattr(config, "architectures", None) or [""])[0] in GENERATIVE_ARCHITECTURES
 
 
 def load_generative(model: str, device: str = "auto", dtype: str | None = None) -> GenerativeLM:
     """A generative BLIP-2 (OPT / Flan-T5) from a hub id or folder; `tiny-random-opt|t5` build one locally.
     Default dtype: bf16 on GPU (fp16 overflows in T5), fp32 on CPU."""
-    from transformers import AutoConfig, AutoTokenizer, Blip2ForConditionalGeneration
+    from transformers import AutoConfig, AutoTokenizer
 
     path = resolve_model(model)
     dev = resolve_device(device)
@@ -131,16 +153,21 @@ def load_generative(model: str, device: str = "auto", dtype: str | None = None) 
     except OSError as exc:
         raise ModelLoadError(hub_hint(model, exc)) from exc
     arch = (getattr(config, "architectures", None) or [""])[0]
-    if arch != "Blip2ForConditionalGeneration":
+    if arch not in GENERATIVE_ARCHITECTURES:
         raise ModelLoadError(f"{model!r} is a {arch or type(config).__name__} checkpoint without a language model; "
                              f"zero-shot rank/generate need a generative BLIP-2 such as Salesforce/blip2-opt-2.7b, "
-                             f"Salesforce/blip2-flan-t5-xl, or tiny-random-opt for a RANDOM test model")
+                             f"Salesforce/blip2-flan-t5-xl, Salesforce/instructblip-flan-t5-xl, or tiny-random-opt "
+                             f"for a RANDOM test model")
+    import transformers
+
     try:
         with quiet_transformers():
-            net = Blip2ForConditionalGeneration.from_pretrained(path, dtype=compute).eval().requires_grad_(False).to(dev)
+            net = getattr(transformers, arch).from_pretrained(path, dtype=compute).eval().requires_grad_(False).to(dev)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:
         raise ModelLoadError(hub_hint(model, exc)) from exc
-    lm = GenerativeLM(net, tokenizer, model if model in TINY_GENERATIVE else path, dev, compute)
+    tiny = model in TINY_GENERATIVE or model in TINY_INSTRUCTBLIP
+    lm = GenerativeLM(net, tokenizer, model if tiny else path, dev, compute,
+                      instruction_aware=arch == "InstructBlipForConditionalGeneration")
     lm.qformer_fingerprint()
     return lm

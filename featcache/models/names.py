@@ -12,11 +12,14 @@ TINY_RANDOM = "tiny-random"
 """Model name that the CLI and demo turn into a freshly built tiny random checkpoint."""
 TINY_GENERATIVE = {"tiny-random-opt": "opt", "tiny-random-t5": "t5"}
 """Tiny random generative checkpoints (OPT or T5 language model), by name."""
+TINY_INSTRUCTBLIP = {"tiny-random-instructblip-t5": "t5", "tiny-random-instructblip-llama": "llama"}
+"""Tiny random InstructBLIP checkpoints (a Flan-T5 or a Llama/Vicuna-like language model), by name."""
 
 
 def random_weights_warning(model: str = TINY_RANDOM) -> str:
     """What every command prints before it runs a tiny random model (named: tiny-random, tiny-random-opt, ...)."""
-    return (f"WARNING: {model} is a tiny BLIP-2 with RANDOM weights, built locally to exercise the "
+    family = "InstructBLIP" if model in TINY_INSTRUCTBLIP else "BLIP-2"
+    return (f"WARNING: {model} is a tiny {family} with RANDOM weights, built locally to exercise the "
             "pipeline; every accuracy computed from it is meaningless.")
 
 
@@ -44,5 +47,15 @@ def resolve_model(model: str, cache_dir: str | Path | None = None) -> str:
         folder = _tiny_root(cache_dir) / f"{model}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
         if not (folder / "config.json").exists():
             tiny_generative.build_tiny_generative(folder, TINY_GENERATIVE[model], seed=0)
+        return str(folder)
+    if model in TINY_INSTRUCTBLIP:
+        import transformers
+
+        from . import tiny_generative, tiny_instructblip
+
+        recipe = "".join(Path(m.__file__).read_text() for m in (tiny_instructblip, tiny_generative)) + transformers.__version__
+        folder = _tiny_root(cache_dir) / f"{model}-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
+        if not (folder / "config.json").exists():
+            tiny_instructblip.build_tiny_instructblip(folder, TINY_INSTRUCTBLIP[model], seed=0)
         return str(folder)
     return model

@@ -42,3 +42,39 @@ def random_backbone(size: str = "real", device: str = "cpu", dtype: str | None =
                     revision="", device=dev, compute_dtype=compute, fingerprint=weights_fingerprint(model),
                     dims={"query_tokens": cfg.num_query_tokens, "query": cfg.qformer_config.hidden_size,
                           "vision": cfg.vision_config.hidden_size, "proj": cfg.image_text_hidden_size})
+
+
+def random_instructblip_backbone(size: str = "real", device: str = "cpu", dtype: str | None = None, seed: int = 0):
+    """An in-memory InstructBLIP Backbone (ViT + instruction-aware Q-Former) with random weights: `real` has
+    instructblip-flan-t5-xl's vision and Q-Former dimensions (ViT-g 1408x39, Q-Former 768x12). Benchmarks only."""
+    import tempfile
+
+    import torch
+    from transformers import BertTokenizer, BlipImageProcessorPil, InstructBlipConfig
+
+    from .instructblip import ARCHITECTURE, _encoder_class
+
+    dev = resolve_device(device)
+    compute = getattr(torch, dtype) if dtype else default_compute_dtype(dev)
+    torch.manual_seed(seed)
+    base = blip2_config("itm", size).to_dict()
+    qformer = {k: base["qformer_config"][k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                     "intermediate_size", "cross_attention_frequency",
+                                                     "max_position_embeddings", "vocab_size")}
+    config = InstructBlipConfig(vision_config=base["vision_config"], qformer_config=qformer,
+                                text_config={"model_type": "t5", "d_model": 64, "num_layers": 1}, num_query_tokens=32)
+    model = _encoder_class()(config).eval().requires_grad_(False)
+    if compute != torch.float32:  # as from_pretrained does for BLIP-2: the Q-Former stays fp32
+        model.vision_model.to(compute)
+    model.text_projection = model.vision_projection = model.embeddings = None
+    model.to(dev)
+    side = config.vision_config.image_size
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = Path(tmp) / "vocab.txt"
+        vocab.write_text("\n".join(tiny_vocabulary()) + "\n")
+        tokenizer = BertTokenizer(str(vocab), do_lower_case=True)
+    return Backbone(model=model, preprocessor=ImagePreprocessor(BlipImageProcessorPil(size={"height": side, "width": side})),
+                    tokenizer=None, model_id=f"random-init-instructblip-{size}", model_class=ARCHITECTURE, revision="",
+                    device=dev, compute_dtype=compute, fingerprint=weights_fingerprint(model),
+                    dims={"query_tokens": 32, "query": config.qformer_config.hidden_size,
+                          "vision": config.vision_config.hidden_size}, family="instructblip", mm_tokenizer=tokenizer)

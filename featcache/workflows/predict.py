@@ -32,7 +32,7 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
             top_k: int = 3, batch_size: int = 32, open_image=None) -> list[dict]:
     """Top-k answers with probabilities for each (image path, question). `open_image(ref, draft_size)` decodes
     an image that is not a file path (a dataset's key: `VQADataset.open_image`)."""
-    if VIEWS[trained.view].question:
+    if VIEWS[trained.view].question or VIEWS[trained.view].conditioned:
         check_questions(pairs)  # before any model is loaded
     backbone = model if isinstance(model, Backbone) else load_backbone(
         model or trained.provenance["model_id"], device,
@@ -44,6 +44,9 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
     position = {p: i for i, p in enumerate(dict.fromkeys(p for p, _ in pairs))}
     paths = list(position)
     image_row = np.array([position[p] for p, _ in pairs])
+    if spec.conditioned:
+        return _answers(trained, pairs, _conditioned_features(trained, backbone, pairs, paths, position, batch_size,
+                                                              open_image, store), top_k)
     feats: dict[str, list] = {}
     for i in range(0, len(paths), batch_size):
         pre = backbone.preprocessor
@@ -59,7 +62,37 @@ def predict(trained, pairs: list[tuple[str, str]], model: str | Backbone | None 
                                   for i in range(0, len(texts), 128)])
         row_of = {t: i for i, t in enumerate(texts)}
         question = encoded[[row_of[q] for _, q in pairs]].astype(store)
-    X = view_from_arrays(trained.view, images, image_row, question)
+    return _answers(trained, pairs, view_from_arrays(trained.view, images, image_row, question), top_k)
+
+
+def _conditioned_features(trained, backbone: Backbone, pairs, paths, position, batch_size, open_image, store):
+    """A question-conditioned view (mm, mm_pooled) computed live: each distinct (image, question) once, with the
+    Q-Former text the head's cache used (its --mm-prompt), from one ViT pass per image."""
+    from ..cache.views import FactorizedFeatures, pool_tokens
+
+    if not backbone.has_multimodal:
+        raise CacheFormatError(f"the head reads question-conditioned features, which {backbone.model_id} cannot "
+                               f"compute (no Q-Former text path); use the model its cache was extracted with")
+    prompt = str(trained.provenance.get("mm_prompt", "{}"))
+    distinct = sorted(dict.fromkeys((position[p], q) for p, q in pairs), key=lambda pq: pq[0])  # batch order
+    row_of = {pq: i for i, pq in enumerate(distinct)}
+    states = []
+    for i in range(0, len(paths), batch_size):
+        pre = backbone.preprocessor
+        pixels = np.stack([pre.resize_uint8(open_image(p, pre.draft_size) if open_image else pre.load(p))
+                           for p in paths[i:i + batch_size]])
+        mine = [(r - i, q) for r, q in distinct if i <= r < i + batch_size]
+        owner = np.array([r for r, _ in mine], dtype=np.int64)
+        feats = backbone.encode_images(pixels, pairs=(owner, [prompt.format(q) for _, q in mine], "full"))
+        states.append(feats["mm_query"].astype(store))
+    states = np.concatenate(states)  # in `distinct` order: images batch by batch, each batch's pairs in order
+    pooled = VIEWS[trained.view].pool
+    part = pool_tokens(states) if pooled else states.reshape(len(states), -1)
+    return FactorizedFeatures(part, np.array([row_of[(position[p], q)] for p, q in pairs]), None,
+                              1 if pooled else states.shape[1])
+
+
+def _answers(trained, pairs, X, top_k: int) -> list[dict]:
     proba = trained.head.predict_proba(X)
     classes = trained.head.classes_
     out = []

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from ...cache.parts import ShardSpec, shard_done, write_shard
 from ...errors import ExtractError
-from ..pipeline import DecodedImages, ShardWriter, collate
+from ..pipeline import DecodedImages, ShardWriter, StoredVision, collate
 
 
 @dataclass
@@ -27,6 +27,11 @@ class ShardJob:
     store_dtype: str
     store_vision: bool
     skip_bad: bool
+    pairs: object = None
+    """A featcache.extract.pairs.PairTable: question-conditioned states per (image, question) pair as well."""
+    mm_store: str = "full"
+    vision_source: str | None = None
+    """A --store-vision cache whose ViT states replace decoding and the ViT (extract --from-vision)."""
 
 
 def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = False, done: int = 0,
@@ -41,12 +46,24 @@ def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = 
     total = total if total is not None else sum(len(s.keys) for s in todo)
     batches = [list(range(b, min(b + batch_size, s.stop))) for s in todo for b in range(s.start, s.stop, batch_size)]
     cuda = backbone.device.type == "cuda"
-    loader = torch.utils.data.DataLoader(
-        DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
-        collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
+    if job.vision_source:
+        loader = StoredVision(job.vision_source, keys, batches)
+    else:
+        loader = torch.utils.data.DataLoader(
+            DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
+            collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
     bar = tqdm(total=total, initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
-    save = lambda spec, arrays, errors: write_shard(parts, spec, attrs, arrays, errors, store_dtype)  # noqa: E731
-    writer = ShardWriter(todo, save, store_dtype, backbone.image_feature_shapes(store_vision))
+
+    def save(spec, arrays, errors, pairs=None):
+        write_shard(parts, spec, attrs, arrays, errors, store_dtype, pairs)
+
+    pairs = job.pairs
+    pair_shapes = {} if pairs is None else {
+        "mm_pooled": (backbone.dims["query"],)} if job.mm_store == "pooled" else {
+        "mm_query": (backbone.dims["query_tokens"], backbone.dims["query"])}
+    writer = ShardWriter(todo, save, store_dtype, backbone.image_feature_shapes(store_vision), pairs=pairs,
+                         pair_shapes=pair_shapes)
+    encode = backbone.encode_vision if job.vision_source else backbone.encode_images
     computed = 0
     waits = waits if waits is not None else {}
     waits.update(decode_wait=0.0, writer_wait=0.0)
@@ -64,9 +81,13 @@ def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = 
                     raise ExtractError(f"{err}\nImage {keys[i]!r} cannot be used; fix or remove it, or pass "
                                        f"--skip-bad to record it as failed. Finished work is kept in {parts}; "
                                        f"the same command resumes.")
-            feats = backbone.encode_images(pixels, keep_vision=store_vision, to_numpy=False) if good else {}
+            pair_rows, mm = None, None
+            if pairs is not None:  # every question of the batch's good images, from the same ViT states
+                pair_rows, owner = pairs.of_images([index[k] for k in good])
+                mm = (owner, pairs.text[pair_rows].tolist(), job.mm_store)
+            feats = encode(pixels, keep_vision=store_vision, to_numpy=False, pairs=mm) if good else {}
             t = time.perf_counter()
-            writer.submit(index, good, errors, feats)  # copy back + write in the background
+            writer.submit(index, good, errors, feats, pair_rows)  # copy back + write in the background
             waits["writer_wait"] += time.perf_counter() - t
             computed += len(good)
             bar.update(len(index))
