@@ -6,6 +6,7 @@ memory for each batch size.
     python benchmarks/extract_speed.py --size tiny --images 512
     python benchmarks/extract_speed.py --size real --images 16 --batch-sizes 4 --workers 0      # CPU: slow
     python benchmarks/extract_speed.py --size real --images 4096 --batch-sizes 32,64,128,256 --device cuda
+    python benchmarks/extract_speed.py --size real --images 4096 --batch-sizes 256,512 --device cuda --cuda-graphs
 
 Weights are random (no hub here); speed and memory do not depend on their values.
 """
@@ -56,6 +57,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default=None, help="compute dtype (default: float16 on GPU, float32 on CPU)")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--cuda-graphs", action="store_true", help="the image forward replayed as a CUDA graph (bare "
+                    "forward and pipeline), with its largest difference from the eager forward")
     ap.add_argument("--aliases", type=int, default=1,
                     help="the pipeline runs over this many copies of each image (under distinct keys), so its "
                          "fixed costs (worker start, text pass, merge) weigh as in a longer run")
@@ -82,8 +85,17 @@ def main() -> None:
 
     # -- bare forward per batch size: uint8 already on the device, results left there ------------------
     per_batch_size = []
+    graphs = {}
     for b in sizes:
         on_device = [torch.from_numpy(pixels[i:i + b]).to(bb.device) for i in range(0, n, b)]
+        if args.cuda_graphs:  # captured for this batch size; compared with the eager forward on one batch
+            bb.graphs = None
+            eager = bb.encode_images(on_device[0], to_numpy=False)
+            state = bb.use_cuda_graphs(b, False)
+            replayed = bb.encode_images(on_device[0], to_numpy=False)
+            graphs[b] = {"state": state, "max_abs_diff_vs_eager": {
+                k: float((replayed[k] - eager[k]).abs().max()) for k in eager}}
+            print(json.dumps({"cuda_graphs": {b: graphs[b]}}), flush=True)
         bb.encode_images(on_device[0], to_numpy=False)  # warm-up (kernels, allocator, compile)
         if cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -130,7 +142,8 @@ def main() -> None:
             ds.questions = ds.questions + [replace(q, image=f"{q.image}~{r}") for r in range(1, args.aliases)
                                            for q in ds.questions]
         t = time.perf_counter()
-        report = extract(ds, Path(tmp) / "bench.h5", model=bb, batch_size=b, workers=workers, progress=False)
+        report = extract(ds, Path(tmp) / "bench.h5", model=bb, batch_size=b, workers=workers, progress=False,
+                         cuda_graphs=args.cuda_graphs)
         if cuda:
             torch.cuda.synchronize()
         pipeline_s = time.perf_counter() - t
@@ -152,6 +165,9 @@ def main() -> None:
         "pipeline_s": round(pipeline_s, 3), "bare_images_per_s": round(n / bare_s, 2),
         "pipeline_images_per_s": round(n_pipe / pipeline_s, 2),
         "pipeline_over_bare": round((n_pipe / pipeline_s) / (n / bare_s), 3),
+        "images_stage_over_bare": round((n_pipe / report.stage_seconds["images"]) / (n / bare_s), 3),
+        "pipeline_writer": "writer process, final file written as shards finish (featcache.extract.writer)",
+        "cuda_graphs": graphs or None, "pipeline_cuda_graphs": report.cuda_graphs or None,
         "cache_bytes": size, "command": "python " + " ".join(sys.argv),
     }
     if args.size == "real":
@@ -160,6 +176,7 @@ def main() -> None:
         result["bare_vit_tflops"] = round(VIT_G_GFLOP_PER_IMAGE * n / bare_s / 1e3, 2)
     print(json.dumps(result, indent=1))
     tag = f"{args.size}_{bb.device.type}_w{workers}" + ("_compiled" if args.compile else "") \
+        + ("_graphs" if args.cuda_graphs else "") \
         + (f"_x{args.aliases}" if args.aliases > 1 else "")
     save_result(result, args.out, f"extract_speed_{tag}.json")
 

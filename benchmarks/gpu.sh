@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu.sh                 # the extraction parts (about 20 minutes on an H100)
 #   bash benchmarks/gpu.sh extract compile # only some parts: extract workers compile finetune parity decode
 #   bash benchmarks/gpu.sh zeroshot genft captions heads   # the generative paths and the heads (issue 21)
+#   bash benchmarks/gpu.sh extract graphs multimodal naive  # the whole-run figures of issue 20 (and 19's)
 #   SIZE=tiny DEVICE=cpu EPOCHS=1 OUT=/tmp/gpu-trial bash benchmarks/gpu.sh zeroshot genft captions heads
 #                                          # the same, tried end to end on CPU at tiny size
 set -euo pipefail
@@ -31,7 +32,7 @@ for part in $PARTS; do
   case $part in
     # extraction: bare forward per batch size (images/s, peak memory), the forward split, stages, and the
     # whole pipeline over 4 copies of each image (so start-up and merge weigh as in a longer run)
-    extract) "$PY" benchmarks/extract_speed.py --size real --device cuda --images "$IMAGES" --batch-sizes 32,64,128,256,512 --aliases 4 ;;
+    extract) "$PY" benchmarks/extract_speed.py --size "$SIZE" --device "$DEVICE" --images "$IMAGES" --batch-sizes 32,64,128,256,512 --aliases 4 --out "$OUT" ;;
     # the pipeline with 4, 8 and 15 decode workers
     workers) for w in 4 8 15; do
                "$PY" benchmarks/extract_speed.py --size real --device cuda --images "$IMAGES" --batch-sizes 512 --aliases 4 --workers $w
@@ -65,9 +66,13 @@ for part in $PARTS; do
     heads)
       "$PY" benchmarks/reference_mlp.py --epochs "$EPOCHS" --device "$DEVICE" --lr --out "$OUT"
       if [ "$SIZE" = real ]; then "$PY" benchmarks/vqav2_heads.py --device "$DEVICE" --configs mlp-compact:itc,mlp-paper:itc --paper-fraction 1.0 --out "$OUT"; fi ;;
+    # the image forward as CUDA graphs: bare forward and whole pipeline, the difference from eager (issue 20, item 2)
+    graphs) "$PY" benchmarks/extract_speed.py --size "$SIZE" --device "$DEVICE" --images "$IMAGES" --batch-sizes 256,512 --aliases 4 --cuda-graphs --out "$OUT" ;;
+    # question-conditioned extraction against the unimodal run, 5 questions per image (issue 19; issue 20, item 4)
+    multimodal) "$PY" benchmarks/multimodal_speed.py --size "$SIZE" --device "$DEVICE" --images "$((IMAGES / 2))" --questions 5 --out "$OUT" ;;
     # featcache extract against the loop a user writes with transformers alone, same images (issue 20, item 5)
     naive) "$PY" benchmarks/extract_vs_naive.py --size "$SIZE" --device "$DEVICE" --images "$IMAGES" --out "$OUT" ;;
-    *) echo "gpu.sh: unknown part '$part' (extract workers compile finetune parity decode naive zeroshot genft captions heads)" >&2; exit 2 ;;
+    *) echo "gpu.sh: unknown part '$part' (extract workers compile graphs multimodal finetune parity decode naive zeroshot genft captions heads)" >&2; exit 2 ;;
   esac
 done
 ls -l "$OUT"/*"${DEVICE}"*.json

@@ -282,7 +282,7 @@ def test_a_merge_that_crashes_mid_write_is_one_line_and_keeps_the_parts(monkeypa
     reported, and the parts folder stays whole."""
     import signal as sig
 
-    from featcache.cache import parts as parts_module
+    from featcache.cache import merged as parts_module
     from featcache.errors import ExtractError
 
     src = tmp_path / "p"

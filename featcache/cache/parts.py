@@ -9,6 +9,8 @@ OUT.parts/ holds everything the final file is made of, so any process can merge 
   texts-<d>.npz      features of the distinct question texts
   shard-<d>.h5       one per shard: /images of today's cache schema, written by one writer
   shard-<d>.json     its sha256, written before the .h5 is renamed into place
+
+The single file is made from it by featcache.cache.merged.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .answers import string_columns
-from .file import CacheWriter, FeatureCache
-from .parts_check import MANIFEST_MAX_BYTES, check_manifest, check_shard, load_npz, member
-from ..errors import ExtractError, FeatcacheError
+from .file import CacheWriter
+from .parts_check import MANIFEST_MAX_BYTES, check_manifest, member
+from ..errors import ExtractError
 
 PAIR_INDEX = ("image_row", "text")
 """The columns of /pairs that say what each pair is; the others hold its features."""
@@ -100,13 +101,13 @@ def write_shard(parts: Path, spec: ShardSpec, attrs: dict, arrays: dict[str, np.
         os.replace(sidecar.with_suffix(".tmp"), sidecar)
         os.replace(tmp, spec.path(parts))
     except (OSError, RuntimeError) as exc:
-        _abandon(writer, tmp)
+        abandon(writer, tmp)
         if out_of_space(exc):
             raise no_space(parts, sum(v.nbytes for v in arrays.values()) * 2) from None
         raise
 
 
-def _abandon(writer, tmp: Path) -> None:
+def abandon(writer, tmp: Path) -> None:
     """Drop a half-written file: its HDF5 handle closed now (left to the garbage collector on a full disk, h5py
     prints a traceback per object and can crash the interpreter), then the file removed."""
     import gc
@@ -167,128 +168,3 @@ def recorded_checksum(parts: Path, entry: dict) -> str:
         raise ExtractError(f"{path} is not a shard checksum file; delete it and {entry['file']} (the extract "
                            f"command recomputes that shard)") from None
     return str(value)
-
-
-def merge(parts: str | Path, out: str | Path, compression: str | None = None) -> tuple[list[str], list[int]]:
-    """`write_merged` in a child process where fork exists: HDF5 that meets a full disk mid-write can crash the
-    interpreter (h5py's deallocators fail one after another), and the crash must not take the command, or its
-    message, with it. The parts folder is only read, so nothing is lost either way."""
-    import multiprocessing as mp
-
-    if "fork" not in mp.get_all_start_methods():
-        return write_merged(parts, out, compression)
-    ctx = mp.get_context("fork")
-    receive, send = ctx.Pipe(duplex=False)
-    child = ctx.Process(target=_merge_child, args=(send, parts, out, compression))
-    child.start()
-    send.close()
-    try:
-        outcome = receive.recv()
-    except EOFError:
-        outcome = None
-    child.join()
-    if outcome is None:  # the child died without a word
-        tmp = Path(out).with_name(Path(out).name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        free = shutil.disk_usage(Path(out).parent).free
-        raise ExtractError(f"merging {parts} into {out} failed (the writing process ended with status "
-                           f"{child.exitcode}; {human_bytes(free)} free in {Path(out).parent}). The parts folder is "
-                           f"intact: free some space (or choose another --out) and run `featcache merge {parts}`")
-    kind, value = outcome
-    if kind == "error":
-        raise value
-    return value
-
-
-def _merge_child(send, parts, out, compression) -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)  # HDF5's complaints on a full disk: the parent says what happened, in one line
-    try:
-        send.send(("ok", write_merged(parts, out, compression)))
-    except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
-        try:
-            send.send(("error", exc if isinstance(exc, FeatcacheError)
-                       else ExtractError(f"merging {parts} failed: {type(exc).__name__}: {exc}")))
-        except Exception:  # noqa: BLE001
-            pass
-    finally:
-        send.close()
-        os._exit(0)  # no atexit, no deallocators of a broken HDF5 file
-
-
-def write_merged(parts: str | Path, out: str | Path, compression: str | None = None) -> tuple[list[str], list[int]]:
-    """Write the single-file cache from a parts folder: /images from the shards in plan order (each
-    checked against its checksum), /questions from questions.npz and the text features. Written to a
-    temporary name and renamed into place. Returns (failed image keys, failed question rows)."""
-    parts, out = Path(parts), Path(out)
-    manifest = read_manifest(parts)
-    missing = missing_shards(parts, manifest)
-    if missing:
-        raise ExtractError(f"{len(missing)} of {len(manifest['shards'])} shards in {parts} are not finished yet "
-                           f"(e.g. {missing[0]['file']}); finish them (the extract commands that write this "
-                           f"folder resume) before merging")
-    attrs, store_dtype = manifest["attrs"], manifest["store_dtype"]
-    questions = load_npz(parts, "questions.npz", "the question table")
-    text_feats = {}
-    if manifest["texts_file"]:
-        texts = load_npz(parts, manifest["texts_file"], "the question texts' features")
-        text_feats = {k: texts[k] for k in ("text_cls", "text_proj")}
-    data = sum(member(parts, e["file"], "a shard").stat().st_size for e in manifest["shards"]) + \
-        sum(v.nbytes for v in questions.values()) + sum(v.nbytes for v in text_feats.values())
-    needed = int(1.1 * data) + (1 << 20)  # HDF5's own metadata and chunk indexes on top of the data
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if shutil.disk_usage(out.parent).free < needed:  # found now, not as HDF5 write errors mid-merge
-        raise no_space(out.parent, needed)
-    first = FeatureCache(member(parts, manifest["shards"][0]["file"], "a shard"))
-    image_arrays = {k: first.images[k].shape[1:] for k in ("query", "query_proj", "vision") if k in first.images}
-    pair_arrays = {k: first.pairs[k].shape[1:] for k in PAIR_FEATURES if k in first.pairs} if "n_pairs" in manifest \
-        else None
-    first.close()
-    tmp = out.with_name(out.name + ".tmp")
-    writer = None
-    try:
-        benchmark = string_columns(questions)
-        writer = CacheWriter(tmp, attrs, manifest["n_images"], len(questions["text"]), image_arrays,
-                             {k: v.shape[1:] for k, v in text_feats.items()}, store_dtype, compression,
-                             question_strings=tuple(benchmark), pair_arrays=pair_arrays,
-                             n_pairs=manifest.get("n_pairs", 0))
-        image_errors: list[str] = []
-        keys: list[str] = []
-        for entry in manifest["shards"]:
-            path = member(parts, entry["file"], "a shard")
-            recorded = recorded_checksum(parts, entry)
-            if sha256_file(path) != recorded:
-                raise ExtractError(f"{path} does not match its checksum: it was damaged after it was written. "
-                                   f"Delete it (and {path.with_suffix('.json').name}); the extract command "
-                                   f"recomputes just that shard")
-            with FeatureCache(path) as shard:
-                check_shard(parts, entry, manifest, shard.file)
-                block = {k: shard.read("images", k) for k in ("key", "error", *image_arrays)}
-                pair_block = {k: shard.read("pairs", k) for k in (*PAIR_INDEX, *pair_arrays)} if pair_arrays is not None \
-                    else {}
-            writer.write("images", entry["start"], block)
-            if pair_block:
-                writer.write("pairs", entry["pair_start"], pair_block)
-            image_errors += [str(e) for e in block["error"]]
-            keys += [str(k) for k in block["key"]]
-        row = questions["image_row"]
-        q_errors = [qe or (f"image failed: {image_errors[r]}" if image_errors[r] else "")
-                    for qe, r in zip(questions["error"].tolist(), row)]
-        writer.write("questions", 0, {"text": questions["text"].tolist(), "answer": questions["answer"].tolist(),
-                                      "split": questions["split"].tolist(), "image_row": row, "error": q_errors,
-                                      "truncated": questions["truncated"], **benchmark,
-                                      **({"pair_row": questions["pair_row"]} if pair_arrays is not None else {})})
-        for name, feats in text_feats.items():
-            idx = questions["text_row"]
-            gathered = feats[np.maximum(idx, 0)]
-            gathered[idx < 0] = 0
-            writer.write("questions", 0, {name: gathered})
-        writer.close()
-        writer = None
-        os.replace(tmp, out)
-    except (OSError, RuntimeError) as exc:
-        _abandon(writer, tmp)
-        if out_of_space(exc):
-            raise no_space(out.parent, needed) from None
-        raise
-    return [k for k, e in zip(keys, image_errors) if e], [i for i, e in enumerate(q_errors) if e]

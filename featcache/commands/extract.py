@@ -33,6 +33,11 @@ def datasets_cmd() -> None:
 @click.option("--batch-size", default="32", show_default=True, help="Images per forward, or auto (GPU: the largest that fits).")
 @click.option("--workers", default="auto", show_default=True, help="Image decoding processes, or auto (from the cores).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the ViT (GPU: faster on long runs).")
+@click.option("--writer", type=click.Choice(["auto", "process", "thread"]), default="auto", show_default=True,
+              help="Where shards and the final file are written: a forked process (auto on a GPU: the feeding "
+              "thread keeps the GIL) or a thread (auto on a CPU: the forward keeps the cores).")
+@click.option("--cuda-graphs", is_flag=True, help="GPU: replay the image forward as one CUDA graph per batch (fewer "
+              "launches; eager, and said so, where capture fails).")
 @click.option("--jpeg-draft", is_flag=True, help="Decode large JPEGs at 1/2-1/8 scale, keeping >= 2x the model's "
               "size (much faster on big photos; features change slightly, see README).")
 @click.option("--store-dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
@@ -69,7 +74,7 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
             question_column, answer_column, label_column, out, model, device,
             dtype, batch_size, workers, compile_, jpeg_draft, store_dtype, compression, overwrite, skip_bad,
             store_vision, shard_size, shard_index, num_shards, no_merge, engine, ray_address, gpus_per_worker, workers_per_node,
-            max_text_length, features, mm_store, mm_prompt, from_vision) -> None:
+            max_text_length, features, mm_store, mm_prompt, from_vision, cuda_graphs, writer) -> None:
     """Encode each image and question once with BLIP-2 and write the feature cache."""
     from featcache.extract import extract as run_extract
     from featcache.models.names import TINY_RANDOM, random_weights_warning
@@ -86,7 +91,8 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
                   gpus_per_worker=gpus_per_worker, workers_per_node=workers_per_node,
                   store_dtype=store_dtype, compression=None if compression == "none" else compression,
                   overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision, features=features,
-                  mm_store=mm_store, mm_prompt=mm_prompt, from_vision=from_vision)
+                  mm_store=mm_store, mm_prompt=mm_prompt, from_vision=from_vision, cuda_graphs=cuda_graphs,
+                  writer=writer)
     if report.already_complete:
         click.echo(f"{out} is already complete for these settings; nothing to do (--overwrite to redo).")
         return
@@ -105,6 +111,8 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
                f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)"
                + (f" [resumed: {report.shards_done_before} of {report.shards} shards were done]"
                   if report.shards_done_before else ""))
+    if report.cuda_graphs.startswith("off"):
+        click.secho(f"note: --cuda-graphs {report.cuda_graphs}; the image forward ran eagerly", fg="yellow", err=True)
     if report.n_pairs:
         click.echo(f"question-conditioned ({mm_store}): {report.n_pairs} distinct (image, question) pairs in /pairs, "
                    f"views mm{' and mm_pooled' if mm_store == 'full' else '_pooled'}")

@@ -1,7 +1,8 @@
 """The moving parts of extraction, arranged so the device never waits.
 
 decode workers (PIL decode + resize to uint8) -> pinned uint8 batch -> non-blocking copy -> normalise
-and forward on the device -> background thread: copy results back, fill shard buffers, write shards.
+and forward on the device -> background thread: copy results back in the store dtype -> writer process:
+fill shard buffers, write shards, append them to the final file (featcache.extract.writer).
 
 Each stage overlaps the next batch's forward: workers prefetch, the copy to the device is a quarter
 of float32's bytes, and the copy back plus disk writes happen off the main thread.
@@ -9,11 +10,8 @@ of float32's bytes, and the copy back plus disk writes happen off the main threa
 
 from __future__ import annotations
 
-import bisect
 import io
 import os
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -88,73 +86,6 @@ def save_atomic(path: Path, **arrays) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-class ShardWriter:
-    """Collects per-image features into shard buffers and hands each full shard to `save`, in one
-    background thread. At most `depth` batches wait, which bounds the memory held for them."""
-
-    def __init__(self, specs: list, save: Callable, store_dtype: str, feature_shapes: dict[str, tuple[int, ...]],
-                 depth: int = 2, pairs=None, pair_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
-        """With `pairs` (a featcache.extract.pairs.PairTable) each shard also collects the question-conditioned
-        states of its block of pairs (`pair_shapes`), saved beside its images."""
-        self.specs = {s.start: s for s in specs}
-        self.starts = sorted(self.specs)
-        self.save, self.store_dtype, self.feature_shapes, self.depth = save, store_dtype, feature_shapes, depth
-        self.pairs, self.pair_shapes = pairs, pair_shapes or {}
-        self.buffers: dict[int, dict] = {}
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="featcache-writer")
-        self.pending: deque[Future] = deque()
-
-    def submit(self, index: list[int], good: list[int], errors: list[str], feats: dict,
-               pair_rows: np.ndarray | None = None) -> None:
-        """Hand over one batch (rows `index` of one shard; feats: device tensors of the good images, and of the
-        pairs `pair_rows` of those images)."""
-        self.pending.append(self.pool.submit(self._store, index, good, errors, feats, pair_rows))
-        while len(self.pending) > self.depth:
-            self.pending.popleft().result()
-
-    def _store(self, index, good, errors, feats, pair_rows) -> None:
-        feats = {k: v.cpu().numpy() for k, v in feats.items()}  # waits for this batch's kernels only
-        spec = self.specs[self.starts[bisect.bisect_right(self.starts, index[0]) - 1]]
-        n = len(spec.keys)
-        buf = self.buffers.get(spec.start) or self._new_buffer(spec)
-        rows = [index[k] - spec.start for k in good]
-        for name, values in feats.items():
-            if name in self.pair_shapes:
-                buf["pairs"][name][pair_rows - buf["pair_start"]] = values
-            else:
-                buf["arrays"][name][rows] = values
-        for i, err in zip(index, errors):
-            buf["errors"][i - spec.start] = err
-        buf["filled"] += len(index)
-        if buf["filled"] == n:
-            if self.pairs is None:
-                self.save(spec, buf["arrays"], buf["errors"])
-            else:
-                self.save(spec, buf["arrays"], buf["errors"], buf["pairs"])
-            del self.buffers[spec.start]
-
-    def _new_buffer(self, spec) -> dict:
-        n = len(spec.keys)
-        buf = {"errors": [""] * n, "filled": 0, "pair_start": 0, "pairs": {}, "arrays": {
-            name: np.zeros((n, *shape), dtype=self.store_dtype) for name, shape in self.feature_shapes.items()}}
-        if self.pairs is not None:  # failed images' pairs stay zero (their questions are marked failed)
-            lo, hi = self.pairs.block(spec.start, spec.stop)
-            buf["pair_start"] = lo
-            buf["pairs"] = {"image_row": self.pairs.image_row[lo:hi], "text": self.pairs.text[lo:hi].tolist(),
-                            **{name: np.zeros((hi - lo, *shape), dtype=self.store_dtype)
-                               for name, shape in self.pair_shapes.items()}}
-        self.buffers[spec.start] = buf
-        return buf
-
-    def close(self) -> None:
-        """Wait for every handed-over batch (so finished shards are on disk), then stop the thread."""
-        try:
-            while self.pending:
-                self.pending.popleft().result()
-        finally:
-            self.pool.shutdown(wait=True)
 
 
 def auto_workers(device: torch.device, cores: int | None = None) -> int:

@@ -24,7 +24,8 @@ import numpy as np
 
 from ..cache import FeatureCache
 from ..cache.answers import benchmark_columns
-from ..cache.parts import merge, no_space, read_manifest, shard_done, write_json_atomic
+from ..cache.merged import merge
+from ..cache.parts import no_space, read_manifest, shard_done, write_json_atomic
 from ..datasets import VQADataset
 from ..errors import CacheFormatError, ExtractError
 from ..models.backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_backbone
@@ -53,6 +54,8 @@ class ExtractReport:
     shards: int = 0
     shards_done_before: int = 0
     """Shards found finished in OUT.parts/ (from an interrupted run, or another --shard-index)."""
+    cuda_graphs: str = ""
+    """With --cuda-graphs: "on", or "off: why" (the run went eagerly)."""
     n_pairs: int = 0
     """Distinct (image, question) pairs with question-conditioned states (--features multimodal)."""
     merged: bool = True
@@ -127,7 +130,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             shard_index: int | None = None, num_shards: int | None = None, engine: str = "local",
             ray_address: str | None = None, gpus_per_worker: float = 1.0, workers_per_node: int | None = None,
             merge_output: bool = True, progress: bool = True, features: str = "unimodal", mm_store: str = "full",
-            mm_prompt: str = DEFAULT_MM_PROMPT, from_vision: str | Path | None = None) -> ExtractReport:
+            mm_prompt: str = DEFAULT_MM_PROMPT, from_vision: str | Path | None = None,
+            cuda_graphs: bool = False, writer: str = "auto") -> ExtractReport:
     """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
 
     batch_size and workers may be "auto" (see featcache.extract.pipeline); `compile` runs the ViT through
@@ -137,7 +141,11 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     `open_cache` reads it in place. engine="ray" spreads the shards over Ray actors (featcache.extract.engines.ray).
     features="multimodal" also stores the Q-Former's query states with each question read beside the queries
     (featcache.extract.pairs), `mm_store` "full" (32 x 768 per pair) or "pooled" (their mean); `from_vision`
-    takes the ViT states from a --store-vision cache of the same model instead of running the ViT."""
+    takes the ViT states from a --store-vision cache of the same model instead of running the ViT. `cuda_graphs`
+    replays the image forward as a CUDA graph (featcache.models.graphs; eager where capture fails, recorded in
+    the attribute `cuda_graphs`). `writer` "process" writes shards and the final file in a forked process (the
+    default on a GPU, where the feeding thread needs the GIL), "thread" in a thread of this one (the default on a
+    CPU, where the forward needs every core; featcache.extract.writer)."""
     started = time.perf_counter()
     out = Path(out)
     _check_writable(out)
@@ -171,6 +179,11 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         preprocessor = copy.copy(backbone.preprocessor)  # made on a copy: the caller's backbone stays as it was
         preprocessor.jpeg_draft = jpeg_draft
         backbone = replace(backbone, preprocessor=preprocessor)
+    if writer not in ("auto", "process", "thread"):
+        raise ExtractError(f"--writer must be auto, process or thread, got {writer!r}")
+    if cuda_graphs and (compile or from_vision or engine != "local"):
+        raise ExtractError("--cuda-graphs captures the local image forward: it does not combine with --compile, "
+                           "--from-vision or --engine ray; choose one")
     if multimodal and not backbone.has_multimodal:
         raise ExtractError(f"--features multimodal needs a Q-Former that can read the question: {backbone.model_id} "
                            f"({backbone.model_class}) has no Q-Former text path (the generative BLIP-2 checkpoints "
@@ -210,7 +223,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
     try:
         engine_options = dict(engine=engine, model=model, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
                               workers_per_node=workers_per_node, merge_output=merge_output,
-                              mm=(mm_store, mm_prompt) if multimodal else None, vision_source=vision_source)
+                              mm=(mm_store, mm_prompt) if multimodal else None, vision_source=vision_source,
+                              cuda_graphs=cuda_graphs, writer=writer)
         return _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype,
                                compression, shard_size, text_batch_size, skip_bad, store_vision, shard_index,
                                num_shards, progress, started, **engine_options)
@@ -221,7 +235,7 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
 def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype, compression,
                     shard_size, text_batch_size, skip_bad, store_vision, shard_index, num_shards, progress,
                     started, engine, model, ray_address, gpus_per_worker, workers_per_node,
-                    merge_output, mm, vision_source) -> ExtractReport:
+                    merge_output, mm, vision_source, cuda_graphs, writer) -> ExtractReport:
     state_file = parts / "run.json"
     resumed = state_file.exists()
     if resumed:
@@ -305,6 +319,10 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
 
     attrs = {k: v for k, v in run.items() if k not in ("store_dtype", "compression")}
     attrs.update(n_texts=len(texts))
+    if batch_size == "auto":
+        batch_size = auto_batch_size(backbone, store_vision)
+    if cuda_graphs:  # the image forward as one graph launch per batch, or eagerly where capture fails
+        attrs["cuda_graphs"] = backbone.use_cuda_graphs(batch_size, store_vision)
     write_json_atomic(parts / "manifest.json", {
         "attrs": attrs, "store_dtype": store_dtype, "n_images": len(keys), "n_questions": n_q,
         "texts_file": texts_file, "bytes_per_image": bytes_per_image, "model_fingerprint": run["model_fingerprint"],
@@ -323,29 +341,34 @@ def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, worker
         pair_bytes * (todo_pairs + (pairs.n_pairs if merging and pairs is not None else 0))
     if shutil.disk_usage(parts).free < needed:
         raise no_space(parts, needed)
-    if batch_size == "auto":
-        batch_size = auto_batch_size(backbone, store_vision)
     done = sum(len(s.keys) for s in mine) - sum(len(s.keys) for s in todo)
     job = ShardJob(dataset, keys, parts, attrs, batch_size, workers, store_dtype, store_vision, skip_bad, pairs,
                    mm[0] if mm else "full", vision_source)
     waits: dict[str, float] = {}
+    streamed: dict = {}
     if engine == "ray":
         from .engines.ray import run_ray
 
         computed = run_ray(job, todo, model, backbone, ray_address, gpus_per_worker, workers_per_node, progress,
                            done, done + sum(len(s.keys) for s in todo))
-    else:
-        computed = run_shards(job, todo, backbone, progress, done, done + sum(len(s.keys) for s in todo), waits)
+    else:  # a merging run appends each shard to the final file as it finishes (featcache.extract.writer)
+        computed = run_shards(job, todo, backbone, progress, done, done + sum(len(s.keys) for s in todo), waits,
+                              merge_into=(out, compression) if merging else None, merged=streamed,
+                              writer_process=None if writer == "auto" else writer == "process")
     imaged = time.perf_counter()
     stages = {"prepare": round(prepared - started, 3), "images": round(imaged - prepared, 3),
               **{f"images_{k}": round(v, 3) for k, v in waits.items()}}
     report = dict(n_texts=len(texts), truncated_questions=sum(q.text in cut for q in qs),
                   truncated_examples=sorted(cut)[:3], shards=len(mine), shards_done_before=len(mine) - len(todo),
-                  stage_seconds=stages, n_pairs=pairs.n_pairs if pairs is not None else 0)
+                  stage_seconds=stages, n_pairs=pairs.n_pairs if pairs is not None else 0,
+                  cuda_graphs=attrs.get("cuda_graphs", ""))
     if shard_index is not None or not merge_output:
         return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,
                              resumed=resumed, merged=False, **report)
-    failed_images, failed_questions = merge(parts, out, compression)
+    if streamed.get("failed") is not None and out.exists():  # the final file was written with the shards
+        failed_images, failed_questions = streamed["failed"]
+    else:
+        failed_images, failed_questions = merge(parts, out, compression)
     shutil.rmtree(parts)
     stages["merge"] = round(time.perf_counter() - imaged, 3)
     return ExtractReport(out, len(keys), n_q, images_computed=computed, seconds=time.perf_counter() - started,

@@ -48,10 +48,16 @@ class Backbone:
     _table: torch.Tensor | None = field(default=None, repr=False)
     _pad_to: int = field(default=0, repr=False)
     """With a compiled ViT: every batch is padded to this size, so one compiled graph serves them all."""
+    graphs: object | None = field(default=None, repr=False)
+    """The image forward captured as a CUDA graph (featcache.models.graphs), when extraction asked for it."""
     family: str = "blip2"
     """blip2 (Blip2ForImageTextRetrieval's parts) or instructblip (the instruction-aware Q-Former)."""
     mm_tokenizer: object | None = None
     """The Q-Former's tokenizer for question-conditioned features (BLIP-2's text path, InstructBLIP's own)."""
+
+    def __post_init__(self) -> None:
+        if self.mm_tokenizer is None and self.family == "blip2":  # BLIP-2's Q-Former reads text with its own
+            self.mm_tokenizer = self.tokenizer
 
     @property
     def has_text(self) -> bool:
@@ -177,6 +183,25 @@ class Backbone:
                                device=self.device)
         return torch.cat(out)
 
+    def use_cuda_graphs(self, batch_size: int, keep_vision: bool) -> str:
+        """Capture the image forward as a CUDA graph for this batch size; "on", or "off: why" (runs eagerly)."""
+        from .graphs import capture
+
+        self.graphs, state = capture(self, batch_size, keep_vision)
+        return state
+
+    def image_forward(self, pixels: torch.Tensor, keep_vision: bool = False) -> dict[str, torch.Tensor]:
+        """uint8 or float pixels on the device -> query, query_proj (if present) and, with keep_vision, the ViT
+        states, float32: the part of encode_images a CUDA graph can hold (fixed shapes, no host work)."""
+        image_embeds = self.vision_states(pixels)
+        query = self.queries(image_embeds)
+        out = {"query": query.float()}
+        if self.model.vision_projection is not None:
+            out["query_proj"] = self.project_queries(query).float()
+        if keep_vision:
+            out["vision"] = image_embeds.float()
+        return out
+
     @torch.inference_mode()
     def encode_images(self, pixel_values: torch.Tensor | np.ndarray, keep_vision: bool = False,
                       to_numpy: bool = True, pairs: tuple | None = None) -> dict:
@@ -184,6 +209,15 @@ class Backbone:
         query_proj (B, 32, 256); with keep_vision also the ViT states (`vision`); with pairs = (owner, texts,
         store) the question-conditioned states `mm_query` or `mm_pooled` from the same ViT states. With
         to_numpy=False the float32 tensors stay on the device (for an asynchronous copy back)."""
+        pixels = torch.as_tensor(pixel_values)
+        if self.graphs is not None and pixels.dtype == torch.uint8 and pixels.shape[0] <= self.graphs.batch_size:
+            names = ("query", "query_proj") + (("vision",) if keep_vision else ())
+            out, vision = self.graphs(pixels.to(self.device, non_blocking=True), names)
+            if pairs is not None:  # before the next replay overwrites the graph's ViT states
+                owner, texts, store = pairs
+                out["mm_pooled" if store == "pooled" else "mm_query"] = self.pair_features(
+                    vision.to(self.compute_dtype), owner, texts, store)
+            return {k: v.cpu().numpy() for k, v in out.items()} if to_numpy else out
         return self._features(self.vision_states(pixel_values), keep_vision, to_numpy, pairs)
 
     @torch.inference_mode()

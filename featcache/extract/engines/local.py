@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ...cache.parts import ShardSpec, shard_done, write_shard
+from ...cache.parts import ShardSpec, shard_done
 from ...errors import ExtractError
-from ..pipeline import DecodedImages, ShardWriter, StoredVision, collate
+from ..pipeline import DecodedImages, StoredVision, collate
+from ..writer import ShardWriter
 
 
 @dataclass
@@ -35,12 +36,16 @@ class ShardJob:
 
 
 def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = False, done: int = 0,
-               total: int | None = None, waits: dict[str, float] | None = None) -> int:
+               total: int | None = None, waits: dict[str, float] | None = None,
+               merge_into: tuple[Path, str | None] | None = None, merged: dict | None = None,
+               writer_process: bool | None = None) -> int:
     """Decode -> forward -> write every shard of `todo`; returns the number of images encoded.
 
     `waits`, if given, receives the seconds the feeding thread spent blocked on decoded batches
     ("decode_wait": the decode workers are the bottleneck) and on the copy-back/write thread
-    ("writer_wait": the device or the disk is)."""
+    ("writer_wait": the device or the disk is). With `merge_into` (out, compression) every shard also goes
+    into the final file as it finishes (featcache.extract.writer), and `merged["failed"]` receives (failed
+    image keys, failed question rows) once the file is in place."""
     dataset, keys, parts, attrs = job.dataset, job.keys, job.parts, job.attrs
     batch_size, workers, store_dtype, store_vision = job.batch_size, job.workers, job.store_dtype, job.store_vision
     total = total if total is not None else sum(len(s.keys) for s in todo)
@@ -52,18 +57,14 @@ def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = 
         loader = torch.utils.data.DataLoader(
             DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
             collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
-    bar = tqdm(total=total, initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
-
-    def save(spec, arrays, errors, pairs=None):
-        write_shard(parts, spec, attrs, arrays, errors, store_dtype, pairs)
-
     pairs = job.pairs
     pair_shapes = {} if pairs is None else {
         "mm_pooled": (backbone.dims["query"],)} if job.mm_store == "pooled" else {
         "mm_query": (backbone.dims["query_tokens"], backbone.dims["query"])}
-    writer = ShardWriter(todo, save, store_dtype, backbone.image_feature_shapes(store_vision), pairs=pairs,
-                         pair_shapes=pair_shapes)
+    writer = ShardWriter(todo, parts, attrs, store_dtype, backbone.image_feature_shapes(store_vision), pairs=pairs,
+                         pair_shapes=pair_shapes, merge_into=merge_into, process=writer_process, on_gpu=cuda)
     encode = backbone.encode_vision if job.vision_source else backbone.encode_images
+    bar = tqdm(total=total, initial=done, unit="img", desc="images", disable=not progress, dynamic_ncols=True)
     computed = 0
     waits = waits if waits is not None else {}
     waits.update(decode_wait=0.0, writer_wait=0.0)
@@ -91,14 +92,18 @@ def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = 
             waits["writer_wait"] += time.perf_counter() - t
             computed += len(good)
             bar.update(len(index))
-        writer.close()
+        bar.close()
+        failed = writer.close(finish=True)
+        if merged is not None:
+            merged["failed"] = failed
     except KeyboardInterrupt:
-        writer.close()
+        writer.close(finish=False)
         saved = sum(shard_done(parts, s) for s in todo)
         raise ExtractError(f"interrupted: {saved} more shards are saved in {parts}; run the same command again "
                            f"to continue") from None
     except BaseException:
-        writer.close()  # keep the shards that were finished before the error
+        if not writer.closed:
+            writer.close(finish=False)  # keep the shards that were finished before the error
         raise
     finally:
         bar.close()

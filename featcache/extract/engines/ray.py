@@ -48,7 +48,7 @@ class ShardWorker:
         return self.backbone.provenance()
 
     def run(self, spec) -> int:
-        return run_shards(self.job, [spec], self.backbone)
+        return run_shards(self.job, [spec], self.backbone, writer_process=False)  # an actor writes in a thread
 
 
 def _plan_actors(ray, gpus_per_worker: float, workers_per_node: int | None, n_shards: int) -> tuple[int, dict, int]:

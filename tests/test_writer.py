@@ -1,0 +1,128 @@
+"""The writer process: shards and the final file written off the feeding process, as they finish. The file it
+streams equals a merge after the fact and the in-thread writer's; its failures and its parent's death lose
+nothing committed; --cuda-graphs falls back to eager (and says so) where it cannot capture."""
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from featcache import open_cache
+from featcache.errors import ExtractError
+from featcache.extract import extract, merge_parts
+from featcache.models.backbone import load_backbone
+from test_extract import assert_same_file, read_all, saved_images
+
+FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
+
+
+def test_streamed_file_equals_a_merge_after_the_fact_and_the_thread_writer(small_dataset, backbone, tmp_path,
+                                                                        monkeypatch):
+    extract(small_dataset, tmp_path / "streamed.h5", model=backbone, writer="process", **FAST)
+    extract(small_dataset, tmp_path / "later.h5", model=backbone, merge_output=False, **FAST)
+    merge_parts(str(tmp_path / "later.h5") + ".parts")
+    assert_same_file(tmp_path / "streamed.h5", tmp_path / "later.h5")
+    extract(small_dataset, tmp_path / "thread.h5", model=backbone, writer="thread", **FAST)
+    assert_same_file(tmp_path / "streamed.h5", tmp_path / "thread.h5")
+    import featcache.extract.writer as writer
+
+    monkeypatch.setattr(writer.mp, "get_all_start_methods", lambda: ["spawn"])  # no fork: a thread, whatever asked
+    extract(small_dataset, tmp_path / "nofork.h5", model=backbone, writer="process", **FAST)
+    assert_same_file(tmp_path / "streamed.h5", tmp_path / "nofork.h5")
+    with open_cache(tmp_path / "streamed.h5") as cache:
+        assert cache.n_images == len(small_dataset.images())
+
+
+def test_a_resumed_run_streams_the_new_shards_and_copies_the_old(small_dataset, backbone, tmp_path):
+    out = tmp_path / "c.h5"
+    half = small_dataset.limit(len(small_dataset.questions) // 2)
+    extract(half, out, model=backbone, merge_output=False, **FAST)  # some shards finished, kept as parts
+    report = extract(small_dataset, out, model=backbone, writer="process", **FAST)
+    assert report.shards_done_before > 0 and not Path(str(out) + ".parts").exists()
+    extract(small_dataset, tmp_path / "straight.h5", model=backbone, **FAST)
+    assert_same_file(out, tmp_path / "straight.h5")
+
+
+def test_a_write_failure_in_the_writer_process_is_named_and_keeps_the_shards(small_dataset, backbone, tmp_path,
+                                                                              monkeypatch):
+    import featcache.cache.parts as parts
+
+    real, calls = parts.sha256_file, []
+
+    def full_after_two(path):  # runs in the writer process: the fork carries the patch
+        calls.append(path)
+        if len(calls) >= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path)
+
+    monkeypatch.setattr(parts, "sha256_file", full_after_two)
+    out = tmp_path / "c.h5"
+    with pytest.raises(ExtractError, match="no space left in"):
+        extract(small_dataset, out, model=backbone, writer="process", **FAST)
+    monkeypatch.undo()
+    kept = saved_images(Path(str(out) + ".parts"))
+    assert kept >= 2 and not out.exists() and not out.with_name("c.h5.tmp").exists()
+    assert not (tmp_path / "c.h5.parts" / "final.h5.tmp").exists()
+    report = extract(small_dataset, out, model=backbone, **FAST)
+    assert report.images_computed == len(small_dataset.images()) - kept
+
+
+def test_the_writer_process_ends_with_its_parent(small_dataset, tiny_itm, tmp_path):
+    import pickle
+
+    pickle.dump(small_dataset, open(tmp_path / "ds.pkl", "wb"))
+    script = tmp_path / "kill.py"
+    script.write_text(textwrap.dedent("""
+        import os, pickle, signal, sys
+        from featcache.models.backbone import load_backbone
+        from featcache.extract import extract
+        ds = pickle.load(open(sys.argv[1], "rb"))
+        bb = load_backbone(sys.argv[2], device="cpu")
+        calls, encode = [0], bb.encode_images
+        def dying(px, **kw):
+            calls[0] += 1
+            if calls[0] == 4:
+                import multiprocessing
+                print("writer", multiprocessing.active_children()[0].pid, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            return encode(px, **kw)
+        bb.encode_images = dying
+        extract(ds, sys.argv[3], model=bb, batch_size=2, shard_size=2, workers=0, progress=False, writer="process")
+    """))
+    out = tmp_path / "c.h5"
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ds.pkl"), str(tiny_itm), str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    child = int(proc.stdout.split("writer")[1].split()[0])
+    for _ in range(100):  # it sees its pipe close, drops the unfinished final file and exits
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the writer process outlived its parent")
+    assert not out.exists() and not (tmp_path / "c.h5.parts" / "final.h5.tmp").exists()
+    assert saved_images(Path(str(out) + ".parts")) >= 2  # what was committed stays
+
+
+def test_cuda_graphs_fall_back_to_eager_and_say_so(small_dataset, tiny_itm, tmp_path):
+    report = extract(small_dataset, tmp_path / "g.h5", model=load_backbone(str(tiny_itm), device="cpu"),
+                     cuda_graphs=True, **FAST)
+    assert report.cuda_graphs == "off: cpu is not a CUDA device"
+    extract(small_dataset, tmp_path / "e.h5", model=load_backbone(str(tiny_itm), device="cpu"), **FAST)
+    a, attrs = read_all(tmp_path / "g.h5")
+    b, _ = read_all(tmp_path / "e.h5")
+    assert attrs["cuda_graphs"] == report.cuda_graphs
+    for name in ("images/query", "images/query_proj", "questions/text_proj"):
+        assert (a[name] == b[name]).all(), name
+    with pytest.raises(ExtractError, match="does not combine"):
+        extract(small_dataset, tmp_path / "x.h5", model=str(tiny_itm), device="cpu", cuda_graphs=True, compile=True,
+                **FAST)
