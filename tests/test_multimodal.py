@@ -258,6 +258,15 @@ def test_instructblip_cli_zero_shot_is_labelled_random(easy, tmp_path, monkeypat
     assert r.exit_code == 0, r.output
     assert "RANDOM" in r.output
     assert "RANDOM" in (tmp_path / "zs" / "report.md").read_text()
+    small = load_dataset("easy-vqa", limit=12)
+    manifest = tmp_path / "small.csv"
+    manifest.write_text("image,question,answer,split\n" + "".join(
+        f"{small.image_paths[q.image]},{q.text},{q.answer},test\n" for q in small.questions))
+    r = runner.invoke(main, ["zeroshot", "--dataset", str(manifest), "--model",
+                             "tiny-random-instructblip-llama", "--method", "generate", "--split", "test",
+                             "--device", "cpu", "--out", str(tmp_path / "zs-gen")])  # extracts conditioned first
+    assert r.exit_code == 0, r.output
+    assert "Question: {} Answer:" in r.output
 
 
 def test_bad_input_is_named(easy, tiny_itm, tiny_itm_other, tiny_opt, instructblip, mm_cache, tmp_path):

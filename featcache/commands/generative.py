@@ -77,7 +77,18 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
         if not cache:
             cache = save_cache or str(Path(tmp) / "cache.h5")
             click.echo(f"extracting {dataset} with {base_model_of(model)} into {cache} first")
-            run(extract, ds, cache, model=base_model_of(model), device=device, store_vision=method == "itm")
+            conditioned = {}
+            from featcache.models.instructblip import is_instructblip
+            from featcache.models.names import resolve_model
+
+            if is_instructblip(resolve_model(base_model_of(model))):  # its Q-Former reads the prompt it answers
+                from featcache.generative.presets import preset as published  # with
+                from featcache.generative.rank import PAPER_PROMPT
+
+                conditioned = dict(features="multimodal",
+                                   mm_prompt=prompt or (published(preset)["prompt"] if preset else PAPER_PROMPT))
+            run(extract, ds, cache, model=base_model_of(model), device=device, store_vision=method == "itm",
+                **conditioned)
         result = run(zeroshot, cache, model, method=method, split=split, prompt=prompt, length_norm=length_norm,
                      max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device,
                      limit=limit, dataset=ds, num_beams=num_beams, length_penalty=length_penalty,
