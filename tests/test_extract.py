@@ -147,16 +147,26 @@ extract(ds, sys.argv[3], model=bb, batch_size=2, shard_size=2, workers=0, progre
 """
 
 
-def test_resume_after_kill_gives_identical_file(small_dataset, tiny_itm, tmp_path):
+def killed_extract(tmp_path, dataset, model, out, kill_at: int = 4, options: str = "batch_size=2, shard_size=2",
+                   before_kill: str = "") -> subprocess.CompletedProcess:
+    """`extract` in a child process that SIGKILLs itself at its `kill_at`-th encoded batch (after running
+    `before_kill`): the most abrupt interruption there is, no cleanup runs."""
     import pickle
 
-    pickle.dump(small_dataset, open(tmp_path / "ds.pkl", "wb"))
+    pickle.dump(dataset, open(tmp_path / "ds.pkl", "wb"))
     script = tmp_path / "kill.py"
-    script.write_text(textwrap.dedent(KILL_SCRIPT))
-    out = tmp_path / "resumed.h5"
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ds.pkl"), str(tiny_itm), str(out)],
+    script.write_text(textwrap.dedent(KILL_SCRIPT).replace("calls[0] == 4", f"calls[0] == {kill_at}")
+                      .replace("batch_size=2, shard_size=2", options)
+                      .replace("        os.kill(", f"        {before_kill or 'pass'}\n        os.kill("))
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ds.pkl"), str(model), str(out)],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+    return proc
+
+
+def test_resume_after_kill_gives_identical_file(small_dataset, tiny_itm, tmp_path):
+    out = tmp_path / "resumed.h5"
+    killed_extract(tmp_path, small_dataset, tiny_itm, out)
     parts = Path(str(out) + ".parts")
     saved = saved_images(parts)
     assert saved >= 2 and not out.exists()  # finished shards were committed, then death

@@ -4,11 +4,6 @@ image (also when the states come from a --store-vision cache), a killed run resu
 sweeps read the new views, and InstructBLIP ranks and generates from the cache as the uncached model does."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +17,7 @@ from featcache.datasets import Question, VQADataset, load_dataset
 from featcache.errors import CacheFormatError, ExtractError, FeatcacheError
 from featcache.extract import extract
 from featcache.models.backbone import load_backbone
-from test_extract import assert_same_file, saved_images
+from test_extract import assert_same_file, killed_extract, saved_images
 
 TEXTS = ["what color is the shape?", "is there a circle?", "what shape is in the image?", "how many shapes?"]
 
@@ -101,29 +96,9 @@ def test_the_vit_runs_once_per_image_and_from_vision_never(easy, tiny_itm, mm_ca
 
 
 def test_resume_after_kill_gives_the_uninterrupted_file(easy, tiny_itm, tmp_path):
-    import pickle
-
-    pickle.dump(easy, open(tmp_path / "ds.pkl", "wb"))
-    script = tmp_path / "kill.py"
-    script.write_text(textwrap.dedent("""
-        import os, pickle, signal, sys
-        from featcache.models.backbone import load_backbone
-        from featcache.extract import extract
-        ds = pickle.load(open(sys.argv[1], "rb"))
-        bb = load_backbone(sys.argv[2], device="cpu")
-        calls, encode = [0], bb.encode_images
-        def dying(px, **kw):
-            calls[0] += 1
-            if calls[0] == 5:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return encode(px, **kw)
-        bb.encode_images = dying
-        extract(ds, sys.argv[3], model=bb, batch_size=4, shard_size=8, workers=0, progress=False, features="multimodal")
-    """))
     out = tmp_path / "resumed.h5"
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ds.pkl"), str(tiny_itm), str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    killed_extract(tmp_path, easy, tiny_itm, out, kill_at=5,
+                   options='batch_size=4, shard_size=8, features="multimodal"')
     assert saved_images(Path(str(out) + ".parts")) >= 1 and not out.exists()  # finished shards kept, then death
     bb = load_backbone(str(tiny_itm), device="cpu")
     report = extract(easy, out, model=bb, batch_size=4, shard_size=8, workers=0, progress=False, features="multimodal")

@@ -5,9 +5,6 @@ nothing committed; --cuda-graphs falls back to eager (and says so) where it cann
 import errno
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from featcache import open_cache
 from featcache.errors import ExtractError
 from featcache.extract import extract, merge_parts
 from featcache.models.backbone import load_backbone
-from test_extract import assert_same_file, read_all, saved_images
+from test_extract import assert_same_file, killed_extract, read_all, saved_images
 
 FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
 
@@ -74,31 +71,10 @@ def test_a_write_failure_in_the_writer_process_is_named_and_keeps_the_shards(sma
 
 
 def test_the_writer_process_ends_with_its_parent(small_dataset, tiny_itm, tmp_path):
-    import pickle
-
-    pickle.dump(small_dataset, open(tmp_path / "ds.pkl", "wb"))
-    script = tmp_path / "kill.py"
-    script.write_text(textwrap.dedent("""
-        import os, pickle, signal, sys
-        from featcache.models.backbone import load_backbone
-        from featcache.extract import extract
-        ds = pickle.load(open(sys.argv[1], "rb"))
-        bb = load_backbone(sys.argv[2], device="cpu")
-        calls, encode = [0], bb.encode_images
-        def dying(px, **kw):
-            calls[0] += 1
-            if calls[0] == 4:
-                import multiprocessing
-                print("writer", multiprocessing.active_children()[0].pid, flush=True)
-                os.kill(os.getpid(), signal.SIGKILL)
-            return encode(px, **kw)
-        bb.encode_images = dying
-        extract(ds, sys.argv[3], model=bb, batch_size=2, shard_size=2, workers=0, progress=False, writer="process")
-    """))
     out = tmp_path / "c.h5"
-    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "ds.pkl"), str(tiny_itm), str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
-    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    proc = killed_extract(tmp_path, small_dataset, tiny_itm, out, options='batch_size=2, shard_size=2, writer="process"',
+                          before_kill='import multiprocessing; print("writer", multiprocessing.active_children()[0].pid, '
+                                      'flush=True)')
     child = int(proc.stdout.split("writer")[1].split()[0])
     for _ in range(100):  # it sees its pipe close, drops the unfinished final file and exits
         try:

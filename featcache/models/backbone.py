@@ -193,13 +193,21 @@ class Backbone:
     def image_forward(self, pixels: torch.Tensor, keep_vision: bool = False) -> dict[str, torch.Tensor]:
         """uint8 or float pixels on the device -> query, query_proj (if present) and, with keep_vision, the ViT
         states, float32: the part of encode_images a CUDA graph can hold (fixed shapes, no host work)."""
-        image_embeds = self.vision_states(pixels)
+        return self._image_outputs(self.vision_states(pixels), keep_vision)
+
+    def _image_outputs(self, image_embeds: torch.Tensor, keep_vision: bool) -> dict[str, torch.Tensor]:
         query = self.queries(image_embeds)
         out = {"query": query.float()}
         if self.model.vision_projection is not None:
             out["query_proj"] = self.project_queries(query).float()
         if keep_vision:
             out["vision"] = image_embeds.float()
+        return out
+
+    def _add_pairs(self, out: dict, image_embeds: torch.Tensor, pairs: tuple | None) -> dict:
+        if pairs is not None:
+            owner, texts, store = pairs
+            out["mm_pooled" if store == "pooled" else "mm_query"] = self.pair_features(image_embeds, owner, texts, store)
         return out
 
     @torch.inference_mode()
@@ -213,10 +221,7 @@ class Backbone:
         if self.graphs is not None and pixels.dtype == torch.uint8 and pixels.shape[0] <= self.graphs.batch_size:
             names = ("query", "query_proj") + (("vision",) if keep_vision else ())
             out, vision = self.graphs(pixels.to(self.device, non_blocking=True), names)
-            if pairs is not None:  # before the next replay overwrites the graph's ViT states
-                owner, texts, store = pairs
-                out["mm_pooled" if store == "pooled" else "mm_query"] = self.pair_features(
-                    vision.to(self.compute_dtype), owner, texts, store)
+            out = self._add_pairs(out, vision.to(self.compute_dtype), pairs)  # before the next replay reuses vision
             return {k: v.cpu().numpy() for k, v in out.items()} if to_numpy else out
         return self._features(self.vision_states(pixel_values), keep_vision, to_numpy, pairs)
 
@@ -228,15 +233,7 @@ class Backbone:
         return self._features(image_embeds, keep_vision, to_numpy, pairs)
 
     def _features(self, image_embeds, keep_vision, to_numpy, pairs) -> dict:
-        query = self.queries(image_embeds)
-        out = {"query": query.float()}
-        if self.model.vision_projection is not None:
-            out["query_proj"] = self.project_queries(query).float()
-        if keep_vision:
-            out["vision"] = image_embeds.float()
-        if pairs is not None:
-            owner, texts, store = pairs
-            out["mm_pooled" if store == "pooled" else "mm_query"] = self.pair_features(image_embeds, owner, texts, store)
+        out = self._add_pairs(self._image_outputs(image_embeds, keep_vision), image_embeds, pairs)
         return {k: v.cpu().numpy() for k, v in out.items()} if to_numpy else out
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:

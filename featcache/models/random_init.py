@@ -11,13 +11,23 @@ from .loading import default_compute_dtype, resolve_device, weights_fingerprint
 from .tiny import blip2_config, tiny_vocabulary
 
 
+def _bert_tokenizer():
+    """The tiny WordPiece vocabulary as a BertTokenizer (random models have no tokenizer files of their own)."""
+    import tempfile
+
+    from transformers import BertTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab = Path(tmp) / "vocab.txt"
+        vocab.write_text("\n".join(tiny_vocabulary()) + "\n")
+        return BertTokenizer(str(vocab), do_lower_case=True)
+
+
 def random_backbone(size: str = "real", device: str = "cpu", dtype: str | None = None, seed: int = 0):
     """An in-memory Backbone with random weights (for benchmarks): `real` has blip2-itm-vit-g's
     dimensions, so its speed and memory are the real model's; its outputs mean nothing."""
-    import tempfile
-
     import torch
-    from transformers import BertTokenizer, Blip2ForImageTextRetrieval, BlipImageProcessorPil
+    from transformers import Blip2ForImageTextRetrieval, BlipImageProcessorPil
 
     dev = resolve_device(device)
     compute = getattr(torch, dtype) if dtype else default_compute_dtype(dev)
@@ -32,10 +42,7 @@ def random_backbone(size: str = "real", device: str = "cpu", dtype: str | None =
                 module.to(compute)
     model.to(dev)
     side = config.vision_config.image_size
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab = Path(tmp) / "vocab.txt"
-        vocab.write_text("\n".join(tiny_vocabulary()) + "\n")
-        tokenizer = BertTokenizer(str(vocab), do_lower_case=True)
+    tokenizer = _bert_tokenizer()
     cfg = model.config
     return Backbone(model=model, preprocessor=ImagePreprocessor(BlipImageProcessorPil(size={"height": side, "width": side})),
                     tokenizer=tokenizer, model_id=f"random-init-{size}", model_class="Blip2ForImageTextRetrieval",
@@ -47,10 +54,8 @@ def random_backbone(size: str = "real", device: str = "cpu", dtype: str | None =
 def random_instructblip_backbone(size: str = "real", device: str = "cpu", dtype: str | None = None, seed: int = 0):
     """An in-memory InstructBLIP Backbone (ViT + instruction-aware Q-Former) with random weights: `real` has
     instructblip-flan-t5-xl's vision and Q-Former dimensions (ViT-g 1408x39, Q-Former 768x12). Benchmarks only."""
-    import tempfile
-
     import torch
-    from transformers import BertTokenizer, BlipImageProcessorPil, InstructBlipConfig
+    from transformers import BlipImageProcessorPil, InstructBlipConfig
 
     from .instructblip import ARCHITECTURE, _encoder_class
 
@@ -69,10 +74,7 @@ def random_instructblip_backbone(size: str = "real", device: str = "cpu", dtype:
     model.text_projection = model.vision_projection = model.embeddings = None
     model.to(dev)
     side = config.vision_config.image_size
-    with tempfile.TemporaryDirectory() as tmp:
-        vocab = Path(tmp) / "vocab.txt"
-        vocab.write_text("\n".join(tiny_vocabulary()) + "\n")
-        tokenizer = BertTokenizer(str(vocab), do_lower_case=True)
+    tokenizer = _bert_tokenizer()
     return Backbone(model=model, preprocessor=ImagePreprocessor(BlipImageProcessorPil(size={"height": side, "width": side})),
                     tokenizer=None, model_id=f"random-init-instructblip-{size}", model_class=ARCHITECTURE, revision="",
                     device=dev, compute_dtype=compute, fingerprint=weights_fingerprint(model),
