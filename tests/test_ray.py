@@ -154,3 +154,17 @@ def test_ray_reads_tar_and_parquet_sources_as_the_local_engine(cluster, tiny_itm
         extract(ds, tmp_path / f"{name}-local.h5", model=str(tiny_itm), device="cpu", **FAST)
         extract(ds, tmp_path / f"{name}-ray.h5", model=str(tiny_itm), device="cpu", engine="ray", **FAST)
         assert_same_file(tmp_path / f"{name}-ray.h5", tmp_path / f"{name}-local.h5")
+
+
+def test_ray_and_shard_index_runs_compute_question_conditioned_features_as_the_local_engine(cluster, small_dataset,
+                                                                                            tiny_itm, tmp_path):
+    mm = dict(FAST, features="multimodal", device="cpu", model=str(tiny_itm))
+    extract(small_dataset, tmp_path / "local.h5", **mm)
+    extract(small_dataset, tmp_path / "ray.h5", engine="ray", **mm)
+    assert_same_file(tmp_path / "ray.h5", tmp_path / "local.h5")
+    for i in range(2):
+        extract(small_dataset, tmp_path / "idx.h5", shard_index=i, num_shards=2, **mm)
+    from featcache.extract import merge_parts
+
+    merge_parts(str(tmp_path / "idx.h5.parts"))
+    assert_same_file(tmp_path / "idx.h5", tmp_path / "local.h5")
