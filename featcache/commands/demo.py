@@ -23,7 +23,7 @@ def demo(model, out, limit) -> None:
     echo = lambda m: click.secho(m, fg="red" if "RANDOM" in m else None, bold="RANDOM" in m)  # noqa: E731
     r = run(run_demo, model, out, limit, echo)
     for row in r["rows"]:
-        click.echo(f"  {row['head']:>5} {row['view']:<7} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}")
+        click.echo(f"  {row['head']:>5} {row['view']:<10} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}")
     if r["random_weights"]:
         click.secho("RANDOM WEIGHTS: the figures above test the pipeline; as accuracy they mean nothing.",
                     fg="red", bold=True)

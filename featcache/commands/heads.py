@@ -64,7 +64,7 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
             click.secho(f"warning: {b['warning']}", fg="yellow", err=True)
     for r in result.rows:
         vqa = f"{FIGURE_NAMES[r['benchmark']['metric']]} {r['benchmark']['primary']:.2f}  " if r.get("benchmark") else ""
-        click.echo(f"{r['head']:>5} {r['view']:<7} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+        click.echo(f"{r['head']:>5} {r['view']:<10} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
                    f"fit {r['fit_s']:.1f}s  {r['params']}")
     click.echo(f"report: {files['report']}  best head: {best}")
 
