@@ -273,3 +273,21 @@ def test_bad_input_is_named(easy, tiny_itm, tiny_itm_other, tiny_opt, instructbl
     r = CliRunner().invoke(main, ["extract", "--dataset", "easy-vqa", "--limit", "20", "--out", str(tmp_path / "c.h5"),
                                   "--model", str(tiny_opt), "--features", "multimodal", "--device", "cpu"])
     assert r.exit_code != 0 and "Traceback" not in r.output and "no Q-Former text path" in r.output
+
+
+def test_a_bad_image_fails_its_questions_and_keeps_the_others(easy, tiny_itm, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    paths = dict(easy.image_paths, **{easy.questions[0].image: str(broken)})
+    ds = VQADataset(easy.name, easy.source, easy.questions[:40], paths)
+    bb = load_backbone(str(tiny_itm), device="cpu")
+    with pytest.raises(ExtractError, match="broken.png"):
+        extract(ds, tmp_path / "a.h5", model=bb, features="multimodal", workers=0, progress=False)
+    report = extract(ds, tmp_path / "a.h5", model=bb, features="multimodal", workers=0, progress=False, skip_bad=True)
+    bad = [i for i, q in enumerate(ds.questions) if q.image == easy.questions[0].image]
+    assert report.failed_questions == bad and report.failed_images == [easy.questions[0].image]
+    with open_cache(tmp_path / "a.h5") as cache:
+        X, y = cache.view("mm", None)
+        assert len(y) == len(ds.questions) - len(bad)
+        states = cache.read("pairs", "mm_query")
+        assert not states[cache.array("questions", "pair_row")[bad]].any()  # zeros, never read by a view
