@@ -57,6 +57,7 @@ def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = 
         loader = torch.utils.data.DataLoader(
             DecodedImages(dataset, keys, backbone.preprocessor), batch_sampler=batches, num_workers=workers,
             collate_fn=collate, pin_memory=cuda, prefetch_factor=4 if workers > 0 else None)
+    batches_in = iter(loader)  # decode workers start now: their first batches overlap the writer's start
     pairs = job.pairs
     pair_shapes = {} if pairs is None else {
         "mm_pooled": (backbone.dims["query"],)} if job.mm_store == "pooled" else {
@@ -68,7 +69,6 @@ def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = 
     computed = 0
     waits = waits if waits is not None else {}
     waits.update(decode_wait=0.0, writer_wait=0.0)
-    batches_in = iter(loader)
     try:
         while True:
             t = time.perf_counter()
