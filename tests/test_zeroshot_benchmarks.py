@@ -65,3 +65,27 @@ def test_aokvqa_multiple_choice_ranks_each_questions_choices(tiny_opt_generative
     reported = json.loads((out / "results.json").read_text())["evaluation"]["benchmark"]
     assert reported["multiple_choice"] == official["multiple_choice"]
     assert reported["direct_answer"] == official["direct_answer"]
+
+
+def test_instructblip_on_vqav2_extracts_conditioned_features_and_is_scored_by_the_evaluator(tmp_path):
+    from featcache.models.tiny_instructblip import build_tiny_instructblip
+
+    model = build_tiny_instructblip(tmp_path / "ib", "t5")
+    root = write_vqav2(tmp_path / "VQA", n_images=(3, 6, 0))
+    runner = CliRunner()
+    out = tmp_path / "zs"
+    r = runner.invoke(main, ["zeroshot", "--dataset", "vqav2", "--root", str(root), "--model", str(model),
+                             "--preset", "blip2", "--split", "val", "--device", "cpu", "--save-cache",
+                             str(tmp_path / "c.h5"), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    from featcache import open_cache
+
+    with open_cache(tmp_path / "c.h5") as cache:  # the Q-Former read the prompt the language model answers
+        assert cache.attrs["features"] == "multimodal" and cache.attrs["mm_prompt"] == "Question: {} Short answer:"
+    submitted = json.loads((out / "submission.json").read_text())
+    assert len(submitted) == 12
+    r = runner.invoke(main, ["score", "vqa", str(out / "submission.json"), "--out", str(tmp_path / "s.json"),
+                             "--annotations", str(root / "Annotations" / "v2_mscoco_val2014_annotations.json")])
+    assert r.exit_code == 0, r.output
+    official = json.loads((tmp_path / "s.json").read_text())["accuracy"]
+    assert json.loads((out / "results.json").read_text())["evaluation"]["benchmark"]["overall"] == official["overall"]
