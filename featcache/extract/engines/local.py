@@ -97,14 +97,23 @@ def run_shards(job: ShardJob, todo: list[ShardSpec], backbone, progress: bool = 
         if merged is not None:
             merged["failed"] = failed
     except KeyboardInterrupt:
-        writer.close(finish=False)
+        _close_quietly(writer)
         saved = sum(shard_done(parts, s) for s in todo)
         raise ExtractError(f"interrupted: {saved} more shards are saved in {parts}; run the same command again "
                            f"to continue") from None
     except BaseException:
         if not writer.closed:
-            writer.close(finish=False)  # keep the shards that were finished before the error
+            _close_quietly(writer)  # keep the shards that were finished before the error
         raise
     finally:
         bar.close()
     return computed
+
+
+def _close_quietly(writer) -> None:
+    """Stop the writer after an error, keeping the shards it committed; the first error is the one reported (a
+    writer that already failed would otherwise replace it with its own consequence)."""
+    try:
+        writer.close(finish=False)
+    except Exception:  # noqa: BLE001
+        pass
