@@ -24,63 +24,35 @@ def peak_gpu_gib(device) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2) if str(device).startswith("cuda") else None
 
 
-def random_lm(lm: str, size: str, device: str, dtype: str = "float32", real_vision: bool = False) -> GenerativeLM:
-    """`random_opt`, or the same with Flan-T5 (`lm="t5"`: blip2-flan-t5-xl's language model at `real`), in
-    `dtype` (bfloat16 on a GPU, as users run it)."""
-    if lm == "opt":
-        made = random_opt(size, device, real_vision)
-    else:
-        from transformers import AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration
-
-        from featcache.models.tiny import blip2_config
-
-        folder = build_tiny_generative(Path(tempfile.mkdtemp()) / "t5", "t5", seed=0)
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-        if size == "tiny":
-            model = Blip2ForConditionalGeneration.from_pretrained(folder)
-        else:
-            config = Blip2Config.from_pretrained(folder)
-            text = config.text_config.to_dict() | FLAN_T5_XL
-            vision = blip2_config("opt", "real").to_dict() if real_vision else config.to_dict()
-            config = Blip2Config(vision_config=vision["vision_config"], qformer_config=vision["qformer_config"],
-                                 text_config=text, num_query_tokens=32)
-            torch.manual_seed(0)
-            with torch.device(device):
-                model = Blip2ForConditionalGeneration(config)
-        made = GenerativeLM(model.eval().requires_grad_(False).to(device), tokenizer, f"random-init-t5-{size}",
-                            torch.device(device), torch.float32)
-    if dtype != "float32":
-        made.model.to(getattr(torch, dtype))
-        made.dtype = getattr(torch, dtype)
-    return made
-
-
 OPT_2_7B = dict(hidden_size=2560, num_hidden_layers=32, ffn_dim=10240, num_attention_heads=32, vocab_size=50272,
                 word_embed_proj_dim=2560, max_position_embeddings=2048)
+SIZES = {"opt": OPT_2_7B, "t5": FLAN_T5_XL}
 
 
-def random_opt(size: str, device: str, real_vision: bool = False) -> GenerativeLM:
-    """`tiny`: the test checkpoint. `real`: OPT-2.7b's language model (random init) behind the tiny vision side,
-    or with `real_vision` behind ViT-g + the Q-Former at blip2's sizes. The tokenizer is the tiny one."""
+def random_lm(lm: str, size: str, device: str, dtype: str = "float32", real_vision: bool = False) -> GenerativeLM:
+    """`tiny`: the test checkpoint (`lm` opt or t5). `real`: blip2-opt-2.7b's or blip2-flan-t5-xl's language model
+    (random init) behind the tiny vision side, or with `real_vision` behind ViT-g + the Q-Former at blip2's sizes;
+    the tokenizer is the tiny one. In `dtype` (bfloat16 on a GPU, as users run it)."""
     from transformers import AutoTokenizer, Blip2Config, Blip2ForConditionalGeneration
 
     from featcache.models.tiny import blip2_config
 
-    folder = build_tiny_generative(Path(tempfile.mkdtemp()) / "opt", "opt", seed=0)
+    folder = build_tiny_generative(Path(tempfile.mkdtemp()) / lm, lm, seed=0)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if size == "tiny":
         model = Blip2ForConditionalGeneration.from_pretrained(folder)
     else:
         config = Blip2Config.from_pretrained(folder)
-        if real_vision:
-            base = blip2_config("opt", "real").to_dict()
-            text = config.text_config.to_dict() | OPT_2_7B
-            config = Blip2Config(vision_config=base["vision_config"], qformer_config=base["qformer_config"],
-                                 text_config=text, num_query_tokens=32)
-        else:
-            config.text_config.update(OPT_2_7B)
+        vision = blip2_config("opt", "real").to_dict() if real_vision else config.to_dict()
+        config = Blip2Config(vision_config=vision["vision_config"], qformer_config=vision["qformer_config"],
+                             text_config=config.text_config.to_dict() | SIZES[lm], num_query_tokens=32,
+                             image_token_index=config.image_token_index)
         torch.manual_seed(0)
         with torch.device(device):  # initialised where it runs: 3.8B random parameters take minutes on a CPU
             model = Blip2ForConditionalGeneration(config)
-    return GenerativeLM(model.eval().requires_grad_(False).to(device), tokenizer, f"random-init-opt-{size}",
+    made = GenerativeLM(model.eval().requires_grad_(False).to(device), tokenizer, f"random-init-{lm}-{size}",
                         torch.device(device), torch.float32)
+    if dtype != "float32":
+        made.model.to(getattr(torch, dtype))
+        made.dtype = getattr(torch, dtype)
+    return made
