@@ -127,3 +127,30 @@ class HeadBase(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def device_of(device: str):
+    """torch device for a head's `device` parameter ("auto": CUDA where torch sees it)."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_minibatch_params(head) -> None:
+    """The values a minibatch fit cannot run with, named (heads/together.py calls this before any work)."""
+    from .precision import PRECISIONS
+
+    checks = [("batch_size", lambda v: isinstance(v, (int, np.integer)) and v >= 1, "a whole number >= 1"),
+              ("max_epochs", lambda v: isinstance(v, (int, np.integer)) and v >= 1, "a whole number >= 1"),
+              ("patience", lambda v: isinstance(v, (int, np.integer)) and v >= 1, "a whole number >= 1"),
+              ("block_images", lambda v: isinstance(v, (int, np.integer)) and v >= 1, "a whole number >= 1"),
+              ("lr", lambda v: isinstance(v, (int, float)) and np.isfinite(v) and v > 0, "a positive number"),
+              ("validation_fraction", lambda v: v is None or (isinstance(v, (int, float)) and 0 <= v < 1),
+               "in [0, 1)"),
+              ("precision", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}")]
+    for name, ok, what in checks:
+        value = getattr(head, name)
+        if not ok(value):
+            raise ValueError(f"{name} must be {what}, got {value!r}")

@@ -66,7 +66,8 @@ def training_set(y, min_count: int | None = None, metric: str = "vqa", vocabular
     if len(vocabulary) < 2:
         raise FeatcacheError(f"only {len(vocabulary)} answer(s) occur at least {min_count} times in the training "
                              f"split; lower the vocabulary threshold (--min-answer-count)")
-    rows = np.flatnonzero(np.isin(labels, vocabulary))
+    known = set(vocabulary)  # (np.isin on 443k strings sorts object arrays: 17 s; a set: 0.1 s)
+    rows = np.flatnonzero(np.fromiter((label in known for label in labels), dtype=bool, count=len(labels)))
     return TrainingSet(rows, labels[rows], vocabulary)
 
 

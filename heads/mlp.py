@@ -7,15 +7,14 @@ on Easy-VQA. The module is `ClassifierNet`, shared with the fine-tuning mode.
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import nn
 
-from ._base import HeadBase
-from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Parts, Standardizer, image_blocks, token_normalize
-from .targets import SoftTargets, resolve_loss, target_loss
+from ._base import HeadBase, check_minibatch_params, device_of
+from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Parts, image_blocks, token_normalize
+from .minibatch import Member, seeded
+from .targets import resolve_loss
 
 
 class ClassifierNet(nn.Module):
@@ -58,37 +57,6 @@ PAPER_OPTIMISATION = dict(normalize="token", standardize=False, lr=1e-4, weight_
 """The reference paper's input normalisation and optimiser (plus our early stopping)."""
 
 
-def _image_grouped_batches(row: np.ndarray, batch_size: int, rng: np.random.Generator, n_images: int,
-                           block: int) -> list[tuple[int, list[np.ndarray]]]:
-    """Shuffled batches of question indices made of whole images (about batch_size questions each),
-    as (first image of the block, its batches) per block of `block` images: blocks in random order,
-    images shuffled within a block, so a streamed fit reads each block once per epoch."""
-    order = np.argsort(row, kind="stable")
-    bounds = np.flatnonzero(np.diff(row[order])) + 1
-    groups = np.split(order, bounds)
-    group_image = row[order][np.r_[0, bounds]] if len(order) else np.zeros(0, dtype=np.int64)
-    n_blocks = max(1, -(-n_images // block))
-    if n_blocks == 1:
-        members = [groups]
-    else:
-        members = [[g for g, i in zip(groups, group_image) if i // block == b] for b in range(n_blocks)]
-    out = []
-    for b in (rng.permutation(n_blocks) if n_blocks > 1 else [0]):
-        block_groups = members[b]
-        rng.shuffle(block_groups)
-        batches, current, size = [], [], 0
-        for g in block_groups:
-            current.append(g)
-            size += len(g)
-            if size >= batch_size:
-                batches.append(np.concatenate(current))
-                current, size = [], 0
-        if current:
-            batches.append(np.concatenate(current))
-        out.append((int(b) * block, batches))
-    return out
-
-
 class MLPHead(HeadBase):
     """Multi-layer perceptron head.
 
@@ -112,6 +80,12 @@ class MLPHead(HeadBase):
     loss : "auto" (bce with soft targets, else ce), "ce", "soft_ce" or "bce" (heads/targets.py). With
         `fit(X, y, soft_targets=...)` (VQA's soft scores) early stopping follows the mean soft score of the
         predicted answer, which on exact VQA soft scores is the VQA accuracy.
+    precision : "auto" (bf16 matrix products where the CPU or GPU does bf16 natively, else fp32), "fp32" or
+        "bf16" (heads/precision.py); weights, optimiser state and losses stay fp32.
+
+    The validation rows are whole images (no validation question shares its image with a training one) on a
+    factorised view, a seeded random fraction of the rows on a plain matrix. Several MLPs (and minibatch logistic
+    regressions) with the same inputs train in one pass with `heads.together.fit_together`.
     """
 
     def __init__(self, hidden_sizes: tuple[int, ...] = (512,), dropout: float = 0.2, batch_norm: bool = True,
@@ -119,7 +93,8 @@ class MLPHead(HeadBase):
                  t_max: int = 500, eta_min: float = 1e-6, normalize: str | None = None, standardize: bool = True,
                  max_epochs: int = 30, batch_size: int = 256, validation_fraction: float = 0.1, patience: int = 4,
                  device: str = "cpu", num_threads: int | None = None, random_state: int | None = 0,
-                 verbose: bool = False, block_images: int = DEFAULT_BLOCK_IMAGES, loss: str = "auto") -> None:
+                 verbose: bool = False, block_images: int = DEFAULT_BLOCK_IMAGES, loss: str = "auto",
+                 precision: str = "auto") -> None:
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
         self.batch_norm = batch_norm
@@ -141,6 +116,7 @@ class MLPHead(HeadBase):
         self.verbose = verbose
         self.block_images = block_images
         self.loss = loss
+        self.precision = precision
 
     @classmethod
     def reference(cls, **overrides) -> "MLPHead":
@@ -195,14 +171,7 @@ class MLPHead(HeadBase):
         return parts
 
     def _device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
-
-    @staticmethod
-    def _to(parts: Parts, dev: torch.device) -> Parts:
-        mv = lambda t: None if t is None else t.to(dev)  # noqa: E731
-        return Parts(parts.map_image(mv).image, mv(parts.row), mv(parts.question), parts.image_tokens)
+        return device_of(self.device)
 
     def _blocks(self, parts: Parts):
         return image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES))
@@ -210,123 +179,39 @@ class MLPHead(HeadBase):
     # -- estimator API ------------------------------------------------------------------------------
     def fit(self, X, y, soft_targets=None) -> "MLPHead":
         """Fit on labels y; with `soft_targets` (one {answer: score} per row) on soft scores (see `loss`)."""
-        X, y_idx = self._validate_fit(X, y)
-        soft = self._soft(soft_targets, y_idx)
-        self.loss_function_ = resolve_loss(self.loss, soft)
+        from .together import fit_together
+
+        return fit_together([self], X, y, soft_targets, progress="mlp" if self.verbose else None)[0]
+
+    # -- what heads/together.py asks of a minibatch head ---------------------------------------------
+    def _check_params(self) -> None:
         if self.normalize not in (None, "token"):
             raise ValueError(f"normalize must be None or 'token', got {self.normalize!r}")
         if self.scheduler not in (None, "cosine"):
             raise ValueError(f"scheduler must be None or 'cosine', got {self.scheduler!r}")
-        from .threads import torch_threads
+        check_minibatch_params(self)
 
-        with torch_threads(self.num_threads):  # None: the idle cores (heads/threads.py)
-            self._fit(X, np.asarray(y_idx), soft)
-        return self
+    def _resolved_loss(self, soft) -> str:
+        return resolve_loss(self.loss, soft)
 
-    def _fit(self, X, y_idx: np.ndarray, soft: SoftTargets | None = None) -> None:
-        seed = 0 if self.random_state is None else self.random_state
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        dev = self._device()
-        parts = self._parts(X)
-        owned = self._owns_image(X)  # a private copy: normalised in place (one copy of the images, not three)
-        self.scaler_ = None
-        if self.normalize == "token":
-            parts = token_normalize(parts, inplace=owned, inplace_question=self._owns_question(X))
-            owned = not parts.streamed
-        if self.standardize:
-            self.scaler_ = Standardizer().fit(parts, self.block_images)
-            parts = self.scaler_.transform(parts, inplace=owned)
+    def _skips_single(self) -> bool:
+        return bool(self.batch_norm)
 
-        n = parts.n
-        n_val = int(round(self.validation_fraction * n)) if self.validation_fraction else 0
-        if n_val >= 1 and n - n_val >= len(self.classes_):
-            perm = rng.permutation(n)
-            val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-        else:
-            val_idx, train_idx = np.array([], dtype=np.int64), np.arange(n)
-        train = parts.subset(torch.from_numpy(train_idx))
-        val = parts.subset(torch.from_numpy(val_idx)) if len(val_idx) else None
-        y_train = torch.from_numpy(y_idx[train_idx]).to(dev)
-        y_val = torch.from_numpy(y_idx[val_idx]).to(dev)
-        self._soft_train = soft.take(train_idx) if soft is not None else None
-        soft_val = soft.take(val_idx) if soft is not None and len(val_idx) else None
-        train, val = self._to(train, dev), (self._to(val, dev) if val is not None else None)
+    def _member(self, widths: tuple[int, int], n_train: int, seed: int, dev: torch.device) -> Member:
+        build = lambda: ClassifierNet(*widths, tuple(self.hidden_sizes), len(self.classes_), self.dropout,  # noqa
+                                      self.batch_norm).to(dev)
+        net, state = seeded(seed, build)
+        return Member(net, self.loss_function_, self.lr, self.weight_decay, l1=self.l1, scheduler=self.scheduler,
+                      t_max=self.t_max, eta_min=self.eta_min, max_epochs=self.max_epochs, patience=self.patience,
+                      weights=net.weight_matrices, rng_state=state, name="mlp")
 
-        self.net_ = ClassifierNet(*parts.widths(), tuple(self.hidden_sizes), len(self.classes_),
-                                  self.dropout, self.batch_norm).to(dev)
-        # fused: one kernel for the whole update; on wide views the step over the first layer's
-        # weights otherwise costs as much as the factorised forward and backward together
-        opt = torch.optim.AdamW(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
-        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.t_max, eta_min=self.eta_min)
-                 if self.scheduler == "cosine" else None)
-        train_row = train.row.cpu().numpy() if train.row is not None else None
-        block = self.block_images
-        best_score, best_state, stale = -1.0, None, 0
-        self.history_ = []
-        for epoch in range(self.max_epochs):
-            self.net_.train()
-            blocks = (_image_grouped_batches(train_row, self.batch_size, rng, len(train.image), block)
-                      if train_row is not None else
-                      [(0, np.array_split(rng.permutation(train.n), max(1, int(np.ceil(train.n / self.batch_size)))))])
-            total = 0.0
-            for start, batches in blocks:
-                images = train.image_block(start, start + block) if train_row is not None else None
-                for b in batches:
-                    if len(b) < 2 and self.batch_norm:
-                        continue  # BatchNorm cannot train on a single row
-                    idx = torch.from_numpy(b).to(dev)
-                    total += self._train_step(train, images, start, idx, y_train, opt, sched) * len(b)
-            score = self._accuracy(val, y_val, soft_val) if val is not None else -total
-            self.history_.append({"epoch": epoch, "train_loss": total / max(1, train.n),
-                                  "val_accuracy": score if val is not None else None})
-            if self.verbose:
-                print(f"epoch {epoch}: loss {total / max(1, train.n):.4f} val acc {score:.4f}")
-            if score > best_score + 1e-6:
-                best_score, best_state, stale = score, copy.deepcopy(self.net_.state_dict()), 0
-            else:
-                stale += 1
-                if val is not None and stale >= self.patience:
-                    break
-        if best_state is not None:
-            self.net_.load_state_dict(best_state)
-        self._soft_train = None
+    def _adopt(self, member: Member, validated: bool) -> None:
+        self.net_ = member.net
+        self.history_ = member.history
         self.n_epochs_ = len(self.history_)
-        self.best_validation_score_ = best_score if val is not None else None
+        self.best_validation_score_ = member.best_score if validated else None
         # predict in float64: a row's answer must not depend on the batch it comes in
         self.net_.eval().requires_grad_(False).to("cpu", torch.float64)
-
-    def _train_step(self, train: Parts, images, start: int, idx: torch.Tensor, y: torch.Tensor, opt, sched) -> float:
-        """One batch: the questions `idx` of `train`, their images taken from the loaded block."""
-        if images is None:
-            batch = train.subset(idx)
-        else:
-            used, inv = torch.unique(train.row[idx] - start, return_inverse=True)
-            q = None if train.question is None else train.question[idx]
-            batch = Parts(images[used], inv, q, train.image_tokens)
-        soft = None if self._soft_train is None else self._soft_train.dense(idx, y.device)
-        loss = target_loss(self.net_(batch), self.loss_function_, y[idx], soft)
-        if self.l1:
-            loss = loss + self.l1 * sum(w.abs().mean() for w in self.net_.weight_matrices())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        return float(loss.detach())
-
-    @torch.no_grad()
-    def _accuracy(self, parts: Parts, y: torch.Tensor, soft: SoftTargets | None = None) -> float:
-        """Validation accuracy; with soft targets, the mean soft score of the predicted answer."""
-        self.net_.eval()
-        total = 0.0
-        for idx, block in self._blocks(parts):
-            pred = self.net_(block).argmax(1)
-            if soft is not None:
-                total += float(soft.score_of(idx, pred.cpu().numpy()).sum())
-            else:
-                total += int((pred == y[torch.from_numpy(idx).to(y.device)]).sum())
-        return total / parts.n
 
     @torch.no_grad()
     def _apply(self, X, fn, width: int) -> np.ndarray:

@@ -99,8 +99,9 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
         recall = "mean per-class recall" if classify else "balanced acc"
         vqa = next((r["benchmark"]["metric"] for r in rows if r.get("benchmark")), None)  # the benchmark's figure
         name = {"vqa": "VQA acc", "gqa": "GQA acc", "aokvqa": "DA acc", "vizwiz": "VizWiz acc"}.get(vqa, "")
-        md += ["## Ranking (hyperparameters chosen on an image-disjoint validation fraction; test used once per row)",
-               "", f"| rank | head | view | params | {'val ' + name if vqa else 'val acc'} | {name + ' | ' if vqa else ''}"
+        md += ["## Ranking", "", "Ranked by the validation score. Every choice (hyperparameters, head, view, and `best/`) is "
+               "made on an image-disjoint validation fraction of the training split; the test split is scored once "
+               "per final model, reported, and never used to choose.", "", f"| rank | head | view | params | {'val ' + name if vqa else 'val acc'} | {name + ' | ' if vqa else ''}"
                f"accuracy | top-5 | macro F1 | {recall} | fit s | predict s |",
                "| --- " * (12 if vqa else 11) + "|"]
         for i, r in enumerate(rows, 1):
@@ -111,6 +112,10 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
             md.append(f"| {i} | {r['head']} | {r['view']} | `{json.dumps(r['params'])}` | {val} "
                       f"| {vqa_cell}{_fmt(r['accuracy'])} | {_fmt(top5) if top5 is not None else '-'} | {_fmt(r['macro_f1'])} "
                       f"| {_fmt(r['balanced_accuracy'])} | {r['fit_s']:.2f} | {r['predict_s']:.3f} |")
+        md.append("")
+    for skipped in (extra or {}).get("skipped", []):
+        md += [f"- **{skipped['head']} on {skipped['view']}** {skipped['reason']}."]
+    if (extra or {}).get("skipped"):
         md.append("")
     md += ["## Per class", "", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
     md += [f"| {c} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |"

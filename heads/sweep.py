@@ -121,6 +121,8 @@ class SweepResult:
     fits_total: int = 0
     benchmark: dict | None = None
     """On a benchmark cache: the answer vocabulary, the training questions it keeps, its coverage."""
+    skipped: list[dict] = field(default_factory=list)
+    """Heads left out, each with its view and the reason (said in the report)."""
 
 
 def fit_checked(head, X, y, soft_targets=None):
@@ -141,6 +143,82 @@ def _fit_candidate(kind, params, X, y, tr, va, labels, threads, refs=None, soft=
     fit_checked(head, X[tr], y[tr], None if soft is None else soft[tr])
     fit_s = time.perf_counter() - t
     return primary_score(evaluate(head, X[va], y[va], labels, None if refs is None else refs.take(va))), fit_s
+
+
+def _trains_together(kind: str, grid: list[dict], X, y) -> bool:
+    """Whether a head's candidates train in one pass (minibatch heads: the MLP always, logistic regression where
+    its solver is minibatch at this size)."""
+    if kind == "mlp":
+        return True
+    if kind != "lr":
+        return False
+    from .linear import LBFGS_MAX_COST, pass_cost
+
+    solvers = {make_head(kind, p).solver for p in grid}
+    if solvers == {"minibatch"}:
+        return True
+    return solvers == {"auto"} and pass_cost(X, len(np.unique(np.asarray(y, dtype=object)))) > LBFGS_MAX_COST
+
+
+def skip_reason(kind: str, grid: list[dict], X, y, n_labels: int) -> str | None:
+    """Why a head is left out of this sweep (said in the report), or None: LightGBM grows one tree per class per
+    round, which VQAv2's 3,129 answers make days of CPU."""
+    if kind != "lgbm":
+        return None
+    from .gbm import LGBM_MAX_WORK, boosting_work
+
+    classes = len(np.unique(np.asarray(y, dtype=object)))
+    work = max(boosting_work(len(y), classes, make_head(kind, p).n_estimators) for p in grid)
+    if work <= LGBM_MAX_WORK:
+        return None
+    return (f"skipped: LightGBM grows one tree per class per round; {len(y):,} rows x {classes:,} classes x "
+            f"its rounds is {work:.1e} row-trees, over the {LGBM_MAX_WORK:.0e} a sweep gives it (hours on a laptop). "
+            f"Fit it on fewer answers, e.g. a cache of the top-K answers, or with `featcache fit --head lgbm`")
+
+
+def _fit_grid_alone(kind, grid, keys, X, y, tr, va, labels, threads, refs, soft, log, bar, n_jobs, lazy, label):
+    """Candidates fitted one by one on the training rows, scored on the validation rows; the best refitted on all
+    of them. Returns (final head, its params, every candidate's validation score, the final fit's seconds)."""
+    from joblib import Parallel, delayed
+
+    todo = [i for i, k in enumerate(keys) if k not in log.done]
+    jobs = (delayed(_fit_candidate)(kind, grid[i], X, y, tr, va, labels, threads, refs, soft) for i in todo)
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads" if lazy else None)
+    for i, (score, fit_s) in zip(todo, parallel(jobs)):
+        log.add(keys[i], {"validation_accuracy": score, "fit_s": fit_s})
+        bar.update(1)
+    scores = [log.done[k]["validation_accuracy"] for k in keys]
+    params = grid[int(np.argmax(scores))]
+    bar.set_postfix_str(f"{label}: final fit on all of train")
+    head = make_head(kind, params)
+    t = time.perf_counter()
+    fit_checked(head, X, y, soft)
+    return head, params, scores, time.perf_counter() - t
+
+
+def _fit_grid_together(kind, grid, keys, X, y, tr, va, labels, threads, refs, soft, log, bar, n_jobs, lazy, label):
+    """Minibatch candidates trained in one pass per group of compatible ones (heads/together.py), on the training
+    rows with early stopping on the validation rows; the best is the final head (as DINOv2's linear evaluation
+    keeps it), so no refit."""
+    from .together import fit_together, group_heads
+
+    heads = [make_head(kind, p) for p in grid]
+    scores, seconds = [0.0] * len(grid), 0.0
+    for group in group_heads(heads):
+        members = [heads[i] for i in group]
+        t = time.perf_counter()
+        try:
+            fit_together(members, X, y, soft, validation_rows=va, progress=f"{label} ({len(members)} at once)")
+        except (ValueError, TypeError) as exc:
+            raise FeatcacheError(f"{type(members[0]).__name__} cannot fit with {members[0].get_params()}: "
+                                 f"{exc}") from None
+        seconds += time.perf_counter() - t
+        for i in group:
+            scores[i] = primary_score(evaluate(heads[i], X[va], y[va], labels, None if refs is None else refs.take(va)))
+            log.add(keys[i], {"validation_accuracy": scores[i], "fit_s": (time.perf_counter() - t) / len(group)})
+            bar.update(1)
+    best_i = int(np.argmax(scores))
+    return heads[best_i], grid[best_i], scores, seconds
 
 
 class _FitLog:
@@ -232,6 +310,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     result.fits_total = sum(len(candidates.get(h, [{}])) + 1 for h in heads) * len(views)
     result.fits_done = len(log.done)
     bar = tqdm(total=result.fits_total, initial=result.fits_done, desc="sweep", unit="fit", disable=not progress)
+    best_validation = -np.inf
     for view in views:
         (X, y), (Xe, ye) = data[view]
         labels = all_labels(y, ye)
@@ -239,32 +318,28 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
         for kind in heads:
             grid_k = candidates.get(kind, [{}])
             bar.set_postfix_str(f"{kind} on {view}")  # a long single fit still says what it is doing
-            keys = [log.key(view, kind, p) for p in grid_k]
-            todo = [i for i, k in enumerate(keys) if k not in log.done]
-            jobs = (delayed(_fit_candidate)(kind, grid_k[i], X, y, tr, va, labels, threads, refs, soft) for i in todo)
-            parallel = Parallel(n_jobs=n_jobs, return_as="generator", prefer="threads" if lazy[view] else None)
-            for i, (score, fit_s) in zip(todo, parallel(jobs)):
-                log.add(keys[i], {"validation_accuracy": score, "fit_s": fit_s})
-                bar.update(1)
-            scores = [log.done[k]["validation_accuracy"] for k in keys]
-            best_i = int(np.argmax(scores))
-            params = grid_k[best_i]
             final_key = log.key(view, kind, "final")
+            keys = [log.key(view, kind, p) for p in grid_k]
+            skip = None if final_key in log.done else skip_reason(kind, grid_k, X, y, len(labels))
+            if skip is not None:
+                result.skipped.append({"head": kind, "view": view, "reason": skip})
+                bar.update(len(grid_k) + 1)
+                continue
             if final_key in log.done:
                 row, metrics = log.done[final_key]["row"], log.done[final_key]["metrics"]
                 trained = TrainedHead.load(state / "heads" / f"{view}-{kind}") if state is not None else None
             else:
-                bar.set_postfix_str(f"{kind} on {view}: final fit on all of train")
-                head = make_head(kind, params)
-                t = time.perf_counter()
-                fit_checked(head, X, y, soft)
-                fit_s = time.perf_counter() - t
-                metrics = evaluate(head, Xe, ye, labels, refs_eval)
+                fit = _fit_grid_together if _trains_together(kind, grid_k, X, y) else _fit_grid_alone
+                head, params, scores, fit_s = fit(kind, grid_k, keys, X, y, tr, va, labels, threads, refs, soft, log,
+                                                  bar, n_jobs, lazy[view], f"{kind} on {view}")
+                best_i = int(np.argmax(scores))
+                metrics = evaluate(head, Xe, ye, labels, refs_eval)  # the test split, once per final model
                 row = {"head": kind, "view": view, "params": {k: list(v) if isinstance(v, tuple) else v
                                                               for k, v in params.items()},
                        "validation_accuracy": scores[best_i], "accuracy": metrics["accuracy"],
                        "macro_f1": metrics["macro_f1"], "balanced_accuracy": metrics["balanced_accuracy"],
-                       "top5_accuracy": metrics["top5_accuracy"], "fit_s": fit_s, "predict_s": metrics["predict_s"], "candidates": len(grid_k)}
+                       "top5_accuracy": metrics["top5_accuracy"], "fit_s": fit_s, "predict_s": metrics["predict_s"],
+                       "candidates": len(grid_k)}
                 if "benchmark" in metrics:
                     row["benchmark"] = {k: v for k, v in metrics["benchmark"].items()
                                         if k not in ("perQuestionType", "accuracyPerSemanticType")}
@@ -274,7 +349,8 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
                 log.add(final_key, {"row": row, "metrics": metrics})
                 bar.update(1)
             result.rows.append(row)
-            if result.best_metrics is None or primary_score(metrics) > primary_score(result.best_metrics):
+            if row["validation_accuracy"] > best_validation:  # chosen on validation only, never on the test split
+                best_validation = row["validation_accuracy"]
                 result.best, result.best_metrics = trained, metrics
     bar.close()
     cache.close()
@@ -282,9 +358,13 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     return result
 
 
-def rank_key(row: dict) -> float:
-    """Best first: by the benchmark's figure on a benchmark, else by accuracy."""
-    return -(row["benchmark"]["primary"] / 100 if row.get("benchmark") else row["accuracy"])
+def rank_key(row: dict) -> tuple:
+    """Best first by the validation score (what every choice is made on); rows without one (zero-shot, which
+    chooses nothing) after them, by their evaluated figure."""
+    val = row.get("validation_accuracy")
+    if val is not None:
+        return (0, -val)
+    return (1, -(row["benchmark"]["primary"] / 100 if row.get("benchmark") else row["accuracy"]))
 
 
 @dataclass
@@ -333,7 +413,8 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     if note == "resumed":
         note = f"resumed ({result.fits_done} of {result.fits_total} fits were already done)"
     rows = sorted(result.rows + list(extra_rows or []), key=rank_key)
-    extra = {"sweep_start": note, **({"benchmark": result.benchmark} if result.benchmark else {})}
+    extra = {"sweep_start": note, "chosen_on": "validation", "skipped": result.skipped,
+             **({"benchmark": result.benchmark} if result.benchmark else {})}
     files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=rows,
                          extra=extra)
     result.best.save(partial / "best")

@@ -43,8 +43,8 @@ def test_sweep_writes_every_file_and_ranks(easy_cache, tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert_png(out / "confusion.png")
     data = json.loads((out / "results.json").read_text())
-    accs = [r["accuracy"] for r in data["ranking"]]
-    assert len(accs) == 4 and accs == sorted(accs, reverse=True)
+    vals = [r["validation_accuracy"] for r in data["ranking"]]  # ranked on validation, never on the test split
+    assert len(vals) == 4 and vals == sorted(vals, reverse=True) and data["chosen_on"] == "validation"
     report = (out / "report.md").read_text()
     assert "macro F1" in report and "command:" in report and "model_fingerprint" in report
     assert "RANDOM WEIGHTS" not in report  # a real (if tiny) folder checkpoint is not labelled random

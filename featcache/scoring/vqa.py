@@ -143,11 +143,33 @@ def soft_scores(answers: Sequence[str | Mapping]) -> dict[str, float]:
     VQA-as-classification (0.3 / 0.6 / 0.9 / 1.0 for 1 / 2 / 3 / 4+ of 10 matching), computed by the metric
     itself so a head's target is exactly what the evaluator rewards. Keys are the answers as the evaluator
     compares them (normalised when the human answers differ)."""
+    if answers and all(isinstance(a, str) for a in answers):
+        return _soft_scores_of_strings(answers)
     raw = [_clean(e["answer"]) for e in _entries(answers)]
     candidates = raw if len(set(raw)) <= 1 else [normalize_answer(a) for a in raw]
     out = {}
     for c in dict.fromkeys(candidates):
         score = question_accuracy(c, answers)
+        if score > 0:
+            out[c] = score
+    return out
+
+
+def _soft_scores_of_strings(answers: Sequence[str]) -> dict[str, float]:
+    """soft_scores for bare answers, with each answer normalised once rather than once per candidate (a VQAv2
+    training set has 443k answer lists): the same candidates, the same sums in the same order."""
+    gts = [_clean(a) for a in answers]
+    differ = len(set(gts)) > 1
+    if differ:
+        gts = [process_digit_article(process_punctuation(a)) for a in gts]
+    out = {}
+    for c in dict.fromkeys(gts):
+        pred = _clean(c)  # question_accuracy(c, answers) cleans (and, where answers differ, normalises) c again
+        if differ:
+            pred = process_digit_article(process_punctuation(pred))
+        k = gts.count(pred)
+        hit, miss = min(1.0, (k - 1) / 3), min(1.0, k / 3)
+        score = sum([hit if a == pred else miss for a in gts]) / len(gts)
         if score > 0:
             out[c] = score
     return out
