@@ -202,7 +202,7 @@ def _fit_grid_together(kind, grid, keys, X, y, tr, va, labels, threads, refs, so
     keeps it), so no refit."""
     from .together import fit_together, group_heads
 
-    heads = [make_head(kind, p) for p in grid]
+    heads = [make_head(kind, p, threads) for p in grid]
     scores, seconds = [0.0] * len(grid), 0.0
     for group in group_heads(heads):
         members = [heads[i] for i in group]
