@@ -1,16 +1,22 @@
-"""Heads at VQAv2's size on a laptop: a synthetic cache with VQAv2 train's shapes (443,757 questions, 82,783 images,
-3,129 answers, 10 human answers per question), written in the real format (references included), then the
-seconds of one epoch and the peak memory of the soft-score (BCE) heads the VQA protocol trains, on `itc` and
-`pooled`, each in its own process (so each peak is its own):
+"""Heads at VQAv2's size on a laptop, against this machine's own limit, measured in one run.
 
-    python benchmarks/vqav2_heads.py [--scale 1.0] [--paper-fraction 0.1] [--threads 2]
+    python benchmarks/vqav2_heads.py [--scale 1.0] [--configs lr:pooled,lr:itc,...] [--cache PATH]
 
-- mlp-compact: MLPHead.compact(loss="bce"), one full epoch;
-- mlp-paper: MLPHead.reference(loss="bce") (the paper's 5012-2056-1024-512), one epoch over `--paper-fraction` of
-  the images' questions, and that time divided by the fraction (stated as an extrapolation);
-- lr: LogisticRegressionHead(loss="bce"), one L-BFGS iteration (full batch: every iteration reads all rows).
-Setup (reading the view, the vocabulary, the soft scores) is timed apart. Targets (the VQA benchmarks issue): a
-compact-MLP epoch on itc in <= 3 minutes and peak memory <= 6 GiB on 2 cores.
+On the structured synthetic VQAv2-train cache of benchmarks/vqav2_synthetic.py (written to a temporary folder, or
+reused from --cache), each configuration runs in its own process (so each peak memory is its own), with the
+project's defaults and the VQA protocol (vocabulary of answers seen >= 9 times, soft-score BCE):
+- lr: LogisticRegressionHead() to its stopping rule (early stopping on image-disjoint validation rows);
+- mlp-compact: MLPHead.compact() to its early stop (or --max-epochs);
+- mlp-paper: MLPHead.reference(), one epoch;
+- ncm: the nearest-class-mean classifier (cosine to each answer's mean standardised feature), the simple baseline.
+Each row gives the setup seconds (view, vocabulary, soft scores), the fit seconds, the seconds per epoch, the
+held-out VQA accuracy on split "val" (images no training question uses), and the peak memory.
+
+The bound: this machine's matrix-product rate (fp32, and bf16 where native) and memory bandwidth are measured
+first; each configuration's epoch is counted in multiply-add FLOPs (forward and weight gradients; the first layer
+once per image) and in bytes (the passes over the rows x answers logits of the loss and its gradient, and the
+optimiser's passes over the weights per step). bound = FLOPs / rate + bytes / bandwidth, the time an epoch
+cannot beat; the target is an epoch within 2x of it.
 """
 
 from __future__ import annotations
@@ -30,131 +36,184 @@ import numpy as np
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
 
-SHAPES = {"questions": 443_757, "images": 82_783, "answers": 3_129}
-CONFIGS = [("mlp-compact", "itc"), ("mlp-compact", "pooled"), ("lr", "itc"), ("lr", "pooled"),
-           ("mlp-paper", "itc"), ("mlp-paper", "pooled")]
+CONFIGS = ["lr:pooled", "lr:itc", "ncm:pooled", "ncm:itc", "mlp-paper:itc", "mlp-compact:pooled"]
+LOGIT_PASSES = 8
+"""Passes over the (rows x answers) float32 logits per epoch: written by the product, the gathered image part added
+(read + write), the loss read, the gradient made in place (read + write), read by the image gradient's sum and by
+the weight gradients' products."""
 
 
-def write_cache(path: Path, scale: float, seed: int = 0) -> dict:
-    """The synthetic VQAv2-train cache (features random, answers Zipf-distributed with VQA-like agreement)."""
-    from featcache.cache.file import CacheWriter
-
-    rng = np.random.default_rng(seed)
-    n_q, n_img = int(SHAPES["questions"] * scale), int(SHAPES["images"] * scale)
-    vocab = np.array([f"answer{i}" for i in range(SHAPES["answers"])], dtype=object)
-    zipf = 1.0 / np.arange(1, len(vocab) + 1)
-    main = rng.choice(len(vocab), size=n_q, p=zipf / zipf.sum())
-    other = rng.choice(len(vocab), size=(n_q, 2), p=zipf / zipf.sum())
-    refs = []
-    for m, (o1, o2), k in zip(main, other, rng.integers(5, 11, n_q)):  # k of 10 agree with the main answer
-        answers = [vocab[m]] * k + [vocab[o1]] * ((10 - k) // 2) + [vocab[o2]] * (10 - k - (10 - k) // 2)
-        refs.append(json.dumps(answers))
-    attrs = {"model_id": "synthetic", "model_class": "synthetic", "model_fingerprint": f"synthetic-vqav2-{seed}",
-             "compute_dtype": "float16", "has_text": True, "preprocessing": "synthetic", "created": "",
-             "dataset_name": "synthetic-vqav2-train", "dataset_source": "benchmarks/vqav2_heads.py"}
-    strings = ("question_id", "references", "answer_type", "question_type")
-    writer = CacheWriter(path, attrs, n_img, n_q, {"query": (32, 768), "query_proj": (32, 256)},
-                         {"text_proj": (256,), "text_cls": (768,)}, "float16", question_strings=strings)
-    slab = 2048
-    for start in range(0, n_img, slab):
-        n = min(slab, n_img - start)
-        proj = rng.standard_normal((n, 32, 256), dtype=np.float32)
-        writer.write("images", start, {"key": [f"img{start + i}" for i in range(n)], "error": [""] * n,
-                                       "query": rng.standard_normal((n, 32, 768), dtype=np.float32).astype(np.float16),
-                                       "query_proj": (proj / np.linalg.norm(proj, axis=-1, keepdims=True)).astype(np.float16)})
-    for start in range(0, n_q, 65536):
-        n = min(65536, n_q - start)
-        tp = rng.standard_normal((n, 256), dtype=np.float32)
-        writer.write("questions", start, {
-            "text": [f"question {i % 20000}?" for i in range(start, start + n)], "answer": list(vocab[main[start:start + n]]),
-            "split": ["train"] * n, "error": [""] * n, "image_row": rng.integers(0, n_img, n), "truncated": np.zeros(n, np.uint8),
-            "text_proj": (tp / np.linalg.norm(tp, axis=1, keepdims=True)).astype(np.float16),
-            "text_cls": rng.standard_normal((n, 768), dtype=np.float32).astype(np.float16),
-            "question_id": [str(i) for i in range(start, start + n)], "references": refs[start:start + n],
-            "answer_type": ["other"] * n, "question_type": ["what is"] * n})
-    writer.close()
-    return {"questions": n_q, "images": n_img, "answers_in_vocabulary": SHAPES["answers"],
-            "file_gib": round(path.stat().st_size / 2**30, 2)}
-
-
-def one(cache_path: str, config: str, view: str, paper_fraction: float, threads: int) -> dict:
-    """One head on one view in this process: setup seconds, fit seconds, peak RSS."""
+def machine() -> dict:
+    """This machine's matrix-product rates and memory bandwidth, measured now."""
     import torch
 
+    from heads.precision import native_bf16
+
+    def rate(dtype) -> float:
+        a, b = torch.randn(4096, 1024).to(dtype), torch.randn(1024, 3129).to(dtype)
+        a @ b
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        return 5 * 2 * 4096 * 1024 * 3129 / (time.perf_counter() - t)
+
+    a, b, c = (torch.randn(64 * 2**20) for _ in range(3))
+    torch.add(a, b, out=c)
+    t = time.perf_counter()
+    for _ in range(5):
+        torch.add(a, b, out=c)
+    bandwidth = 5 * 3 * a.numel() * 4 / (time.perf_counter() - t)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    out = {"cpu": cpu, "cores": os.cpu_count(), "native_bf16": native_bf16(), "torch_threads": torch.get_num_threads(),
+           "fp32_gflops": round(rate(torch.float32) / 1e9, 1), "bandwidth_gbs": round(bandwidth / 1e9, 1)}
+    out["bf16_gflops"] = round(rate(torch.bfloat16) / 1e9, 1)
+    return out
+
+
+def epoch_cost(config: str, n_images: int, n_rows: int, widths: tuple[int, int], classes: int, batch: int) -> dict:
+    """FLOPs and bytes of one training epoch (see the module docstring)."""
+    d_img, d_q = widths
+    if config == "lr":
+        hidden, first = [], classes
+    else:
+        from heads.mlp import PAPER_HIDDEN_SIZES
+
+        hidden = list(PAPER_HIDDEN_SIZES) if config == "mlp-paper" else [512]
+        first = hidden[0]
+    flops = 2 * 2 * (n_images * d_img + n_rows * d_q) * first  # forward + weight gradient, image part per image
+    sizes = hidden + [classes]
+    flops += sum(2 * 3 * n_rows * a * b for a, b in zip(sizes[:-1], sizes[1:]))  # forward + input and weight grads
+    params = (d_img + d_q) * first + sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    steps = -(-n_rows // batch)
+    bytes_ = LOGIT_PASSES * n_rows * classes * 4 + steps * params * 4 * 7  # AdamW: 4 reads + 3 writes a weight
+    return {"flops": flops, "bytes": bytes_, "steps": steps}
+
+
+def one(cache_path: str, config: str, view: str, max_epochs: int | None) -> dict:
+    """One configuration in this process."""
     from featcache import open_cache
+    from heads.benchmarks import soft_targets, split_references, training_set
     from heads.linear import LogisticRegressionHead
     from heads.mlp import MLPHead
-    from heads.benchmarks import soft_targets, split_references, training_set
+    from heads.precision import resolve_precision
+    from heads.targets import SoftTargets
 
-    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     with open_cache(cache_path) as cache:
         X, y = cache.view(view, "train")
         refs = split_references(cache, "train")
+        Xv, _ = cache.view(view, "val")
+        refs_val = split_references(cache, "val")
     kept = training_set(y, 9)
     X, y, soft = X[kept.rows], kept.labels, soft_targets(refs.take(kept.rows))
-    fraction = 1.0
-    if config == "mlp-paper" and paper_fraction < 1:
-        images = np.unique(X.image_row)
-        chosen = np.isin(X.image_row, images[: max(1, int(len(images) * paper_fraction))])
-        fraction = float(chosen.mean())
-        X, y, soft = X[np.flatnonzero(chosen)], y[chosen], soft[chosen]
     setup = time.perf_counter() - t0
-    device = os.environ.get("FEATCACHE_BENCH_DEVICE", "cpu")  # --device, passed to the child
-    head = {"mlp-compact": lambda: MLPHead.compact(loss="bce", max_epochs=1, validation_fraction=0.0, device=device),
-            "mlp-paper": lambda: MLPHead.reference(loss="bce", max_epochs=1, validation_fraction=0.0, device=device),
-            "lr": lambda: LogisticRegressionHead(loss="bce", max_iter=1)}[config]()
+    extra = {} if max_epochs is None else {"max_epochs": max_epochs}
+    if config == "ncm":
+        head = NearestClassMean()
+    else:
+        head = {"lr": lambda: LogisticRegressionHead(**extra),
+                "mlp-compact": lambda: MLPHead.compact(verbose=True, **extra),
+                "mlp-paper": lambda: MLPHead.reference(max_epochs=1, validation_fraction=0.0)}[config]()
     t1 = time.perf_counter()
     head.fit(X, y, soft_targets=soft)
     fit = time.perf_counter() - t1
-    row = {"head": config, "view": view, "rows": len(y), "classes": len(head.classes_), "setup_s": round(setup, 1),
-           "fit_s": round(fit, 1), "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    if config == "mlp-paper":
-        row.update(epoch_fraction=round(fraction, 4), epoch_s_extrapolated=round(fit / fraction, 1))
-    elif config == "lr":
-        row.update(unit="one L-BFGS iteration (full batch)")
-    else:
-        row.update(unit="one epoch")
+    classes = np.asarray(head.classes_)
+    val_soft = SoftTargets.build(soft_targets(refs_val), classes, np.zeros(len(Xv), dtype=np.int64))
+    predicted = np.argmax(head.predict_proba(Xv), axis=1)
+    heldout = float(val_soft.score_of(np.arange(len(Xv)), predicted).mean())
+    # (a held-out question whose answers are all outside the vocabulary scores 0, as the VQA evaluator scores it)
+    row = {"head": config, "view": view, "rows": len(y), "classes": len(classes), "setup_s": round(setup, 1),
+           "fit_s": round(fit, 1), "heldout_vqa_accuracy": round(100 * heldout, 2),
+           "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    if config != "ncm" and getattr(head, "solver_", "minibatch") == "minibatch":
+        epochs = len(head.history_) or 1
+        row.update(epochs=epochs, epoch_s=round(fit / epochs, 1), solver="minibatch",
+                   precision=resolve_precision(head.precision, head.device),
+                   best_validation=head.best_validation_score_,
+                   validation_history=[None if h["val_accuracy"] is None else round(h["val_accuracy"], 4)
+                                       for h in head.history_],
+                   cost=epoch_cost(config, len(np.unique(X.image_row)), len(y),
+                                   (X.image_part.shape[1], X.shape[1] - X.image_part.shape[1]), len(classes),
+                                   head.batch_size))
     return row
+
+
+class NearestClassMean:
+    """Cosine similarity to each class's mean standardised feature: no hyperparameter, one pass."""
+
+    def fit(self, X, y, soft_targets=None):
+        import torch
+
+        from heads.factorized import Parts, Standardizer, image_blocks
+
+        self.classes_, y_idx = np.unique(np.asarray(y, dtype=object), return_inverse=True)
+        parts = Parts.from_input(X, X.image_part.shape[1], X.image_tokens)
+        self.scaler_ = Standardizer().fit(parts)
+        parts = self.scaler_.transform(parts)
+        sums = torch.zeros(len(self.classes_), X.shape[1], dtype=torch.float64)
+        for idx, block in image_blocks(parts):
+            rows = torch.cat([block.image[block.row], block.question], 1).double()
+            sums.index_add_(0, torch.from_numpy(y_idx[idx]), rows)
+        self.means_ = torch.nn.functional.normalize(sums.float(), dim=1)
+        self.history_, self.best_validation_score_, self.precision, self.device = [], None, "fp32", "cpu"
+        return self
+
+    def predict_proba(self, X):
+        import torch
+
+        from heads.factorized import Parts, image_blocks
+
+        parts = self.scaler_.transform(Parts.from_input(X, X.image_part.shape[1], X.image_tokens))
+        out = np.zeros((len(X), len(self.classes_)), dtype=np.float32)
+        for idx, block in image_blocks(parts):
+            rows = torch.nn.functional.normalize(torch.cat([block.image[block.row], block.question], 1), dim=1)
+            out[idx] = (rows @ self.means_.T).numpy()
+        return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="Fraction of VQAv2 train's sizes (1.0: the real ones).")
-    ap.add_argument("--paper-fraction", type=float, default=0.1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--device", default="cpu", help="cuda: the MLPs on the GPU (logistic regression stays on CPU)")
-    ap.add_argument("--configs", default=",".join(f"{h}:{v}" for h, v in CONFIGS))
+    ap.add_argument("--configs", default=",".join(CONFIGS))
+    ap.add_argument("--max-epochs", type=int, default=None, help="Cap every head's epochs (default: its own).")
+    ap.add_argument("--cache", default=None, help="Reuse (or write once to) this synthetic cache file.")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # child: CACHE CONFIG VIEW
     args = ap.parse_args()
-    os.environ["FEATCACHE_BENCH_DEVICE"] = args.device
     if args.one:
-        print(json.dumps(one(*args.one, args.paper_fraction, args.threads)))
+        print(json.dumps(one(*args.one, args.max_epochs)))
         return
+    bound_machine = machine()
+    print(f"machine: {bound_machine}")
     with tempfile.TemporaryDirectory(dir=os.environ.get("FEATCACHE_BENCH_TMP")) as tmp:
-        path = Path(tmp) / "vqav2-synthetic.h5"
+        from vqav2_synthetic import write_cache
+
+        path = Path(args.cache) if args.cache else Path(tmp) / "vqav2-synthetic.h5"
         t = time.perf_counter()
-        shapes = write_cache(path, args.scale)
+        shapes = {"reused": str(path)} if path.exists() else write_cache(path, args.scale)
         print(f"synthetic VQAv2-train cache: {shapes} in {time.perf_counter() - t:.0f} s")
         rows = []
         for spec in args.configs.split(","):
             config, view = spec.split(":")
-            child = subprocess.run([sys.executable, __file__, "--one", str(path), config, view, "--paper-fraction",
-                                    str(args.paper_fraction), "--threads", str(args.threads)],
-                                   capture_output=True, text=True)
+            cmd = [sys.executable, __file__, "--one", str(path), config, view]
+            if args.max_epochs:
+                cmd += ["--max-epochs", str(args.max_epochs)]
+            child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             if child.returncode != 0:
-                rows.append({"head": config, "view": view, "error": child.stderr.strip().splitlines()[-1:]})
-                print(f"{config} {view}: FAILED {rows[-1]['error']}")
+                rows.append({"head": config, "view": view, "error": f"exit {child.returncode}"})
+                print(f"{config} {view}: FAILED")
                 continue
-            rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]))
-    result = {"machine": f"{platform.platform()}, {os.cpu_count()} CPUs", "threads": args.threads, "cache": shapes,
-              "rows": rows, "command": "python benchmarks/vqav2_heads.py " + " ".join(sys.argv[1:])}
-    name = "vqav2_heads" + ("" if args.scale == 1.0 else f"_scale{args.scale}") + \
-        ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}")
-    result["device"] = args.device
-    save_result(result, args.out, f"{name}.json")
+            row = json.loads(child.stdout.strip().splitlines()[-1])
+            if "cost" in row:
+                rate = bound_machine["bf16_gflops" if row["precision"] == "bf16" else "fp32_gflops"] * 1e9
+                bound = row["cost"]["flops"] / rate + row["cost"]["bytes"] / (bound_machine["bandwidth_gbs"] * 1e9)
+                row.update(epoch_bound_s=round(bound, 1), epoch_over_bound=round(row["epoch_s"] / bound, 2))
+            rows.append(row)
+            print(json.dumps(row))
+    result = {"machine": {**bound_machine, "platform": platform.platform()}, "cache": shapes, "rows": rows,
+              "command": "python benchmarks/vqav2_heads.py " + " ".join(sys.argv[1:])}
+    save_result(result, args.out, "vqav2_heads" + ("" if args.scale == 1.0 else f"_scale{args.scale}") + ".json")
 
 
 if __name__ == "__main__":

@@ -177,9 +177,15 @@ def train_together(members: list[Member], train: Parts, y_train: torch.Tensor, s
     """Train every member over the same batches until each stops (its patience on `val`, or its max_epochs);
     each member ends holding its best epoch's weights. `skip_single`: drop batches of one row (BatchNorm).
     `progress(epoch, n_epochs, members)` is called after each epoch."""
-    from .allocator import reuse_large_blocks
+    from .allocator import large_blocks_reused
 
-    reuse_large_blocks()
+    with large_blocks_reused(all(m.name == "lr" for m in members)):  # (heads/allocator.py: why linear only)
+        _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size, block, seed, bf16,
+               skip_single, progress)
+
+
+def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size, block, seed, bf16, skip_single,
+           progress) -> None:
     rng = np.random.default_rng(seed)
     train_row = train.row.cpu().numpy() if train.row is not None else None
     n_batches = _batches_per_epoch(train_row, train.n, batch_size, len(train.image) if train_row is not None else 0,

@@ -114,12 +114,14 @@ def fit_together(heads: list, X, y, soft_targets=None, validation_rows: np.ndarr
         y_idx = np.asarray(y_idx)
         train = _to(parts.subset(torch.from_numpy(train_idx)), dev)
         val = _to(parts.subset(torch.from_numpy(val_idx)), dev) if len(val_idx) else None
+        widths = parts.widths()
+        del parts  # (the training part holds what it needs: the whole question part is not kept twice)
         y_train = torch.from_numpy(y_idx[train_idx]).to(dev)
         y_val = torch.from_numpy(y_idx[val_idx]).to(dev) if len(val_idx) else None
         soft_train = soft.take(train_idx) if soft is not None else None
         soft_val = soft.take(val_idx) if soft is not None and len(val_idx) else None
         prior = class_prior(y_train, soft_train, len(first.classes_))
-        members = [head._member(parts.widths(), len(train_idx), seed, dev) for head in heads]
+        members = [head._member(widths, len(train_idx), seed, dev) for head in heads]
         for m in members:
             init_output_bias(m.output_bias(), prior, m.loss)
         bar = EpochBar(progress or "", progress is not None)

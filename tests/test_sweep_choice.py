@@ -24,7 +24,8 @@ def grid(tmp_path, content):
 
 
 def test_a_candidate_best_on_test_but_worse_on_validation_is_not_chosen(cache, tmp_path, monkeypatch):
-    import heads.sweep as sweep_mod
+    import heads.sweep_fit as sweep_mod
+    from heads.sweep import sweep_to_folder
 
     with open_cache(cache) as c:
         n_test = len(c.view("pooled", "test")[1])
@@ -38,7 +39,7 @@ def test_a_candidate_best_on_test_but_worse_on_validation_is_not_chosen(cache, t
 
     monkeypatch.setattr(sweep_mod, "evaluate", rigged)
     g = grid(tmp_path, {"lr": [{"C": 1.0}], "lgbm": [{"n_estimators": 1, "n_components": 2}]})
-    rep = sweep_mod.sweep_to_folder(cache, tmp_path / "out", heads=["lr", "lgbm"], views=["pooled"], grid=g,
+    rep = sweep_to_folder(cache, tmp_path / "out", heads=["lr", "lgbm"], views=["pooled"], grid=g,
                                     progress=False)
     rows = {r["head"]: r for r in rep.result.rows}
     assert rows["lgbm"]["accuracy"] > rows["lr"]["accuracy"]  # best on test...
@@ -65,7 +66,8 @@ def test_minibatch_candidates_train_in_one_pass_and_the_best_on_validation_is_ke
 
 def test_lightgbm_over_its_budget_is_skipped_with_a_reason(cache, tmp_path, monkeypatch):
     import heads.gbm as gbm
-    from heads.sweep import skip_reason, sweep_to_folder
+    from heads.sweep import sweep_to_folder
+    from heads.sweep_fit import skip_reason
 
     y = np.array([f"a{i % 400}" for i in range(200_000)], dtype=object)
     reason = skip_reason("lgbm", [{}], None, y, 400)

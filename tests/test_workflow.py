@@ -150,13 +150,14 @@ def test_killed_sweep_leaves_no_mixed_report_and_resumes(easy_cache, tmp_path, m
     """A sweep interrupted midway leaves the previous report whole; rerunning resumes its finished fits
     and ends with the report an uninterrupted sweep writes."""
     import heads.sweep as sweep_mod
+    import heads.sweep_fit as group_mod
 
     out = tmp_path / "report"
     first = sweep_mod.sweep_to_folder(easy_cache, out, heads=["lr"], views=["sim"], progress=False)
     before = (out / "results.json").read_text()
     settings = dict(heads=["lr", "lgbm"], views=["pooled"], progress=False)
 
-    real_evaluate, calls = sweep_mod.evaluate, []
+    real_evaluate, calls = group_mod.evaluate, []
 
     def dying_evaluate(*args, **kwargs):
         calls.append(1)
@@ -164,12 +165,12 @@ def test_killed_sweep_leaves_no_mixed_report_and_resumes(easy_cache, tmp_path, m
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(sweep_mod, "evaluate", dying_evaluate)
+    monkeypatch.setattr(group_mod, "evaluate", dying_evaluate)
     with pytest.raises(KeyboardInterrupt):
         sweep_mod.sweep_to_folder(easy_cache, out, **settings)
     assert (out / "results.json").read_text() == before  # the old report, untouched and unmixed
     assert (out.parent / "report.partial").is_dir()
-    monkeypatch.setattr(sweep_mod, "evaluate", real_evaluate)
+    monkeypatch.setattr(group_mod, "evaluate", real_evaluate)
 
     resumed = sweep_mod.sweep_to_folder(easy_cache, out, **settings)
     assert resumed.note.startswith("resumed (2 of 5 fits")

@@ -38,12 +38,21 @@ MIN_ANSWER_COUNT = click.option(
 @MIN_ANSWER_COUNT
 @click.option("--vocabulary-splits", help="On a benchmark cache: count the vocabulary over these splits, e.g. "
               "train,val (VQAv2's 3,129 answers, for a test-dev submission); warns when it holds the evaluated split.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: each view x head group of candidates runs as a Ray task (the cache on storage every node "
+                   "mounts); the report is the one a local sweep writes.")
+@click.option("--ray-address", help="A running Ray cluster to join (default: start one on this machine).")
 def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out,
-          stream, min_answer_count, vocabulary_splits) -> None:
-    """Train every head x view, rank them, and write a report with the best head."""
+          stream, min_answer_count, vocabulary_splits, engine, ray_address) -> None:
+    """Train every head x view, choose and rank on validation, and write a report with the best head."""
     from heads.sweep import sweep_to_folder
 
-    rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split,
+    runner = None
+    if engine == "ray":
+        from featcache.workflows.ray_sweep import ray_runner
+
+        runner = run(ray_runner, ray_address)
+    rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split, runner=runner,
                heads=head_list.split(","), views=None if views == "auto" else views.split(","), grid=grid,
                validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream,
                min_answer_count=min_answer_count,
