@@ -71,9 +71,11 @@ def top_k_accuracy(y, scores: np.ndarray, classes, k: int) -> float:
     y = np.asarray(y, dtype=object)
     if not len(y):
         return 0.0
-    top = np.argsort(-np.asarray(scores), axis=1, kind="stable")[:, :k]
-    names = np.asarray(classes, dtype=object)[top]
-    return float(np.mean([label in row for label, row in zip(y, names)]))
+    scores, names, hits = np.asarray(scores), np.asarray(classes, dtype=object), 0
+    for start in range(0, len(y), 4096):  # (rows x classes int64 ranks at once: 5 GB on VQAv2 val)
+        top = np.argsort(-scores[start:start + 4096], axis=1, kind="stable")[:, :k]
+        hits += sum(label in row for label, row in zip(y[start:start + 4096], names[top]))
+    return hits / len(y)
 
 
 def prediction_metrics(y, pred, labels: np.ndarray, predict_s: float = 0.0, top5: float | None = None) -> dict:
@@ -90,9 +92,25 @@ def prediction_metrics(y, pred, labels: np.ndarray, predict_s: float = 0.0, top5
         "predict_s": predict_s,
         "per_class": {str(c): {"precision": float(pi), "recall": float(ri), "f1": float(fi), "support": int(si)}
                       for c, pi, ri, fi, si in zip(labels, p, r, f, support)},
-        "labels": [str(c) for c in labels],
-        "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+        **confusion_of(y, pred, labels, support),
     }
+
+
+CONFUSION_STORED = 200
+"""The most classes whose confusion a result keeps (the most frequent true ones): VQAv2's ~3k answers (and the
+eval split's other answers) would make it millions of numbers in results.json."""
+
+
+def confusion_of(y, pred, labels, support) -> dict:
+    """The confusion matrix among the CONFUSION_STORED most frequent true classes (all where fewer), in label
+    order; `confusion_classes` says of how many."""
+    labels = np.asarray(labels, dtype=object)
+    if len(labels) > CONFUSION_STORED:
+        keep = np.sort(np.argsort(-np.asarray(support), kind="stable")[:CONFUSION_STORED])
+        labels = labels[keep]
+    return {"labels": [str(c) for c in labels], "confusion": confusion_matrix(y, pred, labels=labels).tolist(),
+            "confusion_classes": f"{len(labels)} most frequent of {len(support)}" if len(labels) < len(support)
+            else "all"}
 
 
 CONFUSION_CLASSES = 40
@@ -109,10 +127,14 @@ def plot_confusion(metrics: dict, path: str | Path, title: str = "") -> Path:
 
     cm = np.asarray(metrics["confusion"], dtype=float)
     labels = list(metrics["labels"])
-    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    if len(labels) > CONFUSION_CLASSES:
-        keep = np.sort(np.argsort(-cm.sum(axis=1), kind="stable")[:CONFUSION_CLASSES])
-        title = f"{title or 'confusion'} ({CONFUSION_CLASSES} most frequent of {len(labels)} classes)"
+    per_class = metrics.get("per_class") or {}
+    support = np.array([per_class[c]["support"] if c in per_class else cm[i].sum() for i, c in enumerate(labels)],
+                       dtype=float).reshape(-1, 1)  # (a stored confusion may hold only the most frequent classes)
+    norm = cm / np.maximum(support, 1)
+    n_classes = max(len(labels), len(per_class))
+    if n_classes > CONFUSION_CLASSES:
+        keep = np.sort(np.argsort(-support[:, 0], kind="stable")[:CONFUSION_CLASSES])
+        title = f"{title or 'confusion'} ({min(CONFUSION_CLASSES, len(labels))} most frequent of {n_classes} classes)"
         cm, norm, labels = cm[np.ix_(keep, keep)], norm[np.ix_(keep, keep)], [labels[i] for i in keep]
     size = max(5.0, 0.45 * len(labels) + 2.5)
     fig, ax = plt.subplots(figsize=(size + 1.2, size))

@@ -217,7 +217,9 @@ class LogisticRegressionHead(HeadBase):
                                       unflatten("linear", tensors), "head")
         self.linear_.requires_grad_(False)
 
-    def _logits(self, X) -> torch.Tensor:
+    def _logits(self, X, fn=None) -> torch.Tensor:
+        """fn(logits) (default: the logits), computed block by block into one float64 (n, classes) array: a
+        whole-array softmax and its copies would need three of them (VQAv2 val: 5 GB each)."""
         X = self._validate_predict(X)
         parts = self._parts(X).to(torch.float64)
         if self.scaler_ is not None:
@@ -225,7 +227,8 @@ class LogisticRegressionHead(HeadBase):
         out = torch.empty((parts.n, len(self.classes_)), dtype=torch.float64)
         with torch.no_grad():
             for idx, block in image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES)):
-                out[idx] = self.linear_(block)
+                logits = self.linear_(block)
+                out[idx] = logits if fn is None else fn(logits)
         return out
 
     def decision_function(self, X) -> np.ndarray:
@@ -234,4 +237,4 @@ class LogisticRegressionHead(HeadBase):
         return (logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits).numpy()
 
     def predict_proba(self, X) -> np.ndarray:
-        return self._finite(torch.softmax(self._logits(X), dim=1).numpy().astype(np.float64))
+        return self._finite(self._logits(X, lambda z: torch.softmax(z, dim=1)).numpy())
