@@ -65,7 +65,7 @@ for part in $PARTS; do
     # the paper's classifier and the compact MLP on the GPU (Easy-VQA's shapes, VQAv2's), logistic regression
     heads)
       "$PY" benchmarks/reference_mlp.py --epochs "$EPOCHS" --device "$DEVICE" --lr --out "$OUT"
-      if [ "$SIZE" = real ]; then "$PY" benchmarks/vqav2_heads.py --device "$DEVICE" --configs mlp-compact:itc,mlp-paper:itc --paper-fraction 1.0 --out "$OUT"; fi ;;
+      if [ "$SIZE" = real ]; then "$PY" benchmarks/vqav2_heads.py --device "$DEVICE" --configs lr:itc,mlp-paper:itc,mlp-compact:pooled --out "$OUT"; fi ;;
     # the image forward as CUDA graphs: bare forward and whole pipeline, the difference from eager (issue 20, item 2)
     graphs) "$PY" benchmarks/extract_speed.py --size "$SIZE" --device "$DEVICE" --images "$IMAGES" --batch-sizes 256,512 --aliases 4 --cuda-graphs --out "$OUT" ;;
     # question-conditioned extraction against the unimodal run, 5 questions per image (issue 19; issue 20, item 4)

@@ -109,12 +109,16 @@ def one(cache_path: str, config: str, view: str, max_epochs: int | None) -> dict
     X, y, soft = X[kept.rows], kept.labels, soft_targets(refs.take(kept.rows))
     setup = time.perf_counter() - t0
     extra = {} if max_epochs is None else {"max_epochs": max_epochs}
+    device = os.environ.get("FEATCACHE_BENCH_DEVICE", "cpu")  # --device, passed to the child
+    if device != "cpu":
+        extra["device"] = device
     if config == "ncm":
         head = NearestClassMean()
     else:
         head = {"lr": lambda: LogisticRegressionHead(**extra),
                 "mlp-compact": lambda: MLPHead.compact(verbose=True, **extra),
-                "mlp-paper": lambda: MLPHead.reference(max_epochs=1, validation_fraction=0.0)}[config]()
+                "mlp-paper": lambda: MLPHead.reference(max_epochs=1, validation_fraction=0.0,
+                                                       **{k: v for k, v in extra.items() if k == "device"})}[config]()
     t1 = time.perf_counter()
     head.fit(X, y, soft_targets=soft)
     fit = time.perf_counter() - t1
@@ -178,9 +182,11 @@ def main() -> None:
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--max-epochs", type=int, default=None, help="Cap every head's epochs (default: its own).")
     ap.add_argument("--cache", default=None, help="Reuse (or write once to) this synthetic cache file.")
+    ap.add_argument("--device", default="cpu", help="cuda: the heads train on the GPU (the bound stays the CPU's)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)  # child: CACHE CONFIG VIEW
     args = ap.parse_args()
+    os.environ["FEATCACHE_BENCH_DEVICE"] = args.device
     if args.one:
         print(json.dumps(one(*args.one, args.max_epochs)))
         return
@@ -211,9 +217,11 @@ def main() -> None:
                 row.update(epoch_bound_s=round(bound, 1), epoch_over_bound=round(row["epoch_s"] / bound, 2))
             rows.append(row)
             print(json.dumps(row))
-    result = {"machine": {**bound_machine, "platform": platform.platform()}, "cache": shapes, "rows": rows,
-              "command": "python benchmarks/vqav2_heads.py " + " ".join(sys.argv[1:])}
-    save_result(result, args.out, "vqav2_heads" + ("" if args.scale == 1.0 else f"_scale{args.scale}") + ".json")
+            result = {"machine": {**bound_machine, "platform": platform.platform()}, "cache": shapes, "rows": rows,
+                      "command": "python benchmarks/vqav2_heads.py " + " ".join(sys.argv[1:])}
+            # saved after every configuration: a run cut short keeps what finished
+            save_result(result, args.out, "vqav2_heads" + ("" if args.scale == 1.0 else f"_scale{args.scale}")
+                + ("" if args.device == "cpu" else f"_{args.device.split(':')[0]}") + ".json")
 
 
 if __name__ == "__main__":
