@@ -71,3 +71,15 @@ def small_dataset(tmp_path) -> VQADataset:
         for j in range(3 + i % 2):
             questions.append(Question(p.stem, texts[(i + j) % 4], answers[(i * j) % 4], "train" if i < 8 else "test"))
     return VQADataset("small", str(tmp_path), questions, {p.stem: str(p) for p in paths})
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local Ray instance on 2 CPUs for a module of Ray tests (extraction, sweeps), shut down after it."""
+    import logging
+
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
+             logging_level=logging.WARNING)
+    yield ray
+    ray.shutdown()

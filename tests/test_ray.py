@@ -14,16 +14,6 @@ ray = pytest.importorskip("ray")
 FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    import logging
-
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
-             logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
-
-
 class DiesOnce(VQADataset):
     """The first worker process to open an image dies (os._exit: no exception, no cleanup)."""
 

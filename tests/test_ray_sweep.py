@@ -9,16 +9,6 @@ from featcache.cache.synthetic import write_synthetic_cache
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    import logging
-
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=80 * 2**20, log_to_driver=False,
-             logging_level=logging.WARNING)
-    yield
-    ray.shutdown()
-
-
 def test_a_ray_sweep_equals_the_local_sweep(cluster, tmp_path):
     from click.testing import CliRunner
 
