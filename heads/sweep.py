@@ -21,7 +21,7 @@ from featcache.outputs import swap_in_folder
 from .benchmarks import eval_labels, soft_targets, split_references, training_set
 from .evaluate import all_labels, evaluate
 from .grids import load_grid, make_head
-from .sweep_fit import GroupJob, GroupOutcome, SweepProtocol, fit_checked, local_runner
+from .sweep_fit import GroupJob, GroupOutcome, SweepProtocol, _FitLog, fit_checked, local_runner
 from .trained import TrainedHead
 
 
@@ -37,31 +37,6 @@ class SweepResult:
     """On a benchmark cache: the answer vocabulary, the training questions it keeps, its coverage."""
     skipped: list[dict] = field(default_factory=list)
     """Heads left out, each with its view and the reason (said in the report)."""
-
-
-class _FitLog:
-    """Finished fits of a sweep, one JSON line each, so an interrupted sweep resumes (no state: no log)."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-        self.done: dict[str, dict] = {}
-        if folder is not None and (folder / "fits.jsonl").exists():
-            for line in (folder / "fits.jsonl").read_text().splitlines():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by the interruption: that fit is redone
-                self.done[record["key"]] = record
-
-    @staticmethod
-    def key(*parts) -> str:
-        return json.dumps(parts, sort_keys=True, default=list)
-
-    def add(self, key: str, record: dict) -> None:
-        self.done[key] = {"key": key, **record}
-        if self.folder is not None:
-            with (self.folder / "fits.jsonl").open("a") as fh:
-                fh.write(json.dumps(self.done[key]) + "\n")
 
 
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",

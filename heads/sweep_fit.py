@@ -7,7 +7,9 @@ its own view.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -224,7 +226,7 @@ def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar
         if bar is not None:
             bar.update(len(grid) + 1)
         return GroupOutcome(None, None, None, skip)
-    log = log if log is not None else _NoLog()
+    log = log if log is not None else _FitLog(None)  # (no folder: the scores stay in memory)
     bar = bar if bar is not None else _NoBar()
     tr, va = image_disjoint_split(X, job.validation_fraction, job.seed)
     lazy = job.stream and job.view != "sim"
@@ -279,20 +281,29 @@ def local_runner(log, bar, protocol: SweepProtocol):
     return run
 
 
-class _NoLog:
-    """A group run on its own keeps its candidates' scores only for itself."""
+class _FitLog:
+    """Finished fits of a sweep, one JSON line each, so an interrupted sweep resumes (no state: no log)."""
 
-    def __init__(self) -> None:
-        self.done: dict = {}
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.done: dict[str, dict] = {}
+        if folder is not None and (folder / "fits.jsonl").exists():
+            for line in (folder / "fits.jsonl").read_text().splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by the interruption: that fit is redone
+                self.done[record["key"]] = record
 
     @staticmethod
     def key(*parts) -> str:
-        import json
-
         return json.dumps(parts, sort_keys=True, default=list)
 
-    def add(self, key, record) -> None:
-        self.done[key] = record
+    def add(self, key: str, record: dict) -> None:
+        self.done[key] = {"key": key, **record}
+        if self.folder is not None:
+            with (self.folder / "fits.jsonl").open("a") as fh:
+                fh.write(json.dumps(self.done[key]) + "\n")
 
 
 class _NoBar:

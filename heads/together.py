@@ -9,7 +9,6 @@ shared data: input normalisation, standardisation, batch size, block size, seed,
 from __future__ import annotations
 
 import sys
-import time
 
 import numpy as np
 import torch
@@ -52,7 +51,7 @@ class EpochBar:
     """One line per long fit: epoch, members still training, best validation score, seconds per epoch."""
 
     def __init__(self, label: str, enabled: bool) -> None:
-        self.label, self.enabled, self.start = label, enabled, time.perf_counter()
+        self.label, self.enabled = label, enabled
         self.bar = None
 
     def __call__(self, epoch: int, epochs: int, members: list[Member]) -> None:
