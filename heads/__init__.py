@@ -7,8 +7,10 @@
 Importing this package never imports transformers.
 """
 
+from .attnpool import AttentionPoolHead
 from .gbm import LightGBMHead
+from .knn import KNNHead
 from .linear import LogisticRegressionHead
 from .mlp import ClassifierNet, MLPHead
 
-__all__ = ["ClassifierNet", "LightGBMHead", "LogisticRegressionHead", "MLPHead"]
+__all__ = ["AttentionPoolHead", "ClassifierNet", "KNNHead", "LightGBMHead", "LogisticRegressionHead", "MLPHead"]

@@ -2,15 +2,15 @@
 featcache.cache.answers), dispatched on the cache's `metric`:
 
 - vqa (VQAv2, OK-VQA): labels are the evaluator-normalised `multiple_choice_answer`s; the vocabulary is those seen
-  at least 9 times in the training split; lr and mlp train on the metric's own soft scores; the figure is the
-  official VQA accuracy, per answer type;
+  at least 9 times in the training split; lr, mlp and attnpool train on the metric's own soft scores (knn votes
+  with them); the figure is the official VQA accuracy, per answer type;
 - gqa: labels are the answers as they are; the vocabulary every training answer; the figure is eval.py's
   accuracy with binary / open;
 - aokvqa: labels are the correct choices; the vocabulary every training label; the figures are the direct-answer
   accuracy (primary) and multiple choice, where the head picks the likeliest of each question's choices;
 - vizwiz: labels are each image's most common answer as VizWiz ships it; the vocabulary those seen at least 3
-  times that the evaluation can match (in normal form); lr and mlp train on VizWiz's soft scores; the figures
-  are the VizWiz accuracy per answer type and the average precision / F1 of "unanswerable", its probability
+  times that the evaluation can match (in normal form); lr, mlp and attnpool train on VizWiz's soft scores; the
+  figures are the VizWiz accuracy per answer type and the average precision / F1 of "unanswerable", its probability
   the head's probability of the answer "unanswerable".
 Training questions outside the vocabulary are left out; evaluation keeps every question, each scored as the
 benchmark scores it. Predictions go out in the benchmark's results format (`submission`)."""

@@ -193,6 +193,19 @@ class Standardizer:
             self.question_ = (q.mean(0), q.std(0, unbiased=False).clamp_min(1e-6))
         return self
 
+    def shared_over_tokens(self, tokens: int) -> "Standardizer":
+        """The image part's statistics pooled over its `tokens` tokens, channel by channel: the same scaling for
+        every token, so a head without positions stays invariant to their order."""
+        if self.image_ is None or tokens <= 1:
+            return self
+        mean, std = (t.double().reshape(tokens, -1) for t in self.image_)
+        pooled = mean.mean(0)
+        var = (std ** 2 + (mean - pooled) ** 2).mean(0)
+        out = Standardizer()
+        out.question_ = self.question_
+        out.image_ = (pooled.repeat(tokens).float(), var.sqrt().clamp_min(1e-6).repeat(tokens).float())
+        return out
+
     def state(self) -> dict:
         """Named tensors for safe saving (absent parts are left out)."""
         out = {}

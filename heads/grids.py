@@ -8,13 +8,30 @@ from pathlib import Path
 
 from featcache.errors import FeatcacheError
 
+from featcache.cache.views import VIEWS
+
+from .attnpool import AttentionPoolHead
 from .gbm import LightGBMHead
+from .knn import KNNHead
 from .linear import LogisticRegressionHead
 from .mlp import MLPHead
 
+DEFAULT_HEADS = ("lr", "mlp", "lgbm", "knn", "attnpool")
+"""What a sweep fits by default (each on the views it fits, `fits_view`)."""
+
 
 def head_types() -> dict[str, type]:
-    return {"lr": LogisticRegressionHead, "mlp": MLPHead, "lgbm": LightGBMHead}
+    return {"lr": LogisticRegressionHead, "mlp": MLPHead, "lgbm": LightGBMHead, "knn": KNNHead,
+            "attnpool": AttentionPoolHead}
+
+
+def fits_view(kind: str, view: str) -> bool:
+    """Whether a sweep fits head `kind` on `view`: the attention probe needs a view of several tokens (itc, full,
+    image_proj, mm), every other head fits every view."""
+    if kind != "attnpool":
+        return True
+    spec = VIEWS.get(view)
+    return spec is not None and spec.image is not None and not spec.pool and view != "sim"
 
 
 LINEAR_PROBE_C = tuple(10.0 ** e for e in range(-6, 7))
@@ -27,12 +44,15 @@ def builtin_grid(name: str) -> dict[str, list[dict]]:
     if name == "probe":
         return {"lr": [{"C": c} for c in LINEAR_PROBE_C]}
     if name == "small":
-        return {"lr": [{"C": 0.1}, {"C": 1.0}], "mlp": [{"hidden_sizes": (256,)}], "lgbm": [{}]}
+        return {"lr": [{"C": 0.1}, {"C": 1.0}], "mlp": [{"hidden_sizes": (256,)}], "lgbm": [{}],
+                "knn": [{"k": 10}, {"k": 20}], "attnpool": [{}]}
     if name == "default":
         return {"lr": [{"C": c} for c in (0.01, 0.1, 1.0, 10.0)],
                 "mlp": [{"hidden_sizes": h, "dropout": d} for h, d in product([(256,), (512,), (512, 256)], [0.2, 0.4])]
                 + [{"preset": "compact"}, {"preset": "reference"}],
-                "lgbm": [{}, {"num_leaves": 31, "n_components": 128}]}
+                "lgbm": [{}, {"num_leaves": 31, "n_components": 128}],
+                "knn": [{"k": k} for k in (10, 20, 100, 200)],  # DINO's k values, all from one search
+                "attnpool": [{}, {"num_queries": 4}, {"hidden_sizes": (512,), "dropout": 0.1}]}
     raise FeatcacheError(f"unknown grid {name!r}: use small, default, probe, or a JSON file {{head: [params, ...]}}")
 
 

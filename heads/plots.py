@@ -51,6 +51,7 @@ def plot_umap(source: str | Path, out: str | Path, cache: str | Path | None = No
     """`source` is a cache (plot a view) or a saved head (plot its representation on `cache`)."""
     from featcache import open_cache
 
+    from .attnpool import AttentionPoolHead
     from .mlp import MLPHead
     from .trained import TrainedHead
 
@@ -68,8 +69,12 @@ def plot_umap(source: str | Path, out: str | Path, cache: str | Path | None = No
         raise FeatcacheError("plotting a head needs --cache CACHE (the features to embed)")
     with open_cache(cache, expect=trained.provenance) as c:
         X, y = c.view(trained.view, split)
-    is_mlp = isinstance(trained.head, MLPHead)
-    what = "the MLP's last hidden layer" if is_mlp else f"view '{trained.view}'"
-    return umap_plot(X, y, out, f"UMAP of {what} ({split})", per_class, seed,
-                     transform=trained.head.transform_hidden if is_mlp else None,
+    head = trained.head
+    if isinstance(head, MLPHead):
+        what, transform = "the MLP's last hidden layer", head.transform_hidden
+    elif isinstance(head, AttentionPoolHead):
+        what, transform = "the attention probe's pooled tokens", head.transform_pooled
+    else:
+        what, transform = f"view '{trained.view}'", None
+    return umap_plot(X, y, out, f"UMAP of {what} ({split})", per_class, seed, transform=transform,
                      subtitle="RANDOM WEIGHTS (tiny-random)" if trained.random_weights else "")

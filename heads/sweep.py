@@ -20,7 +20,7 @@ from featcache.outputs import swap_in_folder
 
 from .benchmarks import eval_labels, soft_targets, split_references, training_set
 from .evaluate import all_labels, evaluate
-from .grids import load_grid, make_head
+from .grids import DEFAULT_HEADS, fits_view, load_grid, make_head
 from .sweep_fit import GroupJob, GroupOutcome, SweepProtocol, _FitLog, fit_checked, local_runner
 from .trained import TrainedHead
 
@@ -40,7 +40,7 @@ class SweepResult:
 
 
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
-              heads: list[str] = ("lr", "mlp", "lgbm"), views: list[str] | None = None,
+              heads: list[str] = DEFAULT_HEADS, views: list[str] | None = None,
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
               progress: bool = True, state_dir: str | Path | None = None, stream: bool = False,
               min_answer_count: int | None = None, vocabulary_splits: list[str] | None = None,
@@ -53,8 +53,8 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
 
     On a benchmark cache (VQAv2, OK-VQA, GQA, A-OKVQA: ids and reference answers stored) the benchmark's protocol
     applies (heads/benchmarks.py): its vocabulary (VQA: the normalised answers seen `min_answer_count`, default 9,
-    times in the training split), VQA's soft scores as targets (lr and mlp: BCE), and results ranked by the
-    benchmark's own figure on the validation rows.
+    times in the training split), VQA's soft scores as targets (lr, mlp and attnpool: BCE; knn votes with them), and
+    results ranked by the benchmark's own figure on the validation rows.
 
     With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
     with the same state_dir skips them. `runner` (e.g. featcache.workflows.ray_sweep.ray_runner) runs the
@@ -73,7 +73,12 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     result = SweepResult(benchmark=protocol.benchmark)
     jobs = [GroupJob(str(Path(cache_path).resolve()), view, kind, candidates.get(kind, [{}]), train_split, eval_split,
                      validation_fraction, seed, stream, min_answer_count, vocabulary_splits, n_jobs)
-            for view in views for kind in heads]
+            for view in views for kind in heads if fits_view(kind, view)]
+    for view in views:
+        for kind in heads:
+            if not fits_view(kind, view):
+                result.skipped.append({"head": kind, "view": view, "reason": "skipped: the attention probe needs a "
+                                       "view of several tokens (itc, full, image_proj, mm)"})
     result.fits_total = sum(len(job.grid) + 1 for job in jobs)
     result.fits_done = len(log.done)
     bar = tqdm(total=result.fits_total, initial=result.fits_done, desc="sweep", unit="fit", disable=not progress)

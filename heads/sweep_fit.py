@@ -87,8 +87,9 @@ class SweepProtocol:
         benchmark = {"metric": refs.metric, "vocabulary": len(kept.vocabulary),
                      "min_answer_count": DEFAULT_MIN_COUNT[refs.metric] if min_answer_count is None else min_answer_count,
                      "training_questions": len(refs.question_ids),
-                     "targets": f"{'VizWiz' if refs.metric == 'vizwiz' else 'VQA'} soft scores (lr and mlp: "
-                                f"binary cross-entropy summed over answers)"
+                     "targets": f"{'VizWiz' if refs.metric == 'vizwiz' else 'VQA'} soft scores (lr, mlp and "
+                                f"attnpool: binary cross-entropy summed over answers; knn: its neighbours vote with "
+                                f"them)"
                      if soft is not None else "the labels (cross-entropy)",
                      "coverage": {train_split: coverage(kept.vocabulary, refs)},
                      "vocabulary_splits": list(vocabulary_splits or [train_split])}
@@ -143,7 +144,7 @@ def _fit_candidate(kind, params, X, y, tr, va, labels, threads, refs=None, soft=
 def _trains_together(kind: str, grid: list[dict], X, y) -> bool:
     """Whether a head's candidates train in one pass (minibatch heads: the MLP always, logistic regression where
     its solver is minibatch at this size)."""
-    if kind == "mlp":
+    if kind in ("mlp", "attnpool"):
         return True
     if kind != "lr":
         return False
@@ -216,6 +217,47 @@ def _fit_grid_together(kind, grid, keys, X, y, tr, va, labels, threads, refs, so
     return heads[best_i], grid[best_i], scores, seconds
 
 
+class _Voted:
+    """Probabilities already computed (a kNN candidate voted from a shared search), in the shape evaluate() takes."""
+
+    def __init__(self, classes: np.ndarray, proba: np.ndarray) -> None:
+        self.classes_, self.proba = classes, proba
+
+    def predict_proba(self, X) -> np.ndarray:
+        return self.proba
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[np.argmax(self.proba, axis=1)]
+
+
+def _fit_grid_knn(kind, grid, keys, X, y, tr, va, labels, threads, refs, soft, log, bar, n_jobs, lazy, label):
+    """kNN candidates scored from one search of the validation rows (with the largest k; each candidate votes with
+    its own first k), as DINO's eval_knn.py scores k = 10, 20, 100, 200; the chosen one refitted on all training rows
+    (storing them: no training)."""
+    heads = [make_head(kind, p, threads) for p in grid]
+    groups: dict = {}  # one search per setting that changes the neighbours (all but k and temperature)
+    for i, head in enumerate(heads):
+        same = {k: v for k, v in head.get_params().items() if k not in ("k", "temperature")}
+        groups.setdefault(json.dumps(same, sort_keys=True, default=str), []).append(i)
+    scores, t = [0.0] * len(grid), time.perf_counter()
+    for members in groups.values():
+        widest = max(members, key=lambda i: heads[i].k)
+        base = fit_checked(make_head(kind, grid[widest], threads), X[tr], y[tr], None if soft is None else soft[tr])
+        neighbors = base.kneighbors(X[va])
+        for i in members:
+            base.set_params(k=heads[i].k, temperature=heads[i].temperature)
+            voted = _Voted(base.classes_, base.proba_from_neighbors(*neighbors))
+            scores[i] = primary_score(evaluate(voted, X[va], y[va], labels, None if refs is None else refs.take(va)))
+            log.add(keys[i], {"validation_accuracy": scores[i], "fit_s": (time.perf_counter() - t) / len(members)})
+            bar.update(1)
+    best_i = int(np.argmax(scores))
+    bar.set_postfix_str(f"{label}: final fit on all of train")
+    head = make_head(kind, grid[best_i], threads)
+    t = time.perf_counter()
+    fit_checked(head, X, y, soft)
+    return head, grid[best_i], scores, time.perf_counter() - t
+
+
 def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar=None) -> GroupOutcome:
     """Fit one group's candidates, choose on the validation rows, evaluate the chosen head once on the eval split."""
     (X, y), (Xe, ye) = data
@@ -234,7 +276,8 @@ def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar
     keys = [log.key(job.view, kind, p) for p in grid]
     label = f"{kind} on {job.view}"
     bar.set_postfix_str(label)  # a long single fit still says what it is doing
-    fit = _fit_grid_together if _trains_together(kind, grid, X, y) else _fit_grid_alone
+    fit = (_fit_grid_knn if kind == "knn" else _fit_grid_together if _trains_together(kind, grid, X, y)
+           else _fit_grid_alone)
     head, params, scores, fit_s = fit(kind, grid, keys, X, y, tr, va, labels, threads, protocol.refs, protocol.soft,
                                       log, bar, job.n_jobs, lazy, label)
     best_i = int(np.argmax(scores))

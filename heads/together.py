@@ -19,9 +19,11 @@ from .precision import resolve_precision
 
 
 def together_key(head) -> tuple:
-    """What heads must share to train in one pass."""
-    return (getattr(head, "normalize", None), bool(head.standardize), int(head.batch_size),
-            int(head.block_images), head.random_state, str(head.device), head.precision, head.validation_fraction)
+    """What heads must share to train in one pass (`_input_kind`: how X is cut into parts; the attention probe
+    reads a plain matrix as tokens, the other heads as a question part)."""
+    return (getattr(head, "_input_kind", "parts"), getattr(head, "normalize", None), bool(head.standardize),
+            int(head.batch_size), int(head.block_images), head.random_state, str(head.device), head.precision,
+            head.validation_fraction)
 
 
 def group_heads(heads: list) -> list[list[int]]:
@@ -43,6 +45,8 @@ def prepared_parts(head, X) -> tuple[Parts, Standardizer | None]:
     scaler = None
     if head.standardize:
         scaler = Standardizer().fit(parts, head.block_images)
+        if getattr(head, "_input_kind", "parts") == "tokens":
+            scaler = scaler.shared_over_tokens(parts.image_tokens)
         parts = scaler.transform(parts, inplace=owned)
     return parts, scaler
 

@@ -22,11 +22,9 @@ HEAD_FORMAT = "featcache-head-1"
 
 def _head_classes() -> dict[str, type]:
     """The only classes a saved head may name: ours, never an arbitrary import path."""
-    from .gbm import LightGBMHead
-    from .linear import LogisticRegressionHead
-    from .mlp import MLPHead
+    from .grids import head_types
 
-    return {c.__name__: c for c in (LogisticRegressionHead, MLPHead, LightGBMHead)}
+    return {c.__name__: c for c in head_types().values()}
 
 
 def _params_back(cls: type, params: dict) -> dict:

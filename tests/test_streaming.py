@@ -9,7 +9,7 @@ import pytest
 from featcache import open_cache
 from featcache.extract import extract
 from featcache.cache.synthetic import write_synthetic_cache
-from heads import LightGBMHead, LogisticRegressionHead, MLPHead
+from heads import AttentionPoolHead, LightGBMHead, LogisticRegressionHead, MLPHead
 
 BLOCK = 64  # images per block: the synthetic cache below has 360, so every fit streams several blocks
 
@@ -27,6 +27,7 @@ HEADS = {
     "mlp-paper-normalisation": lambda: MLPHead(hidden_sizes=(32,), max_epochs=3, batch_size=64, normalize="token",
                                                standardize=False, block_images=BLOCK),
     "lgbm": lambda: LightGBMHead(n_components=6, n_estimators=20, pca_max_rows=100, num_threads=1),
+    "attnpool": lambda: AttentionPoolHead(max_epochs=3, batch_size=64, block_images=BLOCK),
 }
 
 

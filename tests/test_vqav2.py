@@ -217,3 +217,33 @@ def test_fine_tunes_report_the_official_vqa_accuracy_of_their_own_results_file(v
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "gft" / "summary.json").read_text())
     assert summary["test_benchmark"]["overall"] == official(tmp_path / "gft" / "submission.json")["overall"]
+
+
+@pytest.mark.parametrize("head", ["knn", "attnpool"])
+def test_the_token_heads_follow_the_vqa_protocol(vqav2, tiny_itm, tmp_path, head):
+    """kNN votes with the soft scores and the attention probe trains on them; both report the official VQA accuracy
+    of their own results file, and predict live on the images what the cache predicts."""
+    runner = CliRunner()
+    cache = tmp_path / "vqav2.h5"
+    r = runner.invoke(main, ["extract", "--dataset", "vqav2", "--root", str(vqav2), "--model", str(tiny_itm),
+                             "--out", str(cache), "--device", "cpu", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "sweep"
+    r = runner.invoke(main, ["sweep", str(cache), "--eval-split", "val", "--heads", head, "--views", "itc",
+                             "--min-answer-count", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    reported = json.loads((out / "results.json").read_text())["evaluation"]["benchmark"]
+    scored = tmp_path / "scores.json"
+    r = runner.invoke(main, ["score", "vqa", str(out / "submission.json"), "--out", str(scored), "--annotations",
+                             str(vqav2 / "Annotations" / "v2_mscoco_val2014_annotations.json"), "--questions",
+                             str(vqav2 / "Questions" / "v2_OpenEnded_mscoco_val2014_questions.json")])
+    assert r.exit_code == 0, r.output
+    assert reported["overall"] == json.loads(scored.read_text())["accuracy"]["overall"]
+    from heads.trained import TrainedHead
+
+    trained = TrainedHead.load(out / "best").head
+    assert type(trained).__name__ == {"knn": "KNNHead", "attnpool": "AttentionPoolHead"}[head]
+    r = runner.invoke(main, ["predict", "--head", str(out / "best"), "--dataset", "vqav2", "--root", str(vqav2),
+                             "--split", "val", "--device", "cpu", "--submission", str(tmp_path / "live.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "live.json").read_text()) == json.loads((out / "submission.json").read_text())

@@ -70,8 +70,9 @@ def test_sweep_api_touches_test_once_per_model(easy_cache):
     assert isinstance(result.best, TrainedHead) and result.best.view == "pooled"
 
 
-def test_predict_live_equals_prediction_from_cache(easy_cache, tiny_itm):
-    trained = fit_head(easy_cache, "lr", "itc")
+@pytest.mark.parametrize("kind,params", [("lr", {}), ("knn", {}), ("attnpool", {"max_epochs": 3})])
+def test_predict_live_equals_prediction_from_cache(easy_cache, tiny_itm, kind, params):
+    trained = fit_head(easy_cache, kind, "itc", params)
     ds = load_dataset("easy-vqa", limit=600)
     test_qs = [(i, q) for i, q in enumerate(ds.questions) if q.split == "test"][:12]
     with open_cache(easy_cache) as cache:
@@ -117,6 +118,20 @@ def test_cli_fit_evaluate_predict_plot(easy_cache, tiny_itm, tmp_path):
     assert_png(tmp_path / "umap.png")
 
 
+@pytest.mark.parametrize("kind,param", [("knn", "k=5"), ("attnpool", "max_epochs=3")])
+def test_cli_fit_evaluate_plot_the_token_heads(easy_cache, tmp_path, kind, param):
+    runner = CliRunner()
+    head = tmp_path / kind
+    r = runner.invoke(main, ["fit", str(easy_cache), "--head", kind, "--view", "itc", "--param", param, "--out", str(head)])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["evaluate", str(head), str(easy_cache), "--split", "test", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0 and "accuracy" in r.output, r.output
+    r = runner.invoke(main, ["plot", "umap", str(head), "--cache", str(easy_cache), "--per-class", "20",
+                             "--out", str(tmp_path / "umap.png")])
+    assert r.exit_code == 0, r.output
+    assert_png(tmp_path / "umap.png")
+
+
 def test_demo_without_hub_shows_the_ways_on(tmp_path):
     r = CliRunner().invoke(main, ["demo", "--model", "Salesforce/blip2-itm-vit-g", "--out", str(tmp_path)])
     assert r.exit_code != 0
@@ -141,7 +156,8 @@ def test_demo_with_a_tiny_generative_model_puts_zeroshot_and_heads_in_one_report
     assert r.exit_code == 0, r.output
     assert r.output.count("RANDOM") >= 2
     rows = json.loads((tmp_path / "d" / "report" / "results.json").read_text())["ranking"]
-    assert {"zeroshot-rank", "zeroshot-generate", "lr", "mlp", "lgbm"} == {row["head"] for row in rows}
+    # every head but the attention probe, which needs tokens (the image view is their mean)
+    assert {"zeroshot-rank", "zeroshot-generate", "lr", "mlp", "lgbm", "knn"} == {row["head"] for row in rows}
     assert {row["view"] for row in rows if not row["head"].startswith("zeroshot")} == {"image"}
     assert "RANDOM WEIGHTS" in (tmp_path / "d" / "report" / "report.md").read_text()
 

@@ -23,7 +23,9 @@ MIN_ANSWER_COUNT = click.option(
 @click.argument("cache", type=click.Path(exists=True))
 @click.option("--train-split", default="train", show_default=True)
 @click.option("--eval-split", default="test", show_default=True)
-@click.option("--heads", "head_list", default="lr,mlp,lgbm", show_default=True, help="Comma-separated: lr, mlp, lgbm.")
+@click.option("--heads", "head_list", default="lr,mlp,lgbm,knn,attnpool", show_default=True,
+              help="Comma-separated: lr, mlp, lgbm, knn (weighted k-nearest neighbours), attnpool (attention-pooling "
+                   "probe over the query tokens: fitted on the token views itc, full, image_proj, mm only).")
 @click.option("--views", default="auto", show_default=True, help="Comma-separated: itc, pooled, full, sim, image, "
               "image_proj; auto: pooled,itc on a cache with questions, image,image_proj on an image classification one.")
 @click.option("--grid", default="small", show_default=True, help="small, default, probe (the linear probe: lr over "
@@ -73,14 +75,14 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
             click.secho(f"warning: {b['warning']}", fg="yellow", err=True)
     for r in result.rows:
         vqa = f"{FIGURE_NAMES[r['benchmark']['metric']]} {r['benchmark']['primary']:.2f}  " if r.get("benchmark") else ""
-        click.echo(f"{r['head']:>5} {r['view']:<10} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+        click.echo(f"{r['head']:>8} {r['view']:<10} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
                    f"fit {r['fit_s']:.1f}s  {r['params']}")
     click.echo(f"report: {files['report']}  best head: {best}")
 
 
 @click.command()
 @click.argument("cache", type=click.Path(exists=True))
-@click.option("--head", "kind", default="lr", show_default=True, help="lr, mlp or lgbm.")
+@click.option("--head", "kind", default="lr", show_default=True, help="lr, mlp, lgbm, knn or attnpool.")
 @click.option("--view", default="pooled", show_default=True)
 @click.option("--param", "params", multiple=True, help="Head parameter as name=JSON value, e.g. C=0.1 (repeatable); "
               "preset=reference|compact for the mlp.")

@@ -14,6 +14,7 @@ HUB_HELP = ("The demo needs BLIP-2 weights. Two ways on:\n"
 
 
 def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) -> dict:
+    from heads.grids import DEFAULT_HEADS
     from heads.plots import plot_umap
     from heads.sweep import sweep_to_folder
 
@@ -58,7 +59,7 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
         (out / "report").rename(out / "report.previous")
         echo(f"the previous demo's report is now in {out / 'report.previous'}")
     echo(f"[2/3] sweeping heads x views {views} on the cache (CPU)")
-    rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=["lr", "mlp", "lgbm"],
+    rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=list(DEFAULT_HEADS),
                           views=views, grid="small", extra_rows=zeroshot_rows)
     result, files, best = rep.result, rep.files, rep.best
     echo("[3/3] UMAP of the best head's representation")
