@@ -12,7 +12,7 @@
   features would give numbers that mean nothing).
 - knn: KNNHead.predict_proba of 100,000 queries against 100,000 training rows of 256-d clustered features, with the
   torch search and with FAISS (IndexFlatIP), against the bound 2 x 100k x 100k x 256 FLOPs at this machine's fp32
-  matrix-product rate; and the agreement of the two backends' answers.
+  matrix-product rate; and the agreement of the two backends. answers.
 - epoch: one epoch of AttentionPoolHead() and of MLPHead() (512 hidden) on the Easy-VQA-shaped `full` view
   (32 x 768 query states + 768-d text CLS).
 """
@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import tempfile
@@ -142,6 +143,16 @@ def main() -> None:
            "daquar": "not measured: no BLIP-2 checkpoint on this machine (no hub); features of a tiny random model "
                      "would give accuracies that mean nothing"}
     print(out["machine"], flush=True)
+    earlier = Path(args.out) / "token_heads.json"
+    if earlier.exists():  # a run of some parts keeps the other parts' figures (each part names its machine)
+        prior = json.loads(earlier.read_text())
+        for part in ("accuracy", "knn", "epoch"):
+            if part not in parts:
+                out[part] = prior.get(part, [])
+                out.setdefault("earlier_parts", {})[part] = {"command": prior.get("command"),
+                                                             "machine": prior.get("machine")}
+        if "accuracy" not in parts and "vqav2_cache" in prior:
+            out["vqav2_cache"] = prior["vqav2_cache"]
     save = lambda: save_result(out, args.out, "token_heads.json")  # noqa: E731
     from featcache.cache.synthetic import write_synthetic_cache
     from vqav2_synthetic import write_cache

@@ -9,7 +9,7 @@ time, keeping a running top k, so memory stays query_rows x block_rows whatever 
 view the image part's similarities are computed once per (query image, training image) pair and shared by their
 questions, and each part is normalised on its own, so image and question weigh the same (the 8,192-d image part
 of `itc` would otherwise drown its 256-d question). FAISS (`pip install faiss-cpu`) searches plain matrices where
-`backend` asks for it; "auto" keeps torch (measured in benchmarks/knn_speed.py).
+`backend` asks for it, and by default ("auto") where it is installed (faster there: benchmarks/token_heads.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class KNNHead(HeadBase):
     temperature : votes are weighted by exp(similarity / temperature).
     metric : "cosine" (features L2-normalised: per part on a factorised view) or "dot" (used as they are).
     normalize : "token" to L2-normalise each query token first (the image part of a token view), or None.
-    backend : "torch", "faiss" (plain matrices only; needs faiss-cpu) or "auto" (torch).
+    backend : "torch", "faiss" (plain matrices only; needs faiss-cpu) or "auto" (FAISS for a plain matrix where it
+        is installed, else torch).
     query_rows, block_rows : queries per chunk and training rows per block of the search (memory: their product
         in float32).
     num_threads : torch CPU threads; None: the idle cores (heads.threads.free_cores).
@@ -148,12 +149,16 @@ class KNNHead(HeadBase):
         return out
 
     def _use_faiss(self, queries: Parts) -> bool:
-        if self.backend != "faiss":
-            return False
-        if self.train_.image is not None or queries.image is not None:
+        """FAISS where asked, or ("auto") where installed and the features are a plain matrix: its exact search
+        took 37 s against torch's 59 s for 100k x 100k at 256-d on 2 cores (benchmarks/token_heads.py). A factorised
+        view stays with torch, which computes image similarities once per image pair."""
+        plain = self.train_.image is None and queries.image is None
+        if self.backend == "auto":
+            return plain and _faiss_installed()
+        if self.backend == "faiss" and not plain:
             raise ValueError("backend='faiss' searches plain matrices; a factorised view searches with "
                              "backend='torch' (it computes image similarities once per image pair)")
-        return True
+        return self.backend == "faiss"
 
     @torch.no_grad()
     def _search(self, queries: Parts, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -251,6 +256,12 @@ def _similarity(q: Parts, t: Parts) -> torch.Tensor:
         sq = q.question @ t.question.T
         s = sq if s is None else s.add_(sq)
     return s
+
+
+def _faiss_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("faiss") is not None
 
 
 def _faiss_search(train: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
