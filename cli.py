@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from featcache.commands import demo, extract, finetune, generative, heads, score
+from featcache.commands import demo, extract, finetune, generative, heads, reports, score
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,7 +16,7 @@ def main() -> None:
     """BLIP-2 features cached once, classifiers trained in seconds."""
 
 
-for commands in (extract, heads, finetune, generative, score, demo):
+for commands in (extract, heads, reports, finetune, generative, score, demo):
     commands.register(main)
 
 

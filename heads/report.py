@@ -33,8 +33,25 @@ def environment() -> dict:
         except PackageNotFoundError:
             versions[pkg] = "not installed"
     return {"machine": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
-            "versions": versions, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+            "versions": versions, "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "git_commit": _commit(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def _commit() -> str | None:
+    """The featcache checkout's git commit (with "+changes" when its tracked files differ), or None outside one."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "diff", "--quiet", "HEAD"], capture_output=True,
+                               timeout=5).returncode
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if dirty else "")) if head else None
 
 
 def _fmt(v) -> str:
@@ -42,7 +59,11 @@ def _fmt(v) -> str:
 
 
 def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: str, rows: list[dict] | None = None,
-                 extra: dict | None = None) -> dict[str, Path]:
+                 extra: dict | None = None, samples: list[dict] | None = None, thumbnails=None,
+                 umap: dict | None = None) -> dict[str, Path]:
+    """results.json, report.md, per_class.csv, confusion.png, and report.html; with `samples` (the evaluated
+    questions' records, heads/predictions.py) also predictions.jsonl, and the page's gallery from them
+    (`thumbnails`: image keys -> data: URIs, heads/page/render.py)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     random_weights = str(cache_attrs.get("model_id", "")).startswith("tiny-random")
@@ -126,4 +147,12 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
            f"- created: {env['created']}", "", "Cache metadata:", ""]
     md += [f"- {k}: `{v}`" for k, v in sorted(cache_attrs.items())]
     files["report"].write_text("\n".join(md) + "\n")
+    if samples is not None:
+        from .predictions import write_predictions
+
+        files["predictions"] = write_predictions(out / "predictions.jsonl", samples)
+    from .page import write_page
+
+    files["html"] = write_page(out / "report.html", json.loads(files["results"].read_text()), samples or [],
+                               thumbnails, umap=umap)
     return files

@@ -139,9 +139,12 @@ class SweepReport:
 
 
 def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None = None,
-                    extra_rows: list[dict] | None = None, **sweep_kwargs) -> SweepReport:
+                    extra_rows: list[dict] | None = None, thumbnails=None, umap: int = 0,
+                    **sweep_kwargs) -> SweepReport:
     """Run a sweep and write its report folder atomically; `extra_rows` (e.g. zero-shot results, in the
-    same fields) are ranked in the same table.
+    same fields) are ranked in the same table. The best head's outputs on the evaluated split go to
+    predictions.jsonl and report.html's gallery (`thumbnails`: see heads/page/render.py; `umap`: points in the
+    page's UMAP, 0 for none).
 
     Work happens in `OUT.partial/`, renamed to OUT only when the report is complete, so a killed
     sweep never leaves a folder that mixes two runs. Rerunning the same sweep resumes its finished
@@ -177,8 +180,12 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     rows = sorted(result.rows + list(extra_rows or []), key=rank_key)
     extra = {"sweep_start": note, "chosen_on": "validation", "skipped": result.skipped,
              **({"benchmark": result.benchmark} if result.benchmark else {})}
+    from .predictions import head_records
+
+    with open_cache(cache_path) as cache:
+        samples, umap_data = head_records(result.best, cache, sweep_kwargs.get("eval_split", "test"), umap)
     files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=rows,
-                         extra=extra)
+                         extra=extra, samples=samples, thumbnails=thumbnails, umap=umap_data)
     result.best.save(partial / "best")
     shutil.rmtree(partial / "state")
     run_file.unlink()

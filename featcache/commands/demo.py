@@ -23,8 +23,9 @@ def demo(model, out, limit) -> None:
     echo = lambda m: click.secho(m, fg="red" if "RANDOM" in m else None, bold="RANDOM" in m)  # noqa: E731
     r = run(run_demo, model, out, limit, echo)
     for row in r["rows"]:
-        click.echo(f"  {row['head']:>5} {row['view']:<10} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}")
+        click.echo(f"  {row['head']:>8} {row['view']:<10} accuracy {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}")
     if r["random_weights"]:
         click.secho("RANDOM WEIGHTS: the figures above test the pipeline; as accuracy they mean nothing.",
                     fg="red", bold=True)
-    click.echo(f"report: {r['report']}\nconfusion: {r['confusion']}\numap: {r['umap']}\nbest head: {r['best']}")
+    click.echo(f"report: {r['report']}\nconfusion: {r['confusion']}\numap: {r['umap']}\nbest head: {r['best']}\n"
+               f"open in a browser: {r['html']}")

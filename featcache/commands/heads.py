@@ -19,6 +19,29 @@ MIN_ANSWER_COUNT = click.option(
          "questions outside it are left out, none is in evaluation.")
 
 
+def report_page_options(command):
+    """--umap, --images-from, --images-root: what report.html draws beyond the tables."""
+    command = click.option("--images-root", type=click.Path(exists=True, file_okay=False),
+                           help="--images-from: the dataset's folder (DAQUAR, the benchmarks).")(command)
+    command = click.option("--images-from", help="Where report.html's gallery reads the images (a dataset name, "
+                           "folder:, wds: or a manifest) [default: the dataset the cache was extracted from, where it "
+                           "can be opened here; else the gallery shows image keys].")(command)
+    return click.option("--umap", "umap_points", default=0, show_default=True, type=click.IntRange(min=0),
+                        help="Points in report.html's UMAP of the features (e.g. 1500; 0: none; ~20 s).")(command)
+
+
+def report_thumbnails(cache_path, images_from, images_root):
+    from featcache import open_cache
+    from featcache.workflows.thumbnails import thumbnailer
+
+    with run(open_cache, cache_path) as c:
+        attrs = dict(c.attrs)
+    thumbnails, note = thumbnailer(attrs, images_from, images_root)
+    if note:
+        click.echo(note, err=True)
+    return thumbnails
+
+
 @click.command()
 @click.argument("cache", type=click.Path(exists=True))
 @click.option("--train-split", default="train", show_default=True)
@@ -44,8 +67,10 @@ MIN_ANSWER_COUNT = click.option(
               help="ray: each view x head group of candidates runs as a Ray task (the cache on storage every node "
                    "mounts); the report is the one a local sweep writes.")
 @click.option("--ray-address", help="A running Ray cluster to join (default: start one on this machine).")
+@report_page_options
 def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out,
-          stream, min_answer_count, vocabulary_splits, engine, ray_address) -> None:
+          stream, min_answer_count, vocabulary_splits, engine, ray_address, umap_points, images_from,
+          images_root) -> None:
     """Train every head x view, choose and rank on validation, and write a report with the best head."""
     from heads.sweep import sweep_to_folder
 
@@ -54,7 +79,9 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
         from featcache.workflows.ray_sweep import ray_runner
 
         runner = run(ray_runner, ray_address)
+    thumbnails = report_thumbnails(cache, images_from, images_root)
     rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split, runner=runner,
+              thumbnails=thumbnails, umap=umap_points,
                heads=head_list.split(","), views=None if views == "auto" else views.split(","), grid=grid,
                validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream,
                min_answer_count=min_answer_count,
@@ -77,7 +104,7 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
         vqa = f"{FIGURE_NAMES[r['benchmark']['metric']]} {r['benchmark']['primary']:.2f}  " if r.get("benchmark") else ""
         click.echo(f"{r['head']:>8} {r['view']:<10} {vqa}acc {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
                    f"fit {r['fit_s']:.1f}s  {r['params']}")
-    click.echo(f"report: {files['report']}  best head: {best}")
+    click.echo(f"report: {files['html']}  best head: {best}")
 
 
 @click.command()
@@ -94,22 +121,9 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
 @MIN_ANSWER_COUNT
 def fit(cache, kind, view, params, train_split, out, stream, min_answer_count) -> None:
     """Train one head on one view of a cache."""
-    import json
-
     from heads.sweep import fit_head
 
-    parsed = {}
-    for p in params:
-        name, eq, value = p.partition("=")
-        if not eq or not name.strip():
-            raise click.BadParameter(f"{p!r} is not NAME=VALUE, e.g. C=0.1 or hidden_sizes=[512]", param_hint="--param")
-        name = name.strip()
-        try:
-            parsed[name] = json.loads(value)
-        except (json.JSONDecodeError, RecursionError):
-            parsed[name] = value
-        if isinstance(parsed[name], list):
-            parsed[name] = tuple(parsed[name])
+    parsed = parse_params(params)
     trained = run(fit_head, cache, kind, view, parsed, train_split, stream, min_answer_count)
     run(trained.save, out)
     click.echo(f"saved {kind} on view {view} ({len(trained.head.classes_)} classes) to {out}")
@@ -123,7 +137,8 @@ def fit(cache, kind, view, params, train_split, out, stream, min_answer_count) -
 @TRUST_PICKLE
 @click.option("--stream", is_flag=True, help="Leave the images on disk and read them block by block: for caches "
               "larger than memory (same results as in memory).")
-def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
+@report_page_options
+def evaluate(head, cache, split, out, trust_pickle, stream, umap_points, images_from, images_root) -> None:
     """Metrics, per-class table and confusion matrix of a saved head on a cache split."""
     from pathlib import Path
 
@@ -145,7 +160,12 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
         click.echo(f"{split} has no answers in the cache (predicted, not scored): {metrics['n']} predictions in "
                    f"{Path(out) / 'submission.json'}, the benchmark's results format for its evaluation server")
         return
-    files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}")
+    from heads.predictions import head_records
+
+    with run(open_cache, cache) as c:
+        samples, umap = run(head_records, trained, c, split, umap_points)
+    files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}", samples=samples,
+                         thumbnails=report_thumbnails(cache, images_from, images_root), umap=umap)
     if trained.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
     if "benchmark" in metrics:
@@ -155,7 +175,7 @@ def evaluate(head, cache, split, out, trust_pickle, stream) -> None:
         click.echo(f"{FIGURE_NAMES[b['metric']]} {b['primary']:.2f}  ({breakdown(b)}; {SCORERS[b['metric']]})  "
                    f"results file: {files['submission']}")
     click.echo(f"accuracy {metrics['accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
-               f"balanced {metrics['balanced_accuracy']:.4f}  (n={metrics['n']})\nreport: {files['report']}")
+               f"balanced {metrics['balanced_accuracy']:.4f}  (n={metrics['n']})\nreport: {files['html']}")
 
 
 @click.command()
@@ -267,3 +287,22 @@ def convert(source, out, trust_pickle) -> None:
     from featcache.workflows.convert import convert_legacy
 
     click.echo(f"wrote {run(convert_legacy, source, out, trust_pickle)}")
+
+
+def parse_params(params) -> dict:
+    """--param NAME=JSON values (a list becomes a tuple, as hidden_sizes wants)."""
+    import json
+
+    parsed = {}
+    for p in params:
+        name, eq, value = p.partition("=")
+        if not eq or not name.strip():
+            raise click.BadParameter(f"{p!r} is not NAME=VALUE, e.g. C=0.1 or hidden_sizes=[512]", param_hint="--param")
+        name = name.strip()
+        try:
+            parsed[name] = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
+            parsed[name] = value
+        if isinstance(parsed[name], list):
+            parsed[name] = tuple(parsed[name])
+    return parsed

@@ -26,9 +26,15 @@ def write_zeroshot_report(result, cache_path, out) -> tuple[dict, dict]:
 
     from ..cache.answers import read_references
 
+    from heads.predictions import Outputs, records
+
     with open_cache(cache_path) as cache:
         attrs = dict(cache.attrs)
         refs = read_references(cache, result.rows) if result.rows is not None else None
+        # every question's answer (no probabilities: the page's gallery orders errors by their order)
+        samples = (records(cache, result.rows, Outputs.of_predictions(result.pred), result.y,
+                           refs if refs is not None and refs.scored else None)
+                   if result.rows is not None else None)
     labels = all_labels(result.y, result.vocabulary)
     metrics = prediction_metrics(result.y, result.pred, labels, result.seconds)
     # a benchmark scores what the model said: the generated text itself where there is one
@@ -40,6 +46,6 @@ def write_zeroshot_report(result, cache_path, out) -> tuple[dict, dict]:
     shutil.rmtree(partial, ignore_errors=True)
     files = write_report(partial, metrics, attrs, f"zero-shot {result.method} with {result.model} on "
                          f"{result.settings.get('split')} of {cache_path}", rows=[row],
-                         extra={"zeroshot": {**result.settings, **result.counts}})
+                         extra={"zeroshot": {**result.settings, **result.counts}}, samples=samples)
     swap_in_folder(partial, out)
     return {k: out / p.name for k, p in files.items()}, row

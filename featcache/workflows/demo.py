@@ -59,11 +59,15 @@ def run_demo(model: str, out: str | Path, limit: int | None = None, echo=print) 
         (out / "report").rename(out / "report.previous")
         echo(f"the previous demo's report is now in {out / 'report.previous'}")
     echo(f"[2/3] sweeping heads x views {views} on the cache (CPU)")
+    from .thumbnails import thumbnailer
+
+    with open_cache(cache) as c:
+        thumbnails, _ = thumbnailer(dict(c.attrs))  # the easy-vqa package's images, in the page's gallery
     rep = sweep_to_folder(cache, out / "report", "featcache demo: Easy-VQA", heads=list(DEFAULT_HEADS),
-                          views=views, grid="small", extra_rows=zeroshot_rows)
+                          views=views, grid="small", extra_rows=zeroshot_rows, thumbnails=thumbnails, umap=1500)
     result, files, best = rep.result, rep.files, rep.best
     echo("[3/3] UMAP of the best head's representation")
     umap_png = plot_umap(best, out / "report" / "umap.png", cache=cache)
-    return {"cache": cache, "report": files["report"], "confusion": files["confusion"], "umap": umap_png,
+    return {"cache": cache, "report": files["report"], "html": files["html"], "confusion": files["confusion"], "umap": umap_png,
             "best": best, "rows": sorted(result.rows + zeroshot_rows, key=lambda r: -r["accuracy"]),
             "random_weights": model.startswith(TINY_RANDOM)}
