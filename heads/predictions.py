@@ -81,6 +81,12 @@ def records(cache, rows, outputs: Outputs, labels, references=None) -> list[dict
     image_row = np.asarray(cache.read("questions", "image_row"))[rows]
     keys = np.asarray(cache.strings("images", "key"), dtype=object)[image_row]
     splits = np.asarray(cache.strings("questions", "split"), dtype=object)[rows]
+    return build_records(rows, keys, text, splits, outputs, labels, references)
+
+
+def build_records(rows, keys, text, splits, outputs: Outputs, labels, references=None) -> list[dict]:
+    """Records from the questions' fields: `rows` (their index in the data), image keys, texts (None for image
+    classification) and splits, row for row with `outputs` and `labels`."""
     scores = question_scores(outputs.predictions, labels, references)
     soft = None
     if references is not None and references.metric in ("vqa", "vizwiz"):

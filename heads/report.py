@@ -54,6 +54,10 @@ def _commit() -> str | None:
     return (head + ("+changes" if dirty else "")) if head else None
 
 
+def _secs(v, digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else "-" if v is None else str(v)
 
@@ -132,7 +136,7 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
             val = f"{100 * val:.2f}" if vqa and isinstance(val, float) else _fmt(val)  # benchmark figures are 0-100
             md.append(f"| {i} | {r['head']} | {r['view']} | `{json.dumps(r['params'])}` | {val} "
                       f"| {vqa_cell}{_fmt(r['accuracy'])} | {_fmt(top5) if top5 is not None else '-'} | {_fmt(r['macro_f1'])} "
-                      f"| {_fmt(r['balanced_accuracy'])} | {r['fit_s']:.2f} | {r['predict_s']:.3f} |")
+                      f"| {_fmt(r['balanced_accuracy'])} | {_secs(r.get('fit_s'), 2)} | {_secs(r.get('predict_s'), 3)} |")
         md.append("")
     for skipped in (extra or {}).get("skipped", []):
         md += [f"- **{skipped['head']} on {skipped['view']}** {skipped['reason']}."]

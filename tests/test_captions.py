@@ -1,6 +1,7 @@
 """`featcache caption`: captions from a cache equal captions from the images, are reproducible, and are
 scored by pycocoevalcap / bert-score (never by our own metric code)."""
 
+import html
 import json
 import shutil
 
@@ -122,6 +123,10 @@ def test_caption_cli_writes_captions_and_metrics(captioner, tmp_path):
     metrics = json.loads((tmp_path / "c.jsonl.metrics.json").read_text())
     assert metrics["images"] == len(ds.images()) and set(metrics["scores"]) >= {"BLEU-4", "CIDEr", "ROUGE-L"}
     assert len((tmp_path / "c.jsonl").read_text().splitlines()) == len(ds.images())
+    page = (tmp_path / "c.jsonl.html").read_text()  # each image with its caption and references, and the scores
+    captions = [json.loads(line)["caption"] for line in (tmp_path / "c.jsonl").read_text().splitlines()]
+    assert "CIDEr" in page and "a picture of a shape" in page and page.count('class="card"') == len(ds.images())
+    assert all(html.escape(c) in page for c in captions) and "<script" not in page
     bad = tmp_path / "bad.csv"
     bad.write_text("img,text\nx,y\n")
     for args, message in (([str(cache), "--out", str(tmp_path / "c.txt")], "must end in .csv or .jsonl"),

@@ -207,6 +207,15 @@ def test_fine_tunes_report_the_official_vqa_accuracy_of_their_own_results_file(v
     acc = official(tmp_path / "ft" / "submission.json")
     assert summary["test"]["benchmark"]["overall"] == summary["test"]["benchmark"]["primary"] == acc["overall"]
     assert summary["test"]["benchmark"]["perAnswerType"] == acc["perAnswerType"]
+    # its report folder: the page's figures are the summary's, every evaluated question kept with its score
+    from heads.page.render import read_page_data
+    from heads.predictions import read_predictions
+
+    page = read_page_data(tmp_path / "ft" / "report" / "report.html")
+    assert page["evaluation"]["benchmark"]["overall"] == acc["overall"] and page["ranking"][0]["head"] == "finetune"
+    kept = read_predictions(tmp_path / "ft" / "report" / "predictions.jsonl")
+    assert len(kept) == 12 and all(len(k["top5"]) >= 1 and k["answers"] for k in kept)
+    assert round(100 * sum(k["score"] for k in kept) / 12, 2) == pytest.approx(acc["overall"], abs=0.01)
 
     cache = tmp_path / "opt.h5"
     r = runner.invoke(main, ["extract", "--dataset", "vqav2", "--root", str(vqav2), "--model", str(tiny_opt),

@@ -93,6 +93,10 @@ def finetune(ctx, generative, recipe, prompt, lora_qformer, dataset, root, image
                "epochs_run": rep.epochs_run, "resumed_from_epoch": rep.resumed_from_epoch,
                "samples_per_second": rep.samples_per_second}
     (rep.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    from featcache.workflows.finetune_report import write_finetune_report
+
+    files = run(write_finetune_report, rep, source, backbone.provenance(), config,
+                f"fine-tune of {backbone.model_id} ({view}) on {eval_split}")
     if rep.submission is not None:
         (rep.out / "submission.json").write_text(json.dumps(rep.submission) + "\n", encoding="utf-8")
         click.echo(f"results file ({eval_split}, the benchmark's format): {rep.out / 'submission.json'}")
@@ -100,3 +104,5 @@ def finetune(ctx, generative, recipe, prompt, lora_qformer, dataset, root, image
         click.secho("RANDOM WEIGHTS (tiny-random): these accuracies mean nothing.", fg="red", bold=True)
     click.echo(json.dumps(summary, indent=1))
     click.echo(f"best checkpoint: {rep.out / 'best'}  metrics: {rep.out / 'metrics.jsonl'}")
+    if files is not None:
+        click.echo(f"report: {files['html']}")

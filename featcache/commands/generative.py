@@ -213,6 +213,7 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
                limit=limit)
     random_weights = base_model_of(model).startswith("tiny-random")
     click.echo(f"captions: {path}")
+    result = None
     if references:
         result = run(caption_scores, {k: v[0] for k, v in read_captions(path).items()}, refs,
                      bertscore_model=bertscore_model, bertscore_layers=bertscore_layers)
@@ -223,7 +224,33 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
         for name, why in result["unavailable"].items():
             click.secho(f"{name}: not computed: {why}", fg="yellow", err=True)
         click.echo(f"metrics: {metrics}")
+    page = _captions_page(path, cache, ds, refs, result, model, random_weights)
+    click.echo(f"page: {page}")
     if random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): these captions and scores mean nothing.", fg="red", bold=True)
+
+
+def _captions_page(path, cache, dataset, references, scores, model, random_weights):
+    """OUT.html beside the captions: each image with its caption (and references, scores)."""
+    import json
+    from pathlib import Path
+
+    from featcache.generative.caption import read_captions
+    from featcache.workflows.thumbnails import thumbnailer, thumbnails_of
+    from heads.page.render import write_captions_page
+
+    note = ""
+    if dataset is not None:
+        thumbnails = thumbnails_of(dataset)
+    else:
+        from featcache import open_cache
+
+        with run(open_cache, cache) as c:
+            thumbnails, note = thumbnailer(dict(c.attrs))
+    settings_file = Path(str(path)).with_name(Path(path).name + ".settings.json")
+    settings = json.loads(settings_file.read_text()) if settings_file.exists() else {"model": model}
+    captions = {k: v[0] for k, v in read_captions(path).items()}
+    return write_captions_page(Path(str(path) + ".html"), f"captions by {model}", captions, references, scores,
+                               settings, thumbnails, note, random_weights)
 
 

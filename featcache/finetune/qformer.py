@@ -153,6 +153,8 @@ class FinetuneReport:
     history: list[dict] = field(default_factory=list)
     submission: list | dict | None = None
     """The evaluated split's predictions in its benchmark's results format (benchmark datasets only)."""
+    test_outputs: dict | None = None
+    """The evaluated split's sample indices and top 5 (label indices and probabilities): the report's inputs."""
 
 
 def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneConfig | None = None,
@@ -253,9 +255,10 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
         best = checkpoints.load_model(best_path)
         _load_adapters(net, best["adapters"])
         net.head.load_state_dict(best["head"])
-    submission = None
+    submission, outputs = None, None
     if len(test_idx):
         test = evaluate_net(net, source, test_idx, config, label_index, workers, detailed=True)
+        outputs = {"idx": test_idx, "top": test.pop("top"), "top_p": test.pop("top_p"), "labels": labels}
         refs = source.references(test_idx)
         if refs is not None:  # a benchmark: its own figures (VQA accuracy, ...) and its results file
             from heads.evaluate import with_benchmark
@@ -267,7 +270,7 @@ def finetune(source, out: str | Path, model: str | Backbone, config: FinetuneCon
                 test = {"n": test["n"], "unscored": True}
         test.pop("predictions", None)
     return FinetuneReport(out, len(history), best_acc, test, seen / elapsed if elapsed > 0 else 0.0, start_epoch, history,
-                          submission)
+                          submission, outputs)
 
 
 def _init_from_head(net: FinetuneNet, path: str, labels: list[str], view: str, trust_pickle: bool = False) -> None:
@@ -296,14 +299,21 @@ def _init_from_head(net: FinetuneNet, path: str, labels: list[str], view: str, t
 @torch.no_grad()
 def evaluate_net(net: FinetuneNet, source, idx, config, label_index, workers: int = 0, detailed: bool = False) -> dict:
     net.eval()
-    preds, ys = [], []
+    preds, ys, tops, top_ps = [], [], [], []
     for batch in _loader(source, idx, config, net.backbone.tokenize, label_index, None, workers):
-        preds.append(net(batch).argmax(1).cpu())
+        logits = net(batch).float()
+        preds.append(logits.argmax(1).cpu())
         ys.append(batch["labels"])
+        if detailed:  # the top 5 with their probabilities, for the report's gallery and predictions.jsonl
+            p, c = torch.softmax(logits, 1).topk(min(5, logits.shape[1]), dim=1)
+            tops.append(c.cpu())
+            top_ps.append(p.cpu())
     pred, y = torch.cat(preds).numpy(), torch.cat(ys).numpy()
     out = {"n": int(len(y)), "accuracy": float((pred == y).mean()) if len(y) else 0.0}
     if detailed:
         out["predictions"] = pred
+        out["top"] = torch.cat(tops).numpy() if tops else np.zeros((0, 1), dtype=np.int64)
+        out["top_p"] = torch.cat(top_ps).double().numpy() if top_ps else np.zeros((0, 1))
         from sklearn.metrics import f1_score
 
         from heads.evaluate import balanced_accuracy

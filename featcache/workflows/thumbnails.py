@@ -49,6 +49,12 @@ def thumbnailer(attrs: dict, images_from: str | None = None, root: str | None = 
         dataset = load_dataset(spec, root=root)
     except (FeatcacheError, OSError, ValueError) as exc:
         return None, f"The images could not be opened ({str(exc)[:160]}): the gallery shows image keys."
+    return thumbnails_of(dataset), ""
+
+
+def thumbnails_of(dataset) -> Callable[[list[str]], dict[str, str]]:
+    """Image keys -> data: URIs of small JPEGs of `dataset`'s images (keys it cannot open are left out)."""
+    from featcache.errors import FeatcacheError
 
     def thumbnails(keys: list[str]) -> dict[str, str]:
         out = {}
@@ -65,4 +71,4 @@ def thumbnailer(attrs: dict, images_from: str | None = None, root: str | None = 
             out[key] = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
         return out
 
-    return thumbnails, ""
+    return thumbnails

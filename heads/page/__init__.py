@@ -1,4 +1,5 @@
-"""report.html: one self-contained page per report (tables, charts, error gallery), drawn offline in a browser."""
+"""report.html: one self-contained page per report (tables, charts, error gallery), drawn offline in a browser;
+and the plain pages of compare, label-issues and captions (render.py)."""
 
 from .render import write_page
 

@@ -193,7 +193,7 @@ function provenance() {
   const rows = [["command", env.command], ["created", env.created], ["featcache commit", env.git_commit || "-"],
                 ["machine", `${env.machine} (${env.cpu_count} CPUs), Python ${env.python}`],
                 ["versions", Object.entries(env.versions || {}).map(([k, v]) => `${k} ${v}`).join(", ")]];
-  for (const k of ["model_id", "revision", "model_fingerprint", "dataset_name", "dataset_source", "compute_dtype", "store_dtype", "featcache_version"]) {
+  for (const k of ["model_id", "model_revision", "model_fingerprint", "dataset_name", "dataset_source", "compute_dtype", "store_dtype", "featcache_version"]) {
     if (cache[k] !== undefined) rows.push([k, cache[k]]);
   }
   const list = el("dl");

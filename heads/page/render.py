@@ -111,3 +111,24 @@ def write_issues_page(path: str | Path, title: str, issues: list[dict], thumbnai
     path = Path(path)
     path.write_text(html, encoding="utf-8")
     return path
+
+
+def write_captions_page(path: str | Path, title: str, captions: dict[str, str], references: dict | None,
+                        scores: dict | None, settings: dict, thumbnails: Thumbnailer | None, note: str = "",
+                        random_weights: bool = False, shown: int = 500) -> Path:
+    """A captions file's page: the scores against the references, and each image with its caption (no script)."""
+    import jinja2
+    from markupsafe import Markup
+
+    items = [{"image": k, "caption": c, "references": (references or {}).get(k, [])}
+             for k, c in list(captions.items())[:shown]]
+    pictures = thumbnails([i["image"] for i in items]) if thumbnails is not None and items else {}
+    if thumbnails is None and not note:
+        note = "The images could not be opened here: their keys are shown."
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE), autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.get_template("captions.html.j2").render(
+        title=title, items=items, total=len(captions), thumbnails=pictures, scores=scores, settings=settings,
+        note=note, random_weights=random_weights, css=Markup((HERE / "page.css").read_text(encoding="utf-8")))
+    path = Path(path)
+    path.write_text(html, encoding="utf-8")
+    return path
