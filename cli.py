@@ -8,9 +8,10 @@ import sys
 import click
 
 from featcache.commands import demo, extract, finetune, generative, heads, reports, score
+from featcache.commands.common import Commands
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="featcache")
 def main() -> None:
     """BLIP-2 features cached once, classifiers trained in seconds."""

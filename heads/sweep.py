@@ -139,7 +139,7 @@ class SweepReport:
 
 
 def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None = None,
-                    extra_rows: list[dict] | None = None, thumbnails=None, umap: int = 0,
+                    extra_rows: list[dict] | None = None, thumbnails=None, umap: int = 0, overwrite: bool = False,
                     **sweep_kwargs) -> SweepReport:
     """Run a sweep and write its report folder atomically; `extra_rows` (e.g. zero-shot results, in the
     same fields) are ranked in the same table. The best head's outputs on the evaluated split go to
@@ -148,12 +148,15 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
 
     Work happens in `OUT.partial/`, renamed to OUT only when the report is complete, so a killed
     sweep never leaves a folder that mixes two runs. Rerunning the same sweep resumes its finished
-    fits; a sweep with other settings starts clean."""
+    fits; a sweep with other settings starts clean. An existing OUT is replaced only with `overwrite`."""
     from featcache.safe_folder import plain
 
     from .report import write_report
 
     out = Path(out)
+    if out.exists() and not overwrite and not (out.is_dir() and not any(out.iterdir())):
+        raise FeatcacheError(f"{out} already exists ({_what_is(out)}); pass --overwrite to replace it, or choose "
+                             f"another --out")
     partial = out.with_name(out.name + ".partial")
     cache = open_cache(cache_path)
     attrs = dict(cache.attrs)
@@ -191,6 +194,18 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     run_file.unlink()
     swap_in_folder(partial, out)
     return SweepReport(result, {k: out / v.name for k, v in files.items()}, out / "best", note)
+
+
+def _what_is(folder: Path) -> str:
+    """A few words on what an existing --out holds."""
+    results = folder / "results.json"
+    if not folder.is_dir():
+        return "a file, not a report folder"
+    try:
+        data = json.loads(results.read_text(encoding="utf-8"))
+        return f"the report '{data.get('title', '?')}' of {data.get('environment', {}).get('created', '?')}"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return "a folder that is not a featcache report" if any(folder.iterdir()) else "an empty folder"
 
 
 def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None = None,

@@ -15,6 +15,35 @@ def run(fn, *args, **kwargs):
         raise click.ClickException(str(exc)) from None
 
 
+class Commands(click.Group):
+    """The `featcache` group: an error that is not a FeatcacheError (a bug, or an input nobody foresaw) still reaches
+    the user as one message naming what failed and how to report it, never as a raw traceback
+    (FEATCACHE_DEBUG=1 shows it)."""
+
+    def invoke(self, ctx: click.Context):
+        import os
+
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit, SystemExit,
+                KeyboardInterrupt):
+            raise
+        except MemoryError:
+            raise click.ClickException("out of memory: the input needs more memory than this machine has free; use a "
+                                       "smaller --batch-size, --limit, or --stream where the command has them") from None
+        except Exception as exc:  # noqa: BLE001 (the point: nothing unforeseen leaves as a traceback)
+            if os.environ.get("FEATCACHE_DEBUG"):
+                raise
+            import sys
+
+            command = " ".join(["featcache", *sys.argv[1:]])
+            raise click.ClickException(
+                f"unexpected {type(exc).__name__}: {str(exc)[:300] or '(no message)'}\n"
+                f"This is featcache failing to check its input or a bug: nothing you did should end here. Please "
+                f"report it with the command ({command}); FEATCACHE_DEBUG=1 shows the traceback."
+            ) from None
+
+
 TRUST_PICKLE = click.option("--trust-pickle", is_flag=True,
                             help="Also load pickle-based files (joblib heads, featcache 0.1 .pt checkpoints). "
                                  "Loading a pickle can run arbitrary code: only for files from a source you trust.")

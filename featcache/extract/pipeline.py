@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -77,10 +78,12 @@ class StoredVision:
 
 
 def save_atomic(path: Path, **arrays) -> None:
-    """An .npz written to a temporary name, synced, and renamed into place."""
+    """An .npz written to a temporary name, synced, and renamed into place. The temporary name is this process's
+    and thread's own: `--shard-index` workers started together write the same texts file at once, and one's
+    rename must not take the other's half-written file (or find it gone)."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
     with open(tmp, "wb") as fh:
         fh.write(buf.getvalue())
         fh.flush()

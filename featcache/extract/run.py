@@ -111,6 +111,21 @@ def _lock(parts: Path, name: str, out: Path):
     return fh
 
 
+def _refuse_if_other_locks(parts: Path, out: Path) -> None:
+    """Refuse while a `--shard-index` worker holds its lock in `parts` (its shards would be deleted under it)."""
+    for path in sorted(parts.glob("lock-*")):
+        try:
+            with open(path, "a+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise ExtractError(f"a --shard-index worker is writing {out} ({path.name} is held); --overwrite would "
+                               f"delete its shards. Wait for it to finish or stop it, then run this command "
+                               f"again.") from None
+        except OSError:
+            continue
+
+
 class _ImageSources:
     """key -> what its image is made from (locator | augmentation), computed when asked: a 10M-image plan then
     needs no second table of 10M strings beside the dataset's own."""
@@ -216,11 +231,15 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         return ExtractReport(out, len(keys), n_q, 0, 0, time.perf_counter() - started, already_complete=True)
 
     parts = out.with_name(out.name + ".parts")
-    if parts.exists() and overwrite and shard_index is None:
-        shutil.rmtree(parts)
     parts.mkdir(exist_ok=True)
+    # the lock first: --overwrite clears the parts folder only once no other run (nor shard worker) holds it
     lock = _lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
     try:
+        if overwrite and shard_index is None:
+            _refuse_if_other_locks(parts, out)
+            for child in parts.iterdir():
+                if child.name != "lock":
+                    shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         engine_options = dict(engine=engine, model=model, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
                               workers_per_node=workers_per_node, merge_output=merge_output,
                               mm=(mm_store, mm_prompt) if multimodal else None, vision_source=vision_source,

@@ -319,7 +319,9 @@ def load_backbone(model: str = DEFAULT_MODEL, device: str = "auto", dtype: str |
             raise ModelLoadError(f"{model} is a folder but has no config.json: not a saved checkpoint "
                                  f"(save one with save_pretrained or `hf download`)")
     from .instructblip import ARCHITECTURE, is_instructblip, load_instructblip_parts
+    from .loading import offline_unless_hub_answers
 
+    offline_unless_hub_answers(model)
     if is_instructblip(model, revision):
         net, preprocessor, qformer_tokenizer, dims = load_instructblip_parts(model, dev, compute_dtype, revision,
                                                                              jpeg_draft)

@@ -133,6 +133,9 @@ def is_generative_checkpoint(model: str) -> bool:
     local = Path(resolve_model(model))
     if local.exists() and not (local / "config.json").is_file():
         return False  # a local folder that is no transformers checkpoint: never ask the hub about its name
+    from .loading import offline_unless_hub_answers
+
+    offline_unless_hub_answers(str(local))
     try:
         config = AutoConfig.from_pretrained(str(local))
     except (OSError, ValueError):
@@ -145,9 +148,12 @@ def load_generative(model: str, device: str = "auto", dtype: str | None = None) 
     Default dtype: bf16 on GPU (fp16 overflows in T5), fp32 on CPU."""
     from transformers import AutoConfig, AutoTokenizer
 
+    from .loading import offline_unless_hub_answers
+
     path = resolve_model(model)
     dev = resolve_device(device)
     compute = getattr(torch, dtype) if dtype else (torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    offline_unless_hub_answers(path)
     try:
         config = AutoConfig.from_pretrained(path)
     except OSError as exc:

@@ -27,10 +27,50 @@ def default_compute_dtype(device: torch.device) -> torch.dtype:
     return torch.float16 if device.type == "cuda" else torch.float32
 
 
+HUB_PROBE_SECONDS = 2.0
+_hub_probed: bool | None = None
+
+
+def offline_unless_hub_answers(model: str) -> None:
+    """Before loading a hub id (not a local folder), ask the hub once, for HUB_PROBE_SECONDS: where it does not
+    answer, work offline from the start (checkpoints already downloaded still load) instead of spending ~100 s in
+    huggingface_hub's retries before the message that offers a local folder or tiny-random."""
+    global _hub_probed
+    import sys
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    if _hub_probed is not None or Path(model).expanduser().exists():
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    host = urlparse(endpoint).hostname or endpoint
+    try:  # an HTTP answer, whatever its status, is the hub answering (a bare TCP connect can be a proxy's)
+        urllib.request.urlopen(urllib.request.Request(endpoint + "/api/models/" + model, method="HEAD"),
+                               timeout=HUB_PROBE_SECONDS).close()
+        _hub_probed = True
+        return
+    except urllib.error.HTTPError:
+        _hub_probed = True
+        return
+    except (OSError, ValueError):
+        _hub_probed = False
+    import huggingface_hub.constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    print(f"the model hub ({host}) does not answer: working offline (only checkpoints already downloaded load)",
+          file=sys.stderr, flush=True)
+
+
 def hub_hint(model: str, exc: BaseException) -> str:
     """Why a checkpoint did not load (no hub, offline, a wrong name) and the ways on."""
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    where = "offline mode is on (HF_HUB_OFFLINE)" if offline else "the model hub could not be reached"
+    where = ("the model hub does not answer" if _hub_probed is False else
+             "offline mode is on (HF_HUB_OFFLINE)" if offline else "the model hub could not be reached")
     return (f"Could not load BLIP-2 checkpoint {model!r}: {where}, or the name is wrong, and it is not in "
             f"the local cache ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}).\n"
             f"Ways on: download it where the hub is reachable (`hf download {model}`) and pass the folder "
