@@ -67,7 +67,10 @@ def _parquet_folder(images, folder: Path, via: str) -> Path:
             import datasets
 
             features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})
-            datasets.Dataset.from_dict({"image": [str(p) for p, _ in rows], "label": [NAMES.index(lab) for _, lab in rows]},
+            # the images embedded, as push_to_hub writes them: a cell that only names a file outside the dataset's
+            # folder is refused (featcache reads nothing outside the folders you name)
+            datasets.Dataset.from_dict({"image": [{"bytes": p.read_bytes(), "path": p.name} for p, _ in rows],
+                                        "label": [NAMES.index(lab) for _, lab in rows]},
                                        features=features).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
         else:
             import pyarrow as pa

@@ -14,6 +14,14 @@ from pathlib import Path
 from ..images.decode import load_image
 
 
+def cell_text(value) -> str:
+    """A table cell as text: None (and a float NaN, pandas' empty cell) is empty; every other value, 0 and False
+    included, is its text. (`str(value or "")` made an answer or label 0 vanish.)"""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
+
+
 @dataclass(frozen=True)
 class Question:
     image: str

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
-from .base import Question, VQADataset
+from .base import Question, VQADataset, cell_text
 from .manifest import IMAGE_EXTENSIONS, LABEL_COLUMNS, read_table
 
 SPLIT_FOLDERS = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")
@@ -28,6 +28,15 @@ def _images_under(folder: Path) -> tuple[list[Path], int]:
     return images, len(files) - len(images)
 
 
+def _check_inside(image: Path, root: Path) -> None:
+    """featcache reads nothing outside the folders a user names: an image (or a class folder) that is a link
+    leading out of ROOT is refused, as metadata.csv's `../` is."""
+    if not image.resolve().is_relative_to(root.resolve()):
+        raise DatasetError(f"folder:{root}: {image} leads outside {root} (to {image.resolve()}); featcache reads "
+                           f"nothing outside the folders you name: copy the images into {root}, or name their "
+                           f"own folder")
+
+
 def _metadata(root: Path, folder: Path) -> dict[str, dict]:
     """key -> {label?, split?} from folder/metadata.csv (file_name relative to that folder)."""
     path = folder / METADATA
@@ -35,7 +44,7 @@ def _metadata(root: Path, folder: Path) -> dict[str, dict]:
         return {}
     out = {}
     for lineno, row in read_table(path):
-        name = str(row.get("file_name") or "").strip()
+        name = cell_text(row.get("file_name"))
         if not name:
             raise DatasetError(f"{path}:{lineno}: no file_name; {METADATA} needs a file_name column (the image's "
                                f"path relative to {folder}) and a label and/or split column")
@@ -44,7 +53,7 @@ def _metadata(root: Path, folder: Path) -> dict[str, dict]:
                                f"without ..)")
         key = (folder / name).relative_to(root).as_posix()
         label = next((str(row[c]).strip() for c in LABEL_COLUMNS if c in row), None)
-        out[key] = {k: v for k, v in (("label", label), ("split", str(row.get("split") or "").strip() or None))
+        out[key] = {k: v for k, v in (("label", label), ("split", cell_text(row.get("split")) or None))
                     if v is not None}
     return out
 
@@ -59,6 +68,11 @@ def load_image_folder(root: str | Path, name: str | None = None) -> VQADataset:
     split_dirs = [p for p in subdirs if p.name.lower() in SPLIT_FOLDERS]
     if split_dirs and len(split_dirs) == len(subdirs):
         splits = [(p.name, p) for p in split_dirs]
+    elif split_dirs:  # (read as classes, "train" and "test" became labels of one split "all")
+        stray = [p.name for p in subdirs if p not in split_dirs]
+        raise DatasetError(f"folder:{root} has {', '.join(p.name + '/' for p in split_dirs)} beside other folders "
+                           f"({', '.join(stray[:5])}): it is either split folders or class folders. Move "
+                           f"{', '.join(stray[:5])} into a split folder, or out of {root}")
     else:
         splits = [("all", root)]
     questions, paths, notes, skipped = [], {}, [], 0
@@ -76,11 +90,13 @@ def load_image_folder(root: str | Path, name: str | None = None) -> VQADataset:
             if not images:
                 notes.append(f"class folder {cls} has no images")
             for image in images:
+                _check_inside(image, root)
                 key = image.relative_to(root).as_posix()
                 paths[key] = str(image)
                 info = meta.get(key, {})
                 questions.append(Question(key, "", info.get("label", cls.name), info.get("split", split)))
         for image in loose:
+            _check_inside(image, root)
             key = image.relative_to(root).as_posix()
             if key in meta and "label" in meta[key]:
                 paths[key] = str(image)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..images.decode import ImageLoadError, decode_image, load_image
-from .base import Question, VQADataset
+from .base import Question, VQADataset, cell_text
 
 HINT = "hf: datasets need the Hugging Face datasets library: pip install 'featcache[data]'"
 COLUMNS = {
@@ -113,6 +113,31 @@ def _answer_text(value, choices=None) -> str:
     return "" if value is None else str(value).strip()
 
 
+def _flag(value, source: str, split: str, row: int) -> bool:
+    """A 0/1 column's value (an `answerable` of 0, 1, true/false, "yes"/"no")."""
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "1.0"):
+        return True
+    if text in ("0", "false", "no", "0.0"):
+        return False
+    raise DatasetError(f"hf:{source} {split} row {row}: \"answerable\" must be 0 or 1 (or yes/no), got {value!r}")
+
+
+def _ids_name_images(table, column: str, ids: list) -> bool:
+    """Whether rows sharing an id hold the same image: same byte length and same first and last bytes (or the same
+    path), read from the Arrow column without decoding."""
+    seen: dict = {}
+    data = table.data.column(column) if getattr(table, "_indices", None) is None else None
+    for row, image_id in enumerate(ids):
+        cell = data[row].as_py() if data is not None else table[row][column]
+        raw = (cell or {}).get("bytes") if isinstance(cell, dict) else None
+        sign = (len(raw), raw[:64], raw[-64:]) if raw else ("path", (cell or {}).get("path") if isinstance(cell, dict)
+                                                            else None)
+        if seen.setdefault(image_id, sign) != sign:
+            return False
+    return True
+
+
 class HFImages:
     """Opens "split/row" locators of one image column, decoding the embedded bytes (picklable: the tables
     are memory-mapped Arrow files, so decode workers share them)."""
@@ -147,8 +172,23 @@ class HFImages:
         if isinstance(cell, dict) and cell.get("bytes"):
             return decode_image(cell["bytes"], name, draft_size)
         if isinstance(cell, dict) and cell.get("path"):
-            return load_image(cell["path"], draft_size)
+            return load_image(self._inside(str(cell["path"]), name), draft_size)
         raise ImageLoadError(f"{name}: the image cell holds neither bytes nor a path ({type(cell).__name__})")
+
+    def _inside(self, path: str, name: str) -> str:
+        """A cell's path, only where it lies in the dataset's own folder: featcache reads nothing outside the
+        folders a user names (a hub dataset's cells carry their bytes; a path there would be any file on disk)."""
+        root = Path(self.source).expanduser()
+        if not root.is_dir():
+            raise ImageLoadError(f"{name}: the image cell has no bytes, only a path ({path}); a hub dataset's images "
+                                 f"must be in the table (featcache reads nothing outside the folders you name): "
+                                 f"embed them, as push_to_hub does")
+        full = (root / path).resolve()
+        if not full.is_relative_to(root.resolve()):
+            raise ImageLoadError(f"{name}: the image cell points outside the dataset's folder {root} ({path}); "
+                                 f"featcache reads nothing outside the folders you name: embed the images in the "
+                                 f"table (as push_to_hub does) or copy them into {root}")
+        return str(full)
 
     def missing(self, locators: list[str]) -> list[str]:
         """Locators whose image cell is null (read from the column's validity, not by decoding)."""
@@ -198,18 +238,25 @@ def load_hf(source: str, config: str | None = None, image_column: str | None = N
                                f"--image-column") from None
         wanted = dict.fromkeys(c for c in (question, target, image_id, humans, flag, *bench.values()) if c)
         columns = table.select_columns(list(wanted))[:]  # column -> values
+        ids = image_id
+        if image_id and not _ids_name_images(tables[split], image, columns[image_id]):
+            ids = None  # (12 pictures sharing one file_name were written as one image, every row pointing at it)
+            notes.append(f"split {split}: column {image_id!r} repeats for rows with different images, so it does not "
+                         f"name images there: each row is its own image")
         for row, value in enumerate(columns[target]):
-            key = f"{split}/{columns[image_id][row]}" if image_id else f"{split}/{row}"  # ids repeat only within a split
+            key = f"{split}/{columns[ids][row]}" if ids else f"{split}/{row}"  # ids repeat only within a split
             if key not in paths:
                 paths[key] = f"{split}/{row}"
-            answer = to_name(value) if to_name is not None and isinstance(value, int) else \
-                _answer_text(value, choices[row] if choices is not None else None)
-            text = "" if classify else str(columns[question][row] or "").strip()
+            if to_name is not None and isinstance(value, int):  # a ClassLabel; -1 is the hub's "no label" (test)
+                answer = to_name(value) if value >= 0 else ""
+            else:
+                answer = _answer_text(value, choices[row] if choices is not None else None)
+            text = "" if classify else cell_text(columns[question][row])
             extra = {field: str(columns[c][row] if columns[c][row] is not None else "") for field, c in bench.items()}
             if humans and isinstance(columns[humans][row], (list, tuple)):
                 extra["references"] = tuple(_answer_text(a) for a in columns[humans][row])
             if flag and columns[flag][row] is not None:
-                extra["question_type"] = "answerable" if int(columns[flag][row]) else "unanswerable"
+                extra["question_type"] = "answerable" if _flag(columns[flag][row], source, split, row) else "unanswerable"
             questions.append(Question(key, text, answer, split, **extra))
     empty = sum(1 for q in questions if not q.answer)
     if empty:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from ..errors import DatasetError
-from .base import Question, VQADataset
+from .base import Question, VQADataset, cell_text
 
 IMAGE_COLUMNS = ("image", "image_name", "image_id", "image_path", "file", "file_name")
 LABEL_COLUMNS = ("label", "class", "category")
@@ -50,6 +50,12 @@ def _read_jsonl(path: Path, text: str) -> list[tuple[int, dict]]:
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{lineno}: a JSON {type(row).__name__} where a JSON object "
                                f'{{"image": ..., "question": ..., "answer": ...}} is needed')
+        for key, value in row.items():
+            if isinstance(value, (list, dict)) and key in ("image", "question", "answer", "label", "split"):
+                raise DatasetError(f"{path}:{lineno}: {key!r} is a JSON {type(value).__name__} ({str(value)[:50]}); "
+                                   f"it must be text (one row per question)")
+            if isinstance(value, str) and "\x00" in value:  # (HDF5 strings end at a NUL: found only at merge)
+                raise DatasetError(f"{path}:{lineno}: {key!r} holds a NUL character; remove it")
         rows.append((lineno, row))
     return rows
 
@@ -66,6 +72,10 @@ def _read_csv(path: Path, text: str, delimiter: str | None) -> list[tuple[int, d
                 continue
             if header is None:
                 header = [f.strip() for f in fields]
+                repeated = sorted({c for c in header if header.count(c) > 1})
+                if repeated:  # (csv keeps the last of two same-named columns, silently)
+                    raise DatasetError(f"{path}: the header names column(s) {', '.join(repeated)} more than once; "
+                                       f"rename or drop the duplicate")
                 continue
             line = reader.line_num
             if len(fields) != len(header):
@@ -146,12 +156,12 @@ def load_manifest(path: str | Path, images: str | Path | None = None, name: str 
         key = os.path.normpath(raw) if raw else raw  # img/a.jpg, ./img/a.jpg and img//a.jpg are one image
         if key not in paths:
             paths[key] = resolve_image(images_dir, key)
-        split = str(row.get("split") or DEFAULT_SPLIT).strip()
+        split = cell_text(row.get("split")) or DEFAULT_SPLIT
         if classify:
-            questions.append(Question(key, "", str(row[cols["label"]] or "").strip(), split))
+            questions.append(Question(key, "", cell_text(row[cols["label"]]), split))
         else:
-            questions.append(Question(key, str(row[cols["question"]] or "").strip(),
-                                      str(row[cols["answer"]] or "").strip(), split))
+            questions.append(Question(key, cell_text(row[cols["question"]]),
+                                      cell_text(row[cols["answer"]]), split))
     from collections import Counter
 
     notes = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
+from .base import cell_text
 from .manifest import read_table, require_columns
 
 
@@ -18,7 +19,7 @@ def read_pairs(path: str | Path, delimiter: str | None = None) -> list[tuple[str
     cols = require_columns(path, rows, {"image": ("image",)})
     out = []
     for lineno, r in rows:
-        image, question = str(r[cols["image"]] or "").strip(), str(r.get("question") or "").strip()
+        image, question = cell_text(r[cols["image"]]), cell_text(r.get("question"))
         if not image:
             raise DatasetError(f"{path}:{lineno}: empty image; every row needs one")
         if "question" in r and not question:

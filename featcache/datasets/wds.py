@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 import tarfile
 from array import array
 from bisect import bisect_left
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from ..errors import DatasetError
 from ..images.decode import ImageLoadError, decode_image
-from .base import Question, VQADataset
+from .base import Question, VQADataset, cell_text
 from .folder import SPLIT_FOLDERS
 from .manifest import IMAGE_EXTENSIONS
 
@@ -78,6 +79,13 @@ def _classnames(tar: Path) -> list[str] | None:
 
 def _index(tar: Path) -> dict[str, dict[str, tarfile.TarInfo]]:
     """sample key -> extension -> member, in the tar's order."""
+    with open(tar, "rb") as fh:
+        magic = fh.read(6)
+    for signature, kind in ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ", "xz"), (b"\x28\xb5\x2f\xfd", "zstd")):
+        if magic.startswith(signature):  # (members were indexed on the decompressed stream, read at those offsets)
+            raise DatasetError(f"{tar} is a {kind}-compressed tar: featcache reads members at their offsets in the "
+                               f"file, which compression moves. Decompress the shards first (e.g. gunzip), then "
+                               f"point wds: at the .tar files")
     try:
         with tarfile.open(tar) as tf:
             members = [m for m in tf.getmembers() if m.isfile()]
@@ -143,6 +151,18 @@ class TarLocators(Mapping[str, str]):
         return len(self._keys)
 
 
+_LOCATOR = re.compile(r"^(?P<tar>.*?)::(?P<offset>\d+)::(?P<size>\d+)::(?P<member>.*)$", re.S)
+
+
+def parse_locator(locator: str) -> tuple[str, str, str, str]:
+    """(tar, offset, size, member) of "TAR::OFFSET::SIZE::MEMBER": the tar path is the shortest prefix followed by
+    two numbers, so a folder named with "::" (or a member) does not shift the fields."""
+    match = _LOCATOR.match(locator)
+    if match is None:
+        raise ImageLoadError(f"{locator[:80]!r} is not a tar member locator (TAR::OFFSET::SIZE::MEMBER)")
+    return match["tar"], match["offset"], match["size"], match["member"]
+
+
 class TarImages:
     """Opens "TAR::OFFSET::SIZE::MEMBER" locators by reading the member's bytes at its offset (picklable)."""
 
@@ -150,7 +170,7 @@ class TarImages:
         self._versions: dict[str, str] = {}
 
     def open(self, locator: str, draft_size: int | None = None):
-        tar, offset, size, member = locator.split("::", 3)
+        tar, offset, size, member = parse_locator(locator)
         try:
             with open(tar, "rb") as fh:
                 fh.seek(int(offset))
@@ -164,7 +184,7 @@ class TarImages:
 
     def identity(self, locator: str) -> str:
         """The locator plus its tar's size and modification time: a rewritten tar is another source."""
-        tar = locator.split("::", 1)[0]
+        tar = parse_locator(locator)[0]
         if tar not in self._versions:
             try:
                 stat = Path(tar).stat()
@@ -174,7 +194,7 @@ class TarImages:
         return f"{locator}@{self._versions[tar]}"
 
     def missing(self, locators: list[str]) -> list[str]:
-        return [loc for loc in locators if not Path(loc.split("::", 1)[0]).is_file()]
+        return [loc for loc in locators if not Path(parse_locator(loc)[0]).is_file()]
 
 
 def load_webdataset(pattern: str) -> VQADataset:
@@ -205,13 +225,8 @@ def load_webdataset(pattern: str) -> VQADataset:
             ends.append(len(blob))
             if "json" in members:
                 meta = _json(tar, members["json"])
-                qs, ans = meta.get("question"), meta.get("answer", meta.get("answers", ""))
-                qs, ans = (qs, ans) if isinstance(qs, list) else ([qs], [ans])
-                if qs == [None]:
-                    raise DatasetError(f"{tar} member {members['json'].name}: no \"question\" in the sample's JSON; "
-                                       f"a VQA sample needs question and answer")
-                for q, a in zip(qs, ans if isinstance(ans, list) else [ans] * len(qs)):
-                    questions.append(Question(key, str(q or "").strip(), _text(a), split))
+                for q, a in _pairs(meta, f"{tar} member {members['json'].name}"):
+                    questions.append(Question(key, q, a, split))
                 task = task or "vqa"
             elif "cls" in members:
                 questions.append(Question(key, "", _label(tar, members["cls"], names), split))
@@ -242,13 +257,41 @@ def _json(tar: Path, member: tarfile.TarInfo) -> dict:
     return meta
 
 
-def _text(answer) -> str:
-    if isinstance(answer, list):  # several human answers: the most common
+def _pairs(meta: dict, where: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs of a sample's JSON: one question and its answer, or lists of each, as long as each
+    other; an answer may be VQAv2's list of human answers ({"answer": ...} objects or strings)."""
+    qs = meta.get("question")
+    ans = meta.get("answer", meta.get("answers", ""))
+    if qs is None:
+        raise DatasetError(f"{where}: no \"question\" in the sample's JSON; a VQA sample needs question and answer")
+    if isinstance(qs, list):  # several questions: as many answers (one list of human answers each, or a text each)
+        if not isinstance(ans, list) or len(ans) != len(qs):
+            raise DatasetError(f"{where}: {len(qs)} questions but "
+                               f"{len(ans) if isinstance(ans, list) else 1} answers; give one answer per question")
+        return [(_question(q, where), _text(a, where)) for q, a in zip(qs, ans)]
+    return [(_question(qs, where), _text(ans, where))]
+
+
+def _question(q, where: str) -> str:
+    if isinstance(q, (list, dict)):
+        raise DatasetError(f"{where}: a question must be text, got a JSON {type(q).__name__} {str(q)[:60]}")
+    return cell_text(q)
+
+
+def _text(answer, where: str = "") -> str:
+    """An answer as text; a list of human answers gives their most common one (VQAv2's {"answer": ...} objects
+    or plain strings)."""
+    if isinstance(answer, list):
         from collections import Counter
 
-        texts = [str(a).strip() for a in answer if str(a).strip()]
+        texts = [_text(a, where) for a in answer]
+        texts = [t for t in texts if t]
         return Counter(texts).most_common(1)[0][0] if texts else ""
-    return "" if answer is None else str(answer).strip()
+    if isinstance(answer, dict):
+        if "answer" not in answer:
+            raise DatasetError(f"{where}: an answer object needs an \"answer\" field, got {str(answer)[:60]}")
+        return _text(answer["answer"], where)
+    return cell_text(answer)
 
 
 def _label(tar: Path, member: tarfile.TarInfo, names: list[str] | None) -> str:
