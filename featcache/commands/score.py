@@ -40,6 +40,9 @@ def score_vqa(results, annotations, questions, out) -> None:
     for kind, value in sorted(acc["perAnswerType"].items()):
         click.echo(f"  {kind} : {value:.2f}")
     click.echo(f"({len(acc['perQuestionType'])} question types: see --out)" if not out else "")
+    if scores.get("repeated_results"):
+        click.secho(f"warning: {scores['repeated_results']} results repeat a question id; the last answer of each "
+                    f"counts, as the official evaluator takes it", fg="yellow", err=True)
     if scores["empty_predictions"]:
         click.secho(f"warning: {scores['empty_predictions']} predictions normalise to nothing (scored 0)",
                     fg="yellow", err=True)
@@ -59,6 +62,9 @@ def score_gqa(results, questions, out) -> None:
     scores = run(score_gqa_files, results, questions)
     click.echo(f"Binary: {scores['binary']:.2f}%\nOpen: {scores['open']:.2f}%\nAccuracy: {scores['accuracy']:.2f}% "
                f"({scores['n']} balanced questions)")
+    if scores.get("unknown_ids"):
+        click.secho(f"warning: {scores['unknown_ids']} predictions name question ids not in {questions} (ignored)",
+                    fg="yellow", err=True)
     _write(out, scores)
 
 

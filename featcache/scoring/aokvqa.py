@@ -26,12 +26,33 @@ def evaluate_aokvqa(dataset: Sequence[Mapping], predictions: Mapping, strict: bo
     if not isinstance(predictions, Mapping):
         raise ScoreError('A-OKVQA predictions must be a JSON object {question_id: {"multiple_choice": ..., '
                          f'"direct_answer": ...}}, got a JSON {type(predictions).__name__}')
+    from .checks import answer_text, nonempty, question_id, unique
+
     for d in dataset:
         lacking = [k for k in ("question_id", "choices", "correct_choice_idx", "direct_answers") if k not in d]
         if lacking:
             raise ScoreError(f"A-OKVQA question {d.get('question_id', '?')} has no {', '.join(lacking)}: the test "
                              f"split is scored by the leaderboard; give the train or val file")
+        where = f"A-OKVQA question {question_id(d['question_id'], 'an A-OKVQA question')}"
+        for key in ("choices", "direct_answers"):  # (a string would be compared character by character)
+            if not isinstance(d[key], list) or not d[key]:
+                raise ScoreError(f"{where}: {key!r} must be a non-empty list of answers, got {str(d[key])[:60]}")
+            for a in d[key]:
+                answer_text(a, f"{where} {key}")
+        idx = d["correct_choice_idx"]
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < len(d["choices"]):
+            raise ScoreError(f"{where}: correct_choice_idx must index its {len(d['choices'])} choices, got {idx!r}")
+        if "difficult_direct_answer" in d and not isinstance(d["difficult_direct_answer"], bool):
+            raise ScoreError(f"{where}: difficult_direct_answer must be true or false, got {d['difficult_direct_answer']!r}")
+    unique([str(d["question_id"]) for d in dataset], "question ids in the A-OKVQA file")
     by_id = {d["question_id"]: d for d in dataset}
+    for q, p in predictions.items():
+        if not isinstance(p, Mapping):
+            raise ScoreError(f'prediction {q!r} must be an object {{"multiple_choice": ..., "direct_answer": ...}}, '
+                             f"got {str(p)[:60]}")
+        for key in ("multiple_choice", "direct_answer"):
+            if key in p:
+                answer_text(p[key], f"prediction {q!r} {key}")
     unknown = [q for q in predictions if q not in by_id]
     out: dict = {"unknown_ids": len(unknown)}
     for kind, key in (("multiple_choice", "multiple_choice"), ("direct_answer", "direct_answer")):
@@ -41,6 +62,8 @@ def evaluate_aokvqa(dataset: Sequence[Mapping], predictions: Mapping, strict: bo
             continue
         asked = by_id if kind == "multiple_choice" else {q: d for q, d in by_id.items()
                                                          if d.get("difficult_direct_answer") is False}
+        nonempty(len(asked), kind.replace("_", " "), "the direct answer is scored over the questions marked "
+                 "\"difficult_direct_answer\": false, and the file marks none (is it the official val file?)")
         missing = [q for q in asked if q not in preds]
         if strict and missing:
             raise ScoreError(f"no {kind} prediction for {len(missing)} questions (e.g. {missing[:3]})")

@@ -18,11 +18,15 @@ def results_map(results) -> dict:
     if not isinstance(results, list):
         raise ScoreError('GQA results must be a JSON list of {"questionId": ..., "prediction": ...} objects, got a '
                          f"JSON {type(results).__name__}")
+    from .checks import answer_text, question_id, unique
+
     out = {}
     for i, r in enumerate(results):
         if not isinstance(r, Mapping) or "questionId" not in r or "prediction" not in r:
             raise ScoreError(f'GQA results entry {i} is not an object with "questionId" and "prediction": {str(r)[:80]}')
-        out[str(r["questionId"])] = str(r["prediction"])
+        out[question_id(r["questionId"], f"GQA results entry {i}")] = answer_text(r["prediction"],
+                                                                                   f"GQA results entry {i}")
+    unique([str(r["questionId"]) for r in results], "question ids in the results")
     return out
 
 
@@ -39,6 +43,11 @@ def evaluate_gqa(questions: Mapping[str, Mapping], predictions: Mapping[str, str
     if missing:
         raise ScoreError(f"no prediction for {len(missing)} balanced questions (e.g. {missing[:3]}); the official "
                          f"eval.py needs one for every question of the split")
+    from .checks import nonempty
+
+    nonempty(sum(1 for v in questions.values() if isinstance(v, Mapping) and v.get("isBalanced", True)), "GQA accuracy",
+             "the question file marks no question balanced (isBalanced); give a *_balanced_questions.json file")
+    unknown = [p for p in predictions if p not in {str(q) for q in questions}]
     for qid, q in questions.items():
         if not q.get("isBalanced", True):
             continue
@@ -53,7 +62,8 @@ def evaluate_gqa(questions: Mapping[str, Mapping], predictions: Mapping[str, str
     def pct(values) -> float:
         return 100 * sum(values) / len(values) if values else 0.0
 
-    return {"n": len(scores["accuracy"]), "accuracy": pct(scores["accuracy"]), "binary": pct(scores["binary"]),
+    return {"n": len(scores["accuracy"]), "unknown_ids": len(unknown), "accuracy": pct(scores["accuracy"]),
+            "binary": pct(scores["binary"]),
             "open": pct(scores["open"]),
             **{k: {t: pct(v) for t, v in sorted(scores[k].items())}
                for k in ("accuracyPerStructuralType", "accuracyPerSemanticType")}}

@@ -106,21 +106,27 @@ def check_results(results, annotated: Sequence[str]) -> tuple[dict, dict | None,
     if not isinstance(results, list):
         raise ScoreError('VizWiz results must be a JSON list of {"image": ..., "answer": ...} objects, got a JSON '
                          f"{type(results).__name__}")
+    from .checks import answer_text, probability, question_id, unique
+
     answers, answerable = {}, {}
     for i, r in enumerate(results):
         if not isinstance(r, Mapping) or "image" not in r or ("answer" not in r and "answerable" not in r):
             raise ScoreError(f'results entry {i} is not an object with "image" and "answer": {str(r)[:80]}')
+        image = question_id(r["image"], f"results entry {i}")
         if "answer" in r:
-            answers[r["image"]] = str(r["answer"])
+            answers[image] = answer_text(r["answer"], f"results entry {i} (image {image!r})")
         if "answerable" in r:
-            try:
-                answerable[r["image"]] = float(r["answerable"])
-            except (TypeError, ValueError):
-                raise ScoreError(f'results entry {i} (image {r["image"]!r}): "answerable" must be a probability '
-                                 f"(0..1), got {r['answerable']!r}") from None
+            answerable[image] = probability(r["answerable"], f'results entry {i} (image {image!r}): "answerable"')
+    unique([question_id(r["image"], "") for r in results if isinstance(r, Mapping) and "image" in r],
+           "images in the results")
     missing = [img for img in annotated if img not in answers and img not in answerable]
     if missing:
         raise ScoreError(f"no prediction for {_ids(missing, 'annotated images')}: predict every image of the split")
+    if answers and len(answers) < len(answerable | answers):  # (the accuracy was left out without a word)
+        lacking = [img for img in annotated if img not in answers]
+        if lacking:
+            raise ScoreError(f"{len(lacking)} results have \"answerable\" but no \"answer\" (e.g. {lacking[:3]}): give "
+                             f"every result an answer, or none (the answerability task alone)")
     unknown = len((set(answers) | set(answerable)) - set(annotated))
     return answers, (answerable if all(img in answerable for img in annotated) else None), unknown
 
@@ -129,16 +135,23 @@ def evaluate_vizwiz(annotations: Sequence[Mapping], results) -> dict:
     """The VizWiz evaluation of `results` against an annotation file's list: {"accuracy": {"overall",
     "perAnswerType"}, "evalQA" (per image), "unanswerability": {"average_precision", "f1_score"}}, with
     "answerable_from" saying whether the probabilities came from the results or from their answers."""
+    from .checks import flag, question_id, unique
+
     refs, types, labels = {}, {}, {}
     for i, a in enumerate(annotations):
         if not isinstance(a, Mapping) or "image" not in a:
             raise ScoreError(f"annotation {i} has no \"image\"; is this a VizWiz annotation file (Annotations/val.json)?")
-        refs[a["image"]] = _answer_strings(a, i)
-        types[a["image"]] = str(a.get("answer_type", ""))
+        image = question_id(a["image"], f"annotation {i}")
+        refs[image] = _answer_strings(a, i)
+        types[image] = str(a.get("answer_type", ""))
         if "answerable" in a:
-            labels[a["image"]] = int(a["answerable"])
+            labels[image] = flag(a["answerable"], f"annotation {i} (image {image!r}): \"answerable\"")
+    unique([str(a["image"]) for a in annotations], "images in the annotations")
     if not refs:
         raise ScoreError("the annotation file holds no questions")
+    if labels and len(labels) < len(refs):  # (the answerability figures were left out without a word)
+        raise ScoreError(f"{len(refs) - len(labels)} of {len(refs)} annotations have no \"answerable\": the "
+                         f"answerability figures need it on every one (or on none)")
     answers, answerable, unknown = check_results(results, list(refs))
     out: dict = {"n": len(refs), "unknown_images": unknown}
     answered = all(img in answers for img in refs)

@@ -188,6 +188,13 @@ def _ids(items: Iterable, what: str) -> str:
     return f"{len(items)} {what} ({shown}{', ...' if len(items) > 5 else ''})"
 
 
+def _hashable(value, where: str):
+    """An id usable as a key (a JSON list or object is none)."""
+    if isinstance(value, (list, dict)):
+        raise ScoreError(f"{where}: question_id must be a number or a string, got {str(value)[:40]}")
+    return value
+
+
 def check_results(results, annotated: Iterable) -> dict:
     """question id -> predicted answer from a results list [{"question_id", "answer"}], refusing what the official
     loadRes refuses (not a list; missing or unknown ids), with the ids named. A repeated id keeps its last
@@ -195,11 +202,14 @@ def check_results(results, annotated: Iterable) -> dict:
     if not isinstance(results, list):
         raise ScoreError('results must be a JSON list of {"question_id": ..., "answer": ...} objects (the official '
                          f"format), got a JSON {type(results).__name__}")
+    from .checks import answer_text
+
     predictions = {}
     for i, r in enumerate(results):
         if not isinstance(r, Mapping) or "question_id" not in r or "answer" not in r:
             raise ScoreError(f'results entry {i} is not an object with "question_id" and "answer": {str(r)[:80]}')
-        predictions[r["question_id"]] = str(r["answer"])
+        _hashable(r["question_id"], f"results entry {i}")
+        predictions[r["question_id"]] = answer_text(r["answer"], f"results entry {i} (question {r['question_id']})")
     annotated = set(annotated)
     missing, unknown = annotated - set(predictions), set(predictions) - annotated
     if missing or unknown:
@@ -219,6 +229,9 @@ def evaluate_vqa(annotations: Sequence[Mapping], results, questions: Sequence[Ma
     given, must name the same ids."""
     by_id = {}
     for i, a in enumerate(annotations):
+        if not isinstance(a, Mapping):
+            raise ScoreError(f"annotation {i} is a JSON {type(a).__name__}, not an object; is this a VQA annotation "
+                             f"file (v2_mscoco_*_annotations.json)?")
         missing = [k for k in ("question_id", "answers") if k not in a]
         if missing:
             raise ScoreError(f"annotation {i} has no {' or '.join(missing)}; is this a VQA annotation file "
@@ -227,9 +240,17 @@ def evaluate_vqa(annotations: Sequence[Mapping], results, questions: Sequence[Ma
                                                          for e in a["answers"]):
             raise ScoreError(f"annotation {i} (question {a['question_id']}): \"answers\" must be a list of "
                              f"{{\"answer\": ...}} objects, got {str(a['answers'])[:80]}")
+        _hashable(a["question_id"], f"annotation {i}")
         by_id[a["question_id"]] = a
+    from .checks import unique
+
+    unique([str(a["question_id"]) for a in annotations], "question ids in the annotations")
     if questions is not None:
-        asked = {q["question_id"] for q in questions}
+        lacking = [i for i, q in enumerate(questions) if not isinstance(q, Mapping) or "question_id" not in q]
+        if lacking:
+            raise ScoreError(f"question {lacking[0]} of the question file has no \"question_id\"; is it a VQA question "
+                             f"file (v2_OpenEnded_mscoco_*_questions.json)?")
+        asked = {_hashable(q["question_id"], "a question") for q in questions}
         if asked != set(by_id):
             raise ScoreError("the question and annotation files do not match: "
                              + "; ".join(p for p in (
@@ -240,6 +261,7 @@ def evaluate_vqa(annotations: Sequence[Mapping], results, questions: Sequence[Ma
                              + ". Give the files of one split (e.g. v2_OpenEnded_mscoco_val2014_questions.json with "
                                "v2_mscoco_val2014_annotations.json)")
     predictions = check_results(results, by_id)
+    repeated = len(results) - len(predictions)  # (kept: the last answer counts, as the official loadRes does)
     per_q, per_qtype, per_atype = {}, {}, {}
     for qid, ann in by_id.items():
         acc = question_accuracy(predictions[qid], ann["answers"])
@@ -260,6 +282,7 @@ def evaluate_vqa(annotations: Sequence[Mapping], results, questions: Sequence[Ma
         "evalQuesType": {t: {q: round_official(100 * a) for q, a in v.items()} for t, v in per_qtype.items()},
         "evalAnsType": {t: {q: round_official(100 * a) for q, a in v.items()} for t, v in per_atype.items()},
         "empty_predictions": sum(1 for q in by_id if not normalize_answer(predictions[q])),
+        "repeated_results": repeated,
     }
 
 
