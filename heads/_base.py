@@ -19,6 +19,7 @@ class HeadBase(ClassifierMixin, BaseEstimator):
             y = np.asarray(y)
             if y.ndim != 1 or len(y) != len(X):
                 raise ValueError(f"y must be 1-d with one label per row of X ({len(X)}), got shape {y.shape}")
+            check_finite_parts(X)
             self.n_features_in_ = X.shape[1]
         else:
             X, y = validate_data(self, X, y, dtype=[np.float32, np.float64, np.float16])
@@ -99,6 +100,11 @@ class HeadBase(ClassifierMixin, BaseEstimator):
 
     def _restore(self, attrs: dict, tensors: dict) -> None:
         classes = attrs["classes"]
+        if not isinstance(classes, list) or not classes or not (all(isinstance(c, str) for c in classes) or all(
+                isinstance(c, int) and not isinstance(c, bool) for c in classes)):
+            raise ValueError("classes must be a non-empty list of strings (or of integers)")
+        if len(set(classes)) != len(classes):
+            raise ValueError("classes are repeated: each class must be listed once")
         self.classes_ = np.array(classes, dtype=object if all(isinstance(c, str) for c in classes) else None)
         self.n_features_in_ = int(attrs["n_features_in"])
         self.input_layout_ = tuple(attrs["input_layout"])
@@ -154,3 +160,52 @@ def check_minibatch_params(head) -> None:
         value = getattr(head, name)
         if not ok(value):
             raise ValueError(f"{name} must be {what}, got {value!r}")
+
+
+TRAINING_BYTES_PER_PARAMETER = 20
+"""fp32 weights, gradients, AdamW's two moments, and the best epoch's copy."""
+
+
+def check_memory(build, what: str) -> None:
+    """Refuse a network whose training state would not fit in the memory free now (a `hidden_sizes` of 1e8 typed
+    in a grid or a --param would otherwise try to allocate hundreds of GB): `build()` is run on the meta device,
+    which allocates nothing."""
+    import torch
+
+    with torch.device("meta"):
+        n = sum(p.numel() for p in build().parameters())
+    need = n * TRAINING_BYTES_PER_PARAMETER
+    free = available_memory()
+    if free is not None and need > free:
+        raise ValueError(f"{what} makes a network of {n:,} parameters: training it needs about {need / 2**30:.1f} GiB, "
+                         f"more than the {free / 2**30:.1f} GiB free; choose smaller hidden sizes")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable), or None where unknown."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_finite_parts(X) -> None:
+    """Refuse a factorised view holding NaN or inf (an fp16 overflow at extraction), naming a row: torch would
+    otherwise fail deep inside a fit. A streamed image part is checked by `featcache verify` instead."""
+    from featcache.cache.views import LazyImageRows
+    from featcache.errors import NonFiniteError
+
+    for name, part in (("image", X.image_part), ("question", X.question_part)):
+        if part is None or isinstance(part, LazyImageRows):
+            continue
+        part = np.asarray(part)
+        for start in range(0, len(part), 8192):
+            bad = ~np.isfinite(part[start:start + 8192].reshape(min(8192, len(part) - start), -1)).all(axis=1)
+            if bad.any():
+                first = start + int(np.flatnonzero(bad)[0])
+                raise NonFiniteError(f"the {name} features hold NaN or inf (e.g. {name} row {first} of this view): "
+                                     f"run `featcache verify CACHE` to list them; extract those images again (with "
+                                     f"--dtype float32 where fp16 overflowed) or leave their questions out")

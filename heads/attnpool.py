@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import HeadBase, check_minibatch_params, device_of
+from ._base import HeadBase, check_memory, check_minibatch_params, device_of
 from .factorized import DEFAULT_BLOCK_IMAGES, Parts, image_blocks
 from .minibatch import Member, seeded
 from .targets import resolve_loss
@@ -170,6 +170,7 @@ class AttentionPoolHead(HeadBase):
                                 tuple(self.hidden_sizes), len(self.classes_), self.dropout)
 
     def _member(self, widths: tuple[int, int], n_train: int, seed: int, dev: torch.device) -> Member:
+        check_memory(lambda: self._net(*widths), f"embed_dim {self.embed_dim}, hidden_sizes {tuple(self.hidden_sizes)}")
         net, state = seeded(seed, lambda: self._net(*widths).to(dev))
         return Member(net, self.loss_function_, self.lr, self.weight_decay, scheduler="cosine_run", eta_min=0.0,
                       max_epochs=self.max_epochs, patience=self.patience, rng_state=state, name="attnpool")

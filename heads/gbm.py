@@ -8,6 +8,8 @@ features per tree and early stopping on a validation fraction.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from featcache.cache.views import FactorizedFeatures
@@ -109,12 +111,14 @@ class LightGBMHead(HeadBase):
             "feature_fraction": self.feature_fraction, "bagging_fraction": self.bagging_fraction,
             "bagging_freq": 1 if self.bagging_fraction < 1 else 0, "min_data_in_leaf": self.min_child_samples,
             "lambda_l2": self.lambda_l2, "deterministic": True,
-            "num_threads": free_cores() if self.num_threads is None else self.num_threads,
+            "num_threads": (free_cores() if self.num_threads is None
+                            else min(int(self.num_threads), os.cpu_count() or 1)),  # (capped: never faster beyond)
             "force_col_wise": True, "min_data_in_bin": 1,
         }
         if k > 2:
             params["num_class"] = k
-        train_set = lgb.Dataset([self._sequence(X, train)], y_idx[train], params={"max_bin": self.max_bin},
+        train_set = lgb.Dataset([self._sequence(X, train)], y_idx[train],  # (verbosity: its "no meaningful
+                                params={"max_bin": self.max_bin, "verbosity": -1},  # features" warning was noise)
                                 free_raw_data=True)
         callbacks, valid_sets = [], []
         if len(val):

@@ -72,6 +72,10 @@ def load_grid(grid: str) -> dict[str, list[dict]]:
                                              for v in data.values()):
         raise FeatcacheError(f"grid {path} must map head names to lists of parameter objects, e.g. "
                              f'{{"lr": [{{"C": 0.1}}, {{"C": 1}}]}}')
+    empty = sorted(k for k, v in data.items() if not v)
+    if empty:
+        raise FeatcacheError(f"grid {path} gives no candidates for {', '.join(empty)}; give at least one parameter "
+                             f"object (an empty one, {{}}, for the defaults) or leave the head out")
     unknown = sorted(set(data) - set(types))
     if unknown:
         raise FeatcacheError(f"grid {path} names unknown head(s) {unknown}; heads: {', '.join(types)}")

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import HeadBase, check_minibatch_params, device_of
+from ._base import HeadBase, check_memory, check_minibatch_params, device_of
 from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Parts, image_blocks, token_normalize
 from .minibatch import Member, seeded
 from .targets import resolve_loss
@@ -189,6 +189,8 @@ class MLPHead(HeadBase):
             raise ValueError(f"normalize must be None or 'token', got {self.normalize!r}")
         if self.scheduler not in (None, "cosine"):
             raise ValueError(f"scheduler must be None or 'cosine', got {self.scheduler!r}")
+        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h >= 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be whole numbers >= 1, got {self.hidden_sizes!r}")
         check_minibatch_params(self)
 
     def _resolved_loss(self, soft) -> str:
@@ -198,9 +200,10 @@ class MLPHead(HeadBase):
         return bool(self.batch_norm)
 
     def _member(self, widths: tuple[int, int], n_train: int, seed: int, dev: torch.device) -> Member:
-        build = lambda: ClassifierNet(*widths, tuple(self.hidden_sizes), len(self.classes_), self.dropout,  # noqa
-                                      self.batch_norm).to(dev)
-        net, state = seeded(seed, build)
+        make = lambda: ClassifierNet(*widths, tuple(self.hidden_sizes), len(self.classes_), self.dropout,  # noqa
+                                     self.batch_norm)
+        check_memory(make, f"hidden_sizes {tuple(self.hidden_sizes)} over {sum(widths)} inputs")
+        net, state = seeded(seed, lambda: make().to(dev))
         return Member(net, self.loss_function_, self.lr, self.weight_decay, l1=self.l1, scheduler=self.scheduler,
                       t_max=self.t_max, eta_min=self.eta_min, max_epochs=self.max_epochs, patience=self.patience,
                       weights=net.weight_matrices, rng_state=state, name="mlp")

@@ -140,12 +140,14 @@ def read_predictions(path: str | Path) -> list[dict]:
     return out
 
 
-def head_records(trained, cache, split, umap: int = 0) -> tuple[list[dict], dict | None]:
-    """(records of `trained` on `split` of the open `cache`, the page's UMAP of them or None): the labels and
-    references as the benchmark's protocol scores them (heads/benchmarks.py)."""
+def head_records(trained, cache, split, umap: int = 0, positions=None) -> tuple[list[dict], dict | None]:
+    """(records of `trained` on `split` of the open `cache` (only its rows at `positions` where given: a held-out
+    part), the page's UMAP of them or None): the labels and references as the benchmark's protocol scores them."""
     from .benchmarks import eval_labels, split_references
 
     X, y = cache.view(trained.view, split)
+    if positions is not None:
+        X, y = X[positions], np.asarray(y)[positions]
     refs = split_references(cache, split)
     if refs is not None and refs.scored:
         y = eval_labels(y, refs.metric)
@@ -153,7 +155,9 @@ def head_records(trained, cache, split, umap: int = 0) -> tuple[list[dict], dict
         refs = None
     from featcache.cache.views import question_rows
 
-    rows = records(cache, question_rows(cache, split), predict_outputs(trained.head, X), y, refs)
+    cache_rows = question_rows(cache, split)
+    rows = records(cache, cache_rows if positions is None else cache_rows[positions], predict_outputs(trained.head, X),
+                   y, refs)
     if not umap or len(rows) < 10:
         return rows, None
     from .page.umap import umap_points

@@ -138,6 +138,13 @@ def write_report(out_dir: str | Path, metrics: dict, cache_attrs: dict, title: s
                       f"| {vqa_cell}{_fmt(r['accuracy'])} | {_fmt(top5) if top5 is not None else '-'} | {_fmt(r['macro_f1'])} "
                       f"| {_fmt(r['balanced_accuracy'])} | {_secs(r.get('fit_s'), 2)} | {_secs(r.get('predict_s'), 3)} |")
         md.append("")
+    if (extra or {}).get("warning"):
+        md += [f"**Warning: {extra['warning']}.**", ""]
+    if (extra or {}).get("holdout"):
+        h = extra["holdout"]
+        md += [f"Evaluated on a held-out part of split `{h['split']}`: {h['evaluated_questions']} questions "
+               f"(--test-fraction {h['test_fraction']}, seed {h['seed']}; {h['rule']}); trained on the other "
+               f"{h['training_questions']}.", ""]
     for skipped in (extra or {}).get("skipped", []):
         md += [f"- **{skipped['head']} on {skipped['view']}** {skipped['reason']}."]
     if (extra or {}).get("skipped"):

@@ -37,6 +37,10 @@ class SweepResult:
     """On a benchmark cache: the answer vocabulary, the training questions it keeps, its coverage."""
     skipped: list[dict] = field(default_factory=list)
     """Heads left out, each with its view and the reason (said in the report)."""
+    warning: str | None = None
+    """Said loudly in the report and by the command (e.g. the evaluation scores training rows)."""
+    holdout: dict | None = None
+    """How the evaluation rows were cut from a single split (--test-fraction)."""
 
 
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
@@ -44,7 +48,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
               grid: str = "small", validation_fraction: float = 0.1, n_jobs: int = 1, seed: int = 0,
               progress: bool = True, state_dir: str | Path | None = None, stream: bool = False,
               min_answer_count: int | None = None, vocabulary_splits: list[str] | None = None,
-              runner=None) -> SweepResult:
+              runner=None, test_fraction: float | None = None) -> SweepResult:
     """Every head x view: choose params on validation, keep or refit the best, evaluate it once on `eval_split`.
 
     With `stream` the views' images stay on disk and heads read them block by block (caches larger
@@ -58,7 +62,9 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
 
     With `state_dir`, every finished fit is recorded there (final heads saved safely), and a rerun
     with the same state_dir skips them. `runner` (e.g. featcache.workflows.ray_sweep.ray_runner) runs the
-    (view, head) groups elsewhere: it takes a list of GroupJob and yields (job, GroupOutcome) as they finish."""
+    (view, head) groups elsewhere: it takes a list of GroupJob and yields (job, GroupOutcome) as they finish.
+    `test_fraction` (with train_split == eval_split): the evaluation rows are a seeded, image-disjoint,
+    class-stratified fraction of that one split (heads/holdout.py)."""
     from tqdm.auto import tqdm
 
     candidates = load_grid(grid)
@@ -67,12 +73,21 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
             make_head(kind, params)
     state = Path(state_dir) if state_dir is not None else None
     log = _FitLog(state)
+    from .holdout import check_splits
+
     with open_cache(cache_path) as cache:
         views = list(views) if views else default_views(cache)
-        protocol = SweepProtocol.read(cache, train_split, eval_split, min_answer_count, vocabulary_splits)
-    result = SweepResult(benchmark=protocol.benchmark)
+        overlap = check_splits(cache, train_split, eval_split, test_fraction)
+        protocol = SweepProtocol.read(cache, train_split, eval_split, min_answer_count, vocabulary_splits,
+                                      test_fraction, seed)
+    result = SweepResult(benchmark=protocol.benchmark, warning=overlap)
+    if protocol.holdout is not None:
+        result.holdout = {"test_fraction": test_fraction, "seed": seed, "split": train_split,
+                          "training_questions": len(protocol.holdout[0]), "evaluated_questions": len(protocol.holdout[1]),
+                          "rule": "seeded, image-disjoint, class-stratified (StratifiedGroupKFold)"}
     jobs = [GroupJob(str(Path(cache_path).resolve()), view, kind, candidates.get(kind, [{}]), train_split, eval_split,
-                     validation_fraction, seed, stream, min_answer_count, vocabulary_splits, n_jobs)
+                     validation_fraction, seed, stream, min_answer_count, vocabulary_splits, n_jobs,
+                     test_fraction=test_fraction)
             for view in views for kind in heads if fits_view(kind, view)]
     for view in views:
         for kind in heads:
@@ -182,11 +197,22 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
         note = f"resumed ({result.fits_done} of {result.fits_total} fits were already done)"
     rows = sorted(result.rows + list(extra_rows or []), key=rank_key)
     extra = {"sweep_start": note, "chosen_on": "validation", "skipped": result.skipped,
-             **({"benchmark": result.benchmark} if result.benchmark else {})}
+             **({"benchmark": result.benchmark} if result.benchmark else {}),
+             **({"warning": result.warning} if result.warning else {}),
+             **({"holdout": result.holdout} if result.holdout else {})}
     from .predictions import head_records
 
     with open_cache(cache_path) as cache:
-        samples, umap_data = head_records(result.best, cache, sweep_kwargs.get("eval_split", "test"), umap)
+        held = None
+        if result.holdout is not None:
+            from .holdout import holdout_positions
+            from featcache.cache.views import question_rows
+
+            split_rows = question_rows(cache, result.holdout["split"])
+            held = holdout_positions(np.asarray(cache.strings("questions", "answer"), dtype=object)[split_rows],
+                                     np.asarray(cache.read("questions", "image_row"))[split_rows],
+                                     result.holdout["test_fraction"], result.holdout["seed"])[1]
+        samples, umap_data = head_records(result.best, cache, sweep_kwargs.get("eval_split", "test"), umap, held)
     files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=rows,
                          extra=extra, samples=samples, thumbnails=thumbnails, umap=umap_data)
     result.best.save(partial / "best")

@@ -41,6 +41,8 @@ class GroupJob:
     n_jobs: int = 1
     threads: int | None = None
     """Torch threads for the group's fits; None: one with n_jobs > 1, else the idle cores."""
+    test_fraction: float | None = None
+    """Evaluation rows cut from the training split (heads/holdout.py), for a cache with one split."""
 
     @property
     def key(self) -> tuple:
@@ -68,13 +70,26 @@ class SweepProtocol:
     refs_eval: object = None
     soft: np.ndarray | None = None
     benchmark: dict | None = field(default=None)
+    holdout: tuple | None = None
+    """(training, evaluation) positions in the one split (--test-fraction), or None."""
 
     @classmethod
     def read(cls, cache, train_split: str, eval_split: str, min_answer_count: int | None = None,
-             vocabulary_splits: list | None = None) -> "SweepProtocol":
+             vocabulary_splits: list | None = None, test_fraction: float | None = None,
+             seed: int = 0) -> "SweepProtocol":
         from featcache.cache.views import question_rows
 
         refs, refs_eval = split_references(cache, train_split), split_references(cache, eval_split)
+        if test_fraction is not None:
+            if refs is not None and refs.scored:
+                raise FeatcacheError("--test-fraction is for caches without a benchmark's own splits; evaluate a "
+                                     "benchmark on its own val or test split")
+            from .holdout import holdout_positions
+
+            rows = question_rows(cache, train_split)
+            images = np.asarray(cache.read("questions", "image_row"))[rows]
+            labels = np.asarray(cache.strings("questions", "answer"), dtype=object)[rows]
+            return cls(refs_eval=None, holdout=holdout_positions(labels, images, test_fraction, seed))
         if refs is None or not refs.scored:
             return cls(refs_eval=None)
         y = cache.strings("questions", "answer")[question_rows(cache, train_split)]
@@ -104,6 +119,10 @@ class SweepProtocol:
     def view_data(self, cache, view: str, train_split: str, eval_split: str, stream: bool):
         """((X, y), (X_eval, y_eval)) of `view` under this protocol."""
         lazy = stream and view != "sim"
+        if self.holdout is not None:
+            X, y = cache.view(view, train_split, stream=lazy)
+            train, held = self.holdout
+            return (X[train], np.asarray(y)[train]), (X[held], np.asarray(y)[held])
         (X, y), (Xe, ye) = cache.view(view, train_split, stream=lazy), cache.view(view, eval_split, stream=lazy)
         if self.metric is None:
             return (X, y), (Xe, ye)
@@ -300,7 +319,7 @@ def run_group_job(job: GroupJob) -> GroupOutcome:
     """A group on its own (a Ray worker): the cache opened from the job's path, only the job's view read."""
     with open_cache(job.cache_path) as cache:
         protocol = SweepProtocol.read(cache, job.train_split, job.eval_split, job.min_answer_count,
-                                      job.vocabulary_splits)
+                                      job.vocabulary_splits, job.test_fraction, job.seed)
         data = protocol.view_data(cache, job.view, job.train_split, job.eval_split, job.stream)
         return run_group(job, data, protocol, cache)
 

@@ -59,12 +59,31 @@ def _sample(sample_s: float) -> int:
 
 @contextmanager
 def torch_threads(num_threads: int | None):
-    """torch's intra-op threads for a fit: `num_threads`, or the idle cores when None; restored after."""
+    """torch's intra-op threads for a fit: `num_threads`, or the idle cores when None; restored after. More
+    threads than cores are never faster, and torch crashes on absurd counts (100,000 ended the process), so a
+    count is capped at the cores this process may use."""
     import torch
 
+    if num_threads is not None and not (isinstance(num_threads, int) and not isinstance(num_threads, bool)
+                                        and num_threads >= 1):
+        raise ValueError(f"num_threads must be None or a whole number >= 1, got {num_threads!r}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     before = torch.get_num_threads()
-    torch.set_num_threads(num_threads or free_cores())
+    torch.set_num_threads(min(num_threads, cores) if num_threads else free_cores())
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def on_idle_cores(fn):
+    """Run `fn` with torch's threads set to the idle cores (then restored): the generative paths (zero-shot,
+    captions) beside another CPU job slowed 14x with a thread per core spinning against it."""
+    import functools
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with torch_threads(None):
+            return fn(*args, **kwargs)
+
+    return run

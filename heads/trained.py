@@ -83,6 +83,10 @@ class TrainedHead:
             if not isinstance(view, str) or not isinstance(provenance, dict):
                 raise TypeError(f"view must be text and provenance an object, got {type(view).__name__} and "
                                 f"{type(provenance).__name__}")
+            from featcache.cache.views import VIEWS
+
+            if view not in VIEWS:
+                raise ValueError(f"view {view[:40]!r} is not one of featcache's views ({', '.join(VIEWS)})")
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
             raise CacheFormatError(f"{path} is damaged or from an incompatible featcache version "
                                    f"({type(exc).__name__}: {str(exc)[:120]}); save the head again") from None

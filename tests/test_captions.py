@@ -65,7 +65,9 @@ def test_greedy_caption_equals_model_generate(captioner):
         tokens = lm.model.get_image_features(pixel_values=x["pixel_values"]).pooler_output
     new = ref[0, x["input_ids"].shape[1]:] if lm.decoder_only else ref[0]
     ours = caption_tokens(lm, tokens, CaptionSettings(num_beams=1, max_new_tokens=6))
-    assert ours == [lm.tokenizer.decode(new, skip_special_tokens=True).strip()]
+    text = lm.tokenizer.decode(new, skip_special_tokens=True)
+    assert ours == [" ".join(text.replace("\ufffd", " ").split())]  # (a random model's half characters left out)
+    assert "\ufffd" not in ours[0]
 
 
 def test_metrics_come_from_pycocoevalcap():

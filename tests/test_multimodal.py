@@ -264,6 +264,25 @@ def test_bad_input_is_named(easy, tiny_itm, tiny_itm_other, tiny_opt, instructbl
     with pytest.raises(ExtractError, match="lacks .* of this dataset's images"):
         extract(easy, tmp_path / "w.h5", model=bb, features="multimodal", from_vision=str(tmp_path / "few.h5"),
                 progress=False)
+    import shutil
+
+    import h5py
+
+    for edit, message in (("keys", "not in the order featcache writes"), ("shape", "ViT states are")):
+        edited = tmp_path / f"edited-{edit}.h5"
+        shutil.copy(mm_cache, edited)
+        with h5py.File(edited, "r+") as f:
+            if edit == "keys":  # two images' keys swapped: each would get the other's ViT states
+                keys = f["images"]["key"][:]
+                keys[[0, 1]] = keys[[1, 0]]
+                f["images"]["key"][:] = keys
+            else:  # the states reshaped
+                vision = f["images"]["vision"][:]
+                del f["images"]["vision"]
+                f["images"].create_dataset("vision", data=vision[:, :-1])  # one state fewer per image
+        with pytest.raises(ExtractError, match=message):
+            extract(easy, tmp_path / f"v-{edit}.h5", model=bb, features="multimodal", from_vision=str(edited),
+                    progress=False)
     from featcache.generative.zeroshot import zeroshot
 
     unconditioned = tmp_path / "ib-plain.h5"

@@ -171,7 +171,7 @@ def test_killed_sweep_leaves_no_mixed_report_and_resumes(easy_cache, tmp_path, m
     out = tmp_path / "report"
     first = sweep_mod.sweep_to_folder(easy_cache, out, heads=["lr"], views=["sim"], progress=False)
     before = (out / "results.json").read_text()
-    settings = dict(heads=["lr", "lgbm"], views=["pooled"], progress=False)
+    settings = dict(heads=["lr", "lgbm"], views=["pooled"], progress=False, overwrite=True)  # (replacing a report)
 
     real_evaluate, calls = group_mod.evaluate, []
 
@@ -206,7 +206,8 @@ def test_unfinished_sweep_with_other_settings_starts_clean(easy_cache, tmp_path)
     (tmp_path / "r.partial" / "state" / "fits.jsonl").write_text('{"key": "junk"}\n')
     rep = sweep_to_folder(easy_cache, out, heads=["lr"], views=["sim"], progress=False)
     assert rep.note.startswith("clean") and (out / "report.md").exists()
-    r = CliRunner().invoke(main, ["sweep", str(easy_cache), "--heads", "lr", "--views", "sim", "--out", str(out)])
+    r = CliRunner().invoke(main, ["sweep", str(easy_cache), "--heads", "lr", "--views", "sim", "--out", str(out),
+                                  "--overwrite"])
     assert r.exit_code == 0 and "Warning" not in r.output and "warn" not in r.output.lower(), r.output
 
 

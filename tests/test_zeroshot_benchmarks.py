@@ -32,7 +32,7 @@ def test_the_blip2_preset_is_recorded_and_its_answers_scored_by_the_evaluator(ti
     r = runner.invoke(main, ["zeroshot", str(tmp_path / "c.h5"), "--model", str(tiny_opt_generative), "--preset",
                              "blip2", "--split", "val", "--device", "cpu", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "prompt 'Question: {} Short answer:'" in r.output and "'num_beams': 5" in r.output
+    assert "prompt template: 'Question: {} Short answer:'" in r.output and "'num_beams': 5" in r.output
     results = json.loads((out / "results.json").read_text())
     settings = results["zeroshot"]
     assert settings["preset"] == "blip2" and settings["max_new_tokens"] == 10 and settings["min_length"] == 1

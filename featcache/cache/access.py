@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from ..errors import CacheFormatError
 from .file import FeatureCache
@@ -46,12 +47,22 @@ def verify(path: str | Path, rows_per_read: int = 4096) -> list[str]:
                 problems.append(f"/{name} has {ds.shape[0]} rows, /{group} has {expected[group]}")
             if ds.chunks is not None and not ds.fletcher32 and h5py.check_string_dtype(ds.dtype) is None:
                 problems.append(f"/{name} has no checksums (written by an older featcache): damage cannot be detected")
+            nonfinite, first = 0, None
             for start in range(0, ds.shape[0], rows_per_read):
                 try:
-                    ds[start:start + rows_per_read]
+                    block = ds[start:start + rows_per_read]
                 except OSError as exc:
                     problems.append(f"/{name} rows {start}-{min(start + rows_per_read, ds.shape[0]) - 1}: "
                                     f"{str(exc).splitlines()[0]}")
+                    continue
+                if block.dtype.kind == "f":
+                    bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+                    if bad.any():
+                        nonfinite += int(bad.sum())
+                        first = start + int(np.flatnonzero(bad)[0]) if first is None else first
+            if nonfinite:
+                problems.append(f"/{name}: {nonfinite} rows hold NaN or inf values (first: row {first}); heads refuse "
+                                f"them. Extract those images again (--dtype float32 where fp16 overflowed)")
         row = cache.read("questions", "image_row")
         if len(row) and (row.min() < 0 or row.max() >= cache.n_images):
             problems.append(f"/questions/image_row points outside /images (0..{cache.n_images - 1})")
@@ -73,6 +84,9 @@ def info_text(path: str | Path) -> str:
     lines = [f"{d['path']}  ({_human(d['file_bytes'])}, featcache format {d['attrs'].get('featcache_format')})", ""]
     if str(d["attrs"].get("model_id", "")).startswith("tiny-random"):
         lines += ["!! made with tiny-random: RANDOM weights, features carry no meaning", ""]
+    if d["attrs"].get("nonfinite"):
+        lines += [f"!! NaN or inf values were written: {d['attrs']['nonfinite']} (values per dataset); heads refuse "
+                  f"those rows; `featcache verify` lists them", ""]
     lines += [f"  {k:<22} {v}" for k, v in sorted(d["attrs"].items())]
     lines += ["", f"images:    {d['n_images']}  (failed: {d['failed_images']})",
               f"questions: {d['n_questions']}  (failed: {d['failed_questions']})",

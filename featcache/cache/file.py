@@ -123,9 +123,23 @@ class CacheWriter:
         for name, values in arrays.items():
             ds = self.file[group][name]
             is_str = h5py.check_string_dtype(ds.dtype) is not None
-            ds[start:start + len(values)] = np.asarray(values, dtype=object if is_str else ds.dtype)
+            values = np.asarray(values, dtype=object if is_str else ds.dtype)
+            if not is_str and values.dtype.kind == "f":  # NaN/inf (an fp16 overflow on a GPU, NaN vision states)
+                bad = int(np.count_nonzero(~np.isfinite(values)))
+                if bad:
+                    self.nonfinite[f"{group}/{name}"] = self.nonfinite.get(f"{group}/{name}", 0) + bad
+            ds[start:start + len(values)] = values
+
+    @property
+    def nonfinite(self) -> dict[str, int]:
+        """NaN or inf values written so far, per dataset (recorded in the attribute `nonfinite` at close)."""
+        if not hasattr(self, "_nonfinite"):
+            self._nonfinite: dict[str, int] = {}
+        return self._nonfinite
 
     def close(self) -> None:
+        if self.nonfinite:
+            self.file.attrs["nonfinite"] = json.dumps(self.nonfinite, sort_keys=True)
         self.file.close()
 
 

@@ -47,7 +47,7 @@ def datasets_cmd() -> None:
 @click.option("--store-vision", is_flag=True, help="Also keep the ViT states (257x1408 per image) for finetune --from-cache.")
 @click.option("--shard-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images per shard (on average): the unit of "
               "work, of resuming, and of --shard-index.")
-@click.option("--shard-index", type=click.IntRange(min=0), help="Do only shards j with j %% num-shards == this (SLURM arrays, "
+@click.option("--shard-index", type=click.IntRange(min=0), help="Do only shards j with j % num-shards == this (SLURM arrays, "
               "Kubernetes jobs); then `featcache merge`.")
 @click.option("--num-shards", type=click.IntRange(min=1), help="How many --shard-index processes share the run.")
 @click.option("--no-merge", is_flag=True, help="Keep the sharded form (OUT.parts/) instead of one file: every "
@@ -108,7 +108,8 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
     rows = (f"{report.n_questions} labelled rows (image classification)" if ds.task == "classify" else
             f"{report.n_questions} questions ({report.n_texts} distinct texts)")
     click.echo(f"wrote {out}: {report.n_images} images, {rows}; {report.images_computed} images encoded in "
-               f"{report.seconds:.1f} s ({report.images_per_second:.1f} img/s)"
+               f"{report.seconds:.1f} s from start to end, model loading and writing included "
+               f"({report.images_per_second:.1f} img/s; the bar's rate counts the image forward alone)"
                + (f" [resumed: {report.shards_done_before} of {report.shards} shards were done]"
                   if report.shards_done_before else ""))
     if report.cuda_graphs.startswith("off"):

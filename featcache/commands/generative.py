@@ -96,7 +96,7 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
         files, row = run(write_zeroshot_report, result, cache, out)
     rows = "images" if result.settings.get("task") == "classify" else "questions"
     if base_model_of(model).startswith("tiny-random"):
-        click.secho("RANDOM WEIGHTS (tiny-random): this accuracy means nothing.", fg="red", bold=True)
+        click.secho(f"RANDOM WEIGHTS ({base_model_of(model)}): this accuracy means nothing.", fg="red", bold=True)
     counts = "".join(f"  {k} {v}" for k, v in result.counts.items())
     if row.get("benchmark"):
         from heads.benchmarks import FIGURE_NAMES, breakdown
@@ -107,7 +107,7 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
     if result.settings.get("prompt"):
         decoding = {k: result.settings[k] for k in ("num_beams", "max_new_tokens", "min_length", "length_penalty")
                     if k in result.settings}
-        click.echo(f"prompt {result.settings['prompt']!r}  {decoding}")
+        click.echo(f"prompt template: {result.settings['prompt']!r} (the question fills {{}}); decoding {decoding}")
     click.echo(f"zeroshot-{result.method}  acc {row['accuracy']:.4f}  macro-F1 {row['macro_f1']:.4f}  "
                f"({row['questions']} {rows}, {result.images_per_s:.1f} images/s){counts}\nreport: {files['report']}")
 
@@ -158,7 +158,7 @@ def finetune_generative_cmd(ctx: click.Context, recipe: str, prompt: str | None,
         (rep.out / "submission.json").write_text(json.dumps(rep.submission) + "\n", encoding="utf-8")
         click.echo(f"results file ({config.eval_split}, the benchmark's format): {rep.out / 'submission.json'}")
     if model.startswith("tiny-random"):
-        click.secho("RANDOM WEIGHTS (tiny-random): these accuracies mean nothing.", fg="red", bold=True)
+        click.secho(f"RANDOM WEIGHTS ({model}): these accuracies mean nothing.", fg="red", bold=True)
     click.echo(json.dumps(summary, indent=1))
     click.echo(f"best adapters: {rep.out / 'best'}  (featcache zeroshot CACHE --model {rep.out / 'best'} "
                f"--method rank|generate --out REPORT)")
@@ -227,7 +227,8 @@ def caption_cmd(cache, dataset, root, images, model, out, prompt, num_beams, max
     page = _captions_page(path, cache, ds, refs, result, model, random_weights)
     click.echo(f"page: {page}")
     if random_weights:
-        click.secho("RANDOM WEIGHTS (tiny-random): these captions and scores mean nothing.", fg="red", bold=True)
+        click.secho(f"RANDOM WEIGHTS ({base_model_of(model)}): these captions and scores mean nothing.", fg="red",
+                    bold=True)
 
 
 def _captions_page(path, cache, dataset, references, scores, model, random_weights):

@@ -67,11 +67,14 @@ def report_thumbnails(cache_path, images_from, images_root):
               help="ray: each view x head group of candidates runs as a Ray task (the cache on storage every node "
                    "mounts); the report is the one a local sweep writes.")
 @click.option("--ray-address", help="A running Ray cluster to join (default: start one on this machine).")
+@click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="For a cache with one split (an image folder without train/ and test/): evaluate on this seeded, "
+                   "image-disjoint, class-stratified fraction of it (give the same --train-split and --eval-split).")
 @click.option("--overwrite", is_flag=True, help="Replace an existing report folder at --out.")
 @report_page_options
 def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fraction, jobs, seed, out,
-          stream, min_answer_count, vocabulary_splits, engine, ray_address, overwrite, umap_points, images_from,
-          images_root) -> None:
+          stream, min_answer_count, vocabulary_splits, engine, ray_address, test_fraction, overwrite, umap_points,
+          images_from, images_root) -> None:
     """Train every head x view, choose and rank on validation, and write a report with the best head."""
     from heads.sweep import sweep_to_folder
 
@@ -82,7 +85,7 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
         runner = run(ray_runner, ray_address)
     thumbnails = report_thumbnails(cache, images_from, images_root)
     rep = run(sweep_to_folder, cache, out, train_split=train_split, eval_split=eval_split, runner=runner,
-              thumbnails=thumbnails, umap=umap_points, overwrite=overwrite,
+              thumbnails=thumbnails, umap=umap_points, overwrite=overwrite, test_fraction=test_fraction,
                heads=head_list.split(","), views=None if views == "auto" else views.split(","), grid=grid,
                validation_fraction=validation_fraction, n_jobs=jobs, seed=seed, stream=stream,
                min_answer_count=min_answer_count,
@@ -90,6 +93,8 @@ def sweep(cache, train_split, eval_split, head_list, views, grid, validation_fra
     result, files, best = rep.result, rep.files, rep.best
     if rep.note != "fresh":
         click.echo(f"sweep started {rep.note}")
+    if result.warning:
+        click.secho(f"warning: {result.warning}", fg="yellow", bold=True, err=True)
     if result.best.random_weights:
         click.secho("RANDOM WEIGHTS (tiny-random): the accuracies below mean nothing.", fg="red", bold=True)
     if result.benchmark:

@@ -111,6 +111,24 @@ def _lock(parts: Path, name: str, out: Path):
     return fh
 
 
+def _check_storable(i: int, q) -> None:
+    """Refuse, before any compute, text the cache cannot store: HDF5 strings end at a NUL, and UTF-8 has no
+    unpaired surrogate (a JSON "\\ud800"); both were found only at the merge, after all the work, naming no row."""
+    for name in ("image", "text", "answer", "split", "qid"):
+        value = getattr(q, name, "")
+        if not isinstance(value, str) or not value:
+            continue
+        if "\x00" in value:
+            raise ExtractError(f"question row {i} (image {q.image!r}): its {name} holds a NUL character; remove it "
+                               f"from the dataset")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ExtractError(f"question row {i} (image {q.image!r}): its {name} holds an unpaired surrogate "
+                               f"({value.encode('utf-8', 'backslashreplace')[:60]!r}), which UTF-8 cannot store; fix "
+                               f"that row of the dataset") from None
+
+
 def _refuse_if_other_locks(parts: Path, out: Path) -> None:
     """Refuse while a `--shard-index` worker holds its lock in `parts` (its shards would be deleted under it)."""
     for path in sorted(parts.glob("lock-*")):
@@ -209,6 +227,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
         backbone.compile_vision()
     if workers == "auto":
         workers = auto_workers(backbone.device)
+    for i, q in enumerate(dataset.questions):  # before the digest, which encodes them
+        _check_storable(i, q)
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
            "dataset_digest": dataset.digest(), "task": dataset.task, "store_dtype": store_dtype, "shard_size": shard_size,
            "store_vision": store_vision, "compression": compression or "none",

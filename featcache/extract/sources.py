@@ -32,7 +32,18 @@ def check_vision_source(path: str | Path, backbone, dataset) -> str:
         if diffs:
             raise ExtractError(f"--from-vision {path} preprocessed its images differently:\n  " + "\n  ".join(diffs)
                                + "\nExtract with the same --jpeg-draft setting and checkpoint")
-        have = set(source.strings("images", "key").tolist())
+        keys = source.strings("images", "key").tolist()
+        if any(a >= b for a, b in zip(keys, keys[1:])):  # featcache writes rows in sorted key order
+            raise ExtractError(f"--from-vision {path}: its image keys are not in the order featcache writes them "
+                               f"(sorted, unique): the file was edited, and each image could get another's ViT "
+                               f"states. Extract it again with --store-vision")
+        expected = backbone.image_feature_shapes(keep_vision=True)["vision"]
+        found = tuple(source.images["vision"].shape[1:])
+        if found != tuple(expected):
+            raise ExtractError(f"--from-vision {path}: its ViT states are {found} per image, but {backbone.model_id} "
+                               f"makes {tuple(expected)}: the file was edited or made otherwise. Extract it again "
+                               f"with --store-vision")
+        have = set(keys)
         missing = [k for k in dataset.images() if k not in have]
         if missing:
             raise ExtractError(f"--from-vision {path} lacks {len(missing)} of this dataset's images (e.g. "

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from heads.threads import on_idle_cores
+
 from ..errors import FeatcacheError
 from ..models.generative import GenerativeLM
 
@@ -51,9 +53,12 @@ def caption_tokens(lm: GenerativeLM, image_tokens: torch.Tensor, settings: Capti
     embeds = torch.cat([image_tokens.to(lm.dtype), lm.embed(ids)], dim=1)
     mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=lm.device)
     out = lm.lm.generate(inputs_embeds=embeds, attention_mask=mask, **settings.generate_kwargs())
-    return [t.strip() for t in lm.tokenizer.batch_decode(out, skip_special_tokens=True)]
+    # byte-level tokens that end mid-character decode to U+FFFD; they are no text to write (a random model's
+    # captions were full of them)
+    return [" ".join(t.replace("\ufffd", " ").split()) for t in lm.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
+@on_idle_cores
 def caption(model: str, out, cache=None, dataset=None, settings: CaptionSettings | None = None, device: str = "auto",
             dtype: str | None = None, batch_size: int = 16, limit: int | None = None, progress: bool = True) -> Path:
     """Write `image,caption` rows for every image of `cache` (a path) or `dataset` (a VQADataset) to `out`

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import re
 import shutil
 
@@ -44,8 +46,9 @@ def caption_scores(candidates: dict[str, str], references: dict[str, list[str]],
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
         tok = PTBTokenizer()
-        res = tok.tokenize({k: [{"caption": c} for c in v] for k, v in res.items()})
-        gts = tok.tokenize({k: [{"caption": c} for c in v] for k, v in gts.items()})
+        with _java_quiet():  # (its "PTBTokenizer tokenized N tokens at ..." line on every command)
+            res = tok.tokenize({k: [{"caption": c} for c in v] for k, v in res.items()})
+            gts = tok.tokenize({k: [{"caption": c} for c in v] for k, v in gts.items()})
         tokenizer = "PTBTokenizer (the COCO protocol)"
     else:
         res, gts = _simple_tokens(res), _simple_tokens(gts)
@@ -87,3 +90,20 @@ def _bertscore(cands: list[str], refs: list[list[str]], model: str, layers: int 
             else " (give --bertscore-layers for a model bert-score does not know)"
         return {}, f"could not load {model!r}: {str(exc).splitlines()[0][:200]}{hint}"
     return {"BERTScore-P": float(p.mean()), "BERTScore-R": float(r.mean()), "BERTScore-F1": float(f.mean())}, None
+
+
+@contextlib.contextmanager
+def _java_quiet():
+    """The Java tokenizer's progress line (written by the child process to this process's stderr) silenced."""
+    import os
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

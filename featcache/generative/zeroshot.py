@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..cache import open_cache
+from heads.threads import on_idle_cores
+
 from ..errors import CacheFormatError, ModelLoadError, ZeroShotError
 
 ITC_TEMPLATES = {"answer": "{answer}", "picture": "a picture of {answer}", "photo": "a photo of a {answer}.",
@@ -66,6 +68,7 @@ def _questions(cache, split):
         cache.array("questions", "image_row")[idx]
 
 
+@on_idle_cores
 def zeroshot(cache_path, model: str, method: str = "rank", split: str | None = "test", prompt: str | None = None,
              vocabulary: list[str] | None = None, length_norm: bool = False, max_new_tokens: int = 4,
              map_model: str | None = None, template: str | list[str] | None = None, device: str = "auto", dtype: str | None = None,

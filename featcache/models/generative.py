@@ -167,7 +167,7 @@ def load_generative(model: str, device: str = "auto", dtype: str | None = None) 
     import transformers
 
     try:
-        with quiet_transformers():
+        with quiet_transformers(progress_bars=False):  # ("Loading weights" bars on every command were noise)
             net = getattr(transformers, arch).from_pretrained(path, dtype=compute).eval().requires_grad_(False).to(dev)
             tokenizer = AutoTokenizer.from_pretrained(path)
     except OSError as exc:

@@ -110,6 +110,7 @@ def page_data(payload: dict, samples: list[dict], umap: dict | None = None, thum
     return {"title": payload.get("title", ""), "random_weights": bool(payload.get("random_weights")),
             "evaluation": payload.get("evaluation") or {}, "ranking": payload.get("ranking") or [],
             "skipped": payload.get("skipped") or [], "benchmark_protocol": payload.get("benchmark"),
+            "warning": payload.get("warning"), "holdout": payload.get("holdout"),
             "breakdowns": breakdowns((payload.get("evaluation") or {}).get("benchmark")),
             "per_class": classes, "confusion": conf, "gallery": chosen, "calibration": calibration(samples),
             "samples": {str(i): s for i, s in keep.items()}, "n_samples": len(samples), "umap": umap,

@@ -67,6 +67,10 @@ function summary() {
   const list = el("dl", {id: "summary-figures"});
   for (const [k, v] of items) { list.appendChild(el("dt", {text: k})); list.appendChild(el("dd", {text: v})); }
   const parts = [list];
+  if (DATA.warning) parts.unshift(el("p", {class: "banner", id: "warning", text: `Warning: ${DATA.warning}.`}));
+  if (DATA.holdout) parts.push(el("p", {class: "note", text: `Evaluated on a held-out part of split ${DATA.holdout.split}: ` +
+    `${DATA.holdout.evaluated_questions} questions (--test-fraction ${DATA.holdout.test_fraction}, seed ${DATA.holdout.seed}; ` +
+    `${DATA.holdout.rule}); trained on the other ${DATA.holdout.training_questions}.`}));
   for (const [name, figures] of Object.entries(DATA.breakdowns)) {
     parts.push(el("h3", {text: `per ${name}`}));
     const rows = Object.entries(figures).map(([k, v]) => ({k: k, v: v}));
