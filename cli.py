@@ -9,6 +9,7 @@ import click
 
 from featcache.commands import demo, extract, finetune, generative, heads, reports, score
 from featcache.commands.common import Commands
+from featcache.commands.examples import attach
 
 
 @click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,6 +20,7 @@ def main() -> None:
 
 for commands in (extract, heads, reports, finetune, generative, score, demo):
     commands.register(main)
+attach(main)  # each command's --help ends with examples (featcache/commands/examples.py)
 
 
 if __name__ == "__main__":

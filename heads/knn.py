@@ -26,6 +26,9 @@ FAISS_HINT = "pip install faiss-cpu (or: pip install 'featcache[knn]')"
 class KNNHead(HeadBase):
     """Weighted k-nearest-neighbour classifier (brute force, exact).
 
+    The fitted head holds the normalised training features (float32) and their votes (sparse): on Easy-VQA's
+    itc view, 4,000 images x 8,192 and 38,575 questions x 256 values, about 170 MB on disk when saved.
+
     Parameters
     ----------
     k : neighbours that vote (fewer where the training data has fewer rows).
@@ -37,9 +40,6 @@ class KNNHead(HeadBase):
     query_rows, block_rows : queries per chunk and training rows per block of the search (memory: their product
         in float32).
     num_threads : torch CPU threads; None: the idle cores (heads.threads.free_cores).
-
-    The fitted head holds the normalised training features (float32) and their votes (sparse): on Easy-VQA's
-    `itc` view 4,000 images x 8,192 + 38,575 questions x 256, about 170 MB on disk when saved.
     """
 
     def __init__(self, k: int = 20, temperature: float = 0.07, metric: str = "cosine", normalize: str | None = "token",

@@ -283,8 +283,12 @@ def test_empty_question_and_bad_paths(small_dataset, backbone, tmp_path):
         extract(ds, tmp_path / "c.h5", model=backbone, workers=0, progress=False)
     report = extract(ds, tmp_path / "c.h5", model=backbone, workers=0, progress=False, skip_bad=True)
     assert report.failed_questions == [5]
-    with pytest.raises(ExtractError, match="does not exist"):
-        extract(small_dataset, tmp_path / "no" / "dir" / "c.h5", model=backbone, progress=False)
+    # --out's folders are made, as `--out runs/quick/c.h5` expects; a parent that is a file is refused
+    extract(small_dataset, tmp_path / "new" / "dir" / "c.h5", model=backbone, workers=0, progress=False)
+    assert (tmp_path / "new" / "dir" / "c.h5").is_file()
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ExtractError, match="is not a folder"):
+        extract(small_dataset, tmp_path / "afile" / "c.h5", model=backbone, progress=False)
     with pytest.raises(ExtractError, match="is a folder"):
         extract(small_dataset, tmp_path, model=backbone, progress=False)
 

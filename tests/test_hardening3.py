@@ -392,3 +392,51 @@ def test_compressed_tars_are_refused_by_name_and_a_folder_named_with_colons_read
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     with pytest.raises(DatasetError, match="gzip-compressed tar.*Decompress"):
         load_dataset(f"wds:{packed}")
+
+
+def test_grids_heads_and_pickles_a_user_can_break_are_answered_with_messages(tmp_path):
+    import json
+
+    import joblib
+
+    from featcache.cache.synthetic import write_synthetic_cache
+    from heads import LogisticRegressionHead
+
+    cache = write_synthetic_cache(tmp_path / "c.h5", 30, 10, 200, 60)
+    runner = CliRunner()
+    for grid, message in (({"lr": []}, "no candidates for lr"), ({"lr": [{"C": float("nan")}]}, "C must be")):
+        (tmp_path / "g.json").write_text(json.dumps(grid))
+        r = runner.invoke(main, ["sweep", str(cache), "--heads", "lr", "--views", "pooled", "--grid",
+                                 str(tmp_path / "g.json"), "--out", str(tmp_path / "s"), "--overwrite"])
+        assert r.exit_code != 0 and message in r.output and "unexpected" not in r.output, r.output
+    r = runner.invoke(main, ["fit", str(cache), "--head", "lr", "--view", "pooled", "--out", str(tmp_path / "h")])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "h" / "featcache.json").read_text())
+    for field, value, message in (("view", "../../etc", "is not one of featcache's views"),
+                                  ("classes", ["a", "a"], "repeated"), ("classes", [["a"], 1], "strings")):
+        tampered = json.loads(json.dumps(meta))
+        if field == "view":
+            tampered["view"] = value
+        else:
+            tampered["fitted"]["classes"] = value
+        (tmp_path / "t").mkdir(exist_ok=True)
+        (tmp_path / "t" / "featcache.json").write_text(json.dumps(tampered))
+        (tmp_path / "t" / "tensors.safetensors").write_bytes((tmp_path / "h" / "tensors.safetensors").read_bytes())
+        r = runner.invoke(main, ["evaluate", str(tmp_path / "t"), str(cache), "--out", str(tmp_path / "e")])
+        assert r.exit_code != 0 and message in r.output and "unexpected" not in r.output, r.output
+    joblib.dump(LogisticRegressionHead(), tmp_path / "bare.joblib")
+    r = runner.invoke(main, ["convert", str(tmp_path / "bare.joblib"), "--out", str(tmp_path / "c"), "--trust-pickle"])
+    assert r.exit_code != 0 and "bare LogisticRegressionHead" in r.output, r.output
+    assert "%%" not in runner.invoke(main, ["extract", "--help"]).output
+
+
+def test_hub_tables_with_no_label_and_yes_no_flags_load(tmp_path):
+    import datasets
+
+    (tmp_path / "hf" / "data").mkdir(parents=True)
+    png = _png(tmp_path / "a.png").read_bytes()
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["cat", "dog"])})
+    datasets.Dataset.from_dict({"image": [{"bytes": png, "path": "a.png"}] * 3, "label": [0, 1, -1]},
+                               features=features).to_parquet(str(tmp_path / "hf" / "data" / "test-00000-of-00001.parquet"))
+    ds = load_dataset(f"hf:{tmp_path / 'hf'}")
+    assert [q.answer for q in ds.questions] == ["cat", "dog", ""]  # -1: the hub's "no label", not a crash

@@ -45,7 +45,7 @@ class Commands(click.Group):
 
 
 TRUST_PICKLE = click.option("--trust-pickle", is_flag=True,
-                            help="Also load pickle-based files (joblib heads, featcache 0.1 .pt checkpoints). "
+                            help="Also load pickle-based files (joblib heads, .pt checkpoints of the first file format). "
                                  "Loading a pickle can run arbitrary code: only for files from a source you trust.")
 
 

@@ -289,7 +289,7 @@ def plot_umap_cmd(source, cache, view, split, per_class, seed, out, trust_pickle
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the safe copy.")
 @TRUST_PICKLE
 def convert(source, out, trust_pickle) -> None:
-    """Re-save a pickle-based head or fine-tune checkpoint (featcache 0.1) as a safe JSON + safetensors folder."""
+    """Re-save a pickle-based head or fine-tune checkpoint (the first file format) as a safe JSON + safetensors folder."""
     from featcache.workflows.convert import convert_legacy
 
     click.echo(f"wrote {run(convert_legacy, source, out, trust_pickle)}")

@@ -72,8 +72,13 @@ class ExtractReport:
 
 def _check_writable(out: Path) -> None:
     parent = out.parent if str(out.parent) else Path(".")
+    if not parent.exists():  # the folder the user named for the output: made, as `--out runs/x/c.h5` expects
+        try:
+            parent.mkdir(parents=True)
+        except OSError as exc:
+            raise ExtractError(f"cannot write {out}: folder {parent} cannot be made ({exc.strerror})") from None
     if not parent.is_dir():
-        raise ExtractError(f"cannot write {out}: folder {parent} does not exist (create it first)")
+        raise ExtractError(f"cannot write {out}: {parent} is not a folder (choose another --out)")
     if not os.access(parent, os.W_OK):
         raise ExtractError(f"cannot write {out}: folder {parent} is not writable (choose another --out)")
     if out.is_dir():
