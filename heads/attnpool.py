@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import HeadBase, check_memory, check_minibatch_params, device_of
-from .factorized import DEFAULT_BLOCK_IMAGES, Parts, image_blocks
+from ._base import check_memory, check_minibatch_params
+from .factorized import DEFAULT_BLOCK_IMAGES, Parts
 from .minibatch import Member, seeded
-from .targets import resolve_loss
+from .nethead import NetHead
 
 HEAD_WIDTH = 64
 """Channels per attention head (CAPI's: embed_dim // 64 heads)."""
@@ -72,7 +72,7 @@ class AttentionPoolNet(nn.Module):
         return torch.cat([out.transpose(1, 2).reshape(len(q), -1), question], dim=1)
 
 
-class AttentionPoolHead(HeadBase):
+class AttentionPoolHead(NetHead):
     """Attention-pooling probe: learned queries attend over the image part's tokens.
 
     Accepts a token view of a cache (`itc`: 32 x 256 `query_proj` tokens, `full`: 32 x 768 query states, `mm`,
@@ -153,15 +153,6 @@ class AttentionPoolHead(HeadBase):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         check_minibatch_params(self)
 
-    def _resolved_loss(self, soft) -> str:
-        return resolve_loss(self.loss, soft)
-
-    def _skips_single(self) -> bool:
-        return False
-
-    def _device(self) -> torch.device:
-        return device_of(self.device)
-
     def _net(self, image_width: int, question_width: int) -> AttentionPoolNet:
         n_tokens = self.input_layout_[1]
         token_width = image_width // n_tokens
@@ -175,58 +166,15 @@ class AttentionPoolHead(HeadBase):
         return Member(net, self.loss_function_, self.lr, self.weight_decay, scheduler="cosine_run", eta_min=0.0,
                       max_epochs=self.max_epochs, patience=self.patience, rng_state=state, name="attnpool")
 
-    def _adopt(self, member: Member, validated: bool) -> None:
-        self.net_ = member.net
-        self.history_ = member.history
-        self.n_epochs_ = len(self.history_)
-        self.best_validation_score_ = member.best_score if validated else None
-        # predict in float64: a row's answer must not depend on the batch it comes in
-        self.net_.eval().requires_grad_(False).to("cpu", torch.float64)
-
     # -- prediction ----------------------------------------------------------------------------------
-    @torch.no_grad()
-    def _apply(self, X, fn, width: int) -> np.ndarray:
-        from .factorized import token_normalize
-
-        parts = self._parts(X).to(torch.float64)
-        if self.normalize == "token":
-            parts = token_normalize(parts)
-        if self.scaler_ is not None:
-            parts = self.scaler_.transform(parts)
-        out = torch.empty((parts.n, width), dtype=torch.float64)
-        for idx, block in image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES)):
-            out[idx] = fn(block)
-        return out.numpy()
-
-    def predict_proba(self, X) -> np.ndarray:
-        X = self._validate_predict(X)
-        return self._finite(self._apply(X, lambda p: torch.softmax(self.net_(p), dim=1), len(self.classes_)))
-
     def transform_pooled(self, X) -> np.ndarray:
         """The attended vector (with the question feature) per row: what the classifier reads."""
         X = self._validate_predict(X)
         return self._apply(X, self.net_.pooled, self.net_.rest[0].in_features).astype(np.float32)
 
     # -- safe persistence ----------------------------------------------------------------------------
-    def _fitted_state(self) -> tuple[dict, dict]:
-        from featcache.safe_folder import flatten
-
-        attrs, tensors = super()._fitted_state()
-        attrs.update(n_epochs=self.n_epochs_, best_validation_score=self.best_validation_score_,
-                     history=self.history_, loss_function=self.loss_function_)
-        tensors.update(self._scaler_tensors(), **flatten("net", self.net_.state_dict()))
-        return attrs, tensors
-
-    def _restore(self, attrs: dict, tensors: dict) -> None:
-        from featcache.safe_folder import checked_module, unflatten
-
-        super()._restore(attrs, tensors)
-        self.n_epochs_, self.best_validation_score_ = attrs["n_epochs"], attrs["best_validation_score"]
-        self.history_, self.loss_function_ = attrs["history"], attrs["loss_function"]
-        self.scaler_ = self._scaler_from(tensors)
+    def _build_net(self) -> AttentionPoolNet:
         image, tokens = self.input_layout_
         if not (isinstance(tokens, int) and tokens >= 1 and image % tokens == 0):
             raise ValueError(f"input layout {self.input_layout_} does not split into tokens")
-        self.net_ = checked_module(lambda: self._net(*self._widths()).to(torch.float64), unflatten("net", tensors),
-                                   "head")
-        self.net_.eval().requires_grad_(False)
+        return self._net(*self._widths())

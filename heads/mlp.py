@@ -11,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._base import HeadBase, check_memory, check_minibatch_params, device_of
-from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Parts, image_blocks, token_normalize
+from ._base import check_memory, check_minibatch_params
+from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Parts
 from .minibatch import Member, seeded
-from .targets import resolve_loss
+from .nethead import NetHead
 
 
 class ClassifierNet(nn.Module):
@@ -57,7 +57,7 @@ PAPER_OPTIMISATION = dict(normalize="token", standardize=False, lr=1e-4, weight_
 """The reference paper's input normalisation and optimiser (plus our early stopping)."""
 
 
-class MLPHead(HeadBase):
+class MLPHead(NetHead):
     """Multi-layer perceptron head.
 
     Parameters
@@ -136,45 +136,9 @@ class MLPHead(HeadBase):
         params.update(overrides)
         return cls(**params)
 
-    # -- safe persistence -----------------------------------------------------------------------------
-    def _fitted_state(self) -> tuple[dict, dict]:
-        from featcache.safe_folder import flatten
-
-        attrs, tensors = super()._fitted_state()
-        attrs.update(n_epochs=self.n_epochs_, best_validation_score=self.best_validation_score_,
-                     history=self.history_, loss_function=self.loss_function_)
-        tensors.update(self._scaler_tensors(), **flatten("net", self.net_.state_dict()))
-        return attrs, tensors
-
-    def _restore(self, attrs: dict, tensors: dict) -> None:
-        from featcache.safe_folder import unflatten
-
-        super()._restore(attrs, tensors)
-        self.n_epochs_, self.best_validation_score_ = attrs["n_epochs"], attrs["best_validation_score"]
-        self.history_ = attrs["history"]
-        self.loss_function_ = attrs.get("loss_function", "ce")  # heads saved before soft targets used ce
-        self.scaler_ = self._scaler_from(tensors)
-        from featcache.safe_folder import checked_module
-
-        self.net_ = checked_module(lambda: ClassifierNet(*self._widths(), tuple(self.hidden_sizes), len(self.classes_),
-                                                         self.dropout, self.batch_norm).to(torch.float64),
-                                   unflatten("net", tensors), "head")
-        self.net_.eval().requires_grad_(False)
-
-    # -- helpers ------------------------------------------------------------------------------------
-    def _prepare(self, parts: Parts) -> Parts:
-        parts = parts.to(next(self.net_.parameters()).dtype)
-        if self.normalize == "token":
-            parts = token_normalize(parts)
-        if self.scaler_ is not None:
-            parts = self.scaler_.transform(parts)
-        return parts
-
-    def _device(self) -> torch.device:
-        return device_of(self.device)
-
-    def _blocks(self, parts: Parts):
-        return image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES))
+    def _build_net(self) -> ClassifierNet:
+        return ClassifierNet(*self._widths(), tuple(self.hidden_sizes), len(self.classes_), self.dropout,
+                             self.batch_norm)
 
     # -- estimator API ------------------------------------------------------------------------------
     def fit(self, X, y, soft_targets=None) -> "MLPHead":
@@ -193,9 +157,6 @@ class MLPHead(HeadBase):
             raise ValueError(f"hidden_sizes must be whole numbers >= 1, got {self.hidden_sizes!r}")
         check_minibatch_params(self)
 
-    def _resolved_loss(self, soft) -> str:
-        return resolve_loss(self.loss, soft)
-
     def _skips_single(self) -> bool:
         return bool(self.batch_norm)
 
@@ -207,26 +168,6 @@ class MLPHead(HeadBase):
         return Member(net, self.loss_function_, self.lr, self.weight_decay, l1=self.l1, scheduler=self.scheduler,
                       t_max=self.t_max, eta_min=self.eta_min, max_epochs=self.max_epochs, patience=self.patience,
                       weights=net.weight_matrices, rng_state=state, name="mlp")
-
-    def _adopt(self, member: Member, validated: bool) -> None:
-        self.net_ = member.net
-        self.history_ = member.history
-        self.n_epochs_ = len(self.history_)
-        self.best_validation_score_ = member.best_score if validated else None
-        # predict in float64: a row's answer must not depend on the batch it comes in
-        self.net_.eval().requires_grad_(False).to("cpu", torch.float64)
-
-    @torch.no_grad()
-    def _apply(self, X, fn, width: int) -> np.ndarray:
-        parts = self._prepare(self._parts(X))
-        out = torch.empty((parts.n, width), dtype=torch.float64)
-        for idx, block in self._blocks(parts):
-            out[idx] = fn(block).to(torch.float64)
-        return out.numpy()
-
-    def predict_proba(self, X) -> np.ndarray:
-        X = self._validate_predict(X)
-        return self._finite(self._apply(X, lambda p: torch.softmax(self.net_(p), dim=1), len(self.classes_)))
 
     def transform_hidden(self, X) -> np.ndarray:
         """Last hidden layer activations for X (for embedding plots)."""
