@@ -28,7 +28,7 @@ import torch
 
 from featcache.cache import CacheWriter
 from featcache.datasets import load_dataset
-from featcache.extract import extract
+from featcache.extract import Compute, extract
 from featcache.extract.pipeline import auto_workers, save_atomic
 from featcache.models.random_init import random_backbone
 
@@ -142,8 +142,8 @@ def main() -> None:
             ds.questions = ds.questions + [replace(q, image=f"{q.image}~{r}") for r in range(1, args.aliases)
                                            for q in ds.questions]
         t = time.perf_counter()
-        report = extract(ds, Path(tmp) / "bench.h5", model=bb, batch_size=b, workers=workers, progress=False,
-                         cuda_graphs=args.cuda_graphs)
+        report = extract(ds, Path(tmp) / "bench.h5", model=bb, progress=False,
+                         compute=Compute(batch_size=b, workers=workers, cuda_graphs=args.cuda_graphs))
         if cuda:
             torch.cuda.synchronize()
         pipeline_s = time.perf_counter() - t

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from featcache.datasets import load_dataset
-from featcache.extract import extract
+from featcache.extract import Compute, extract
 from featcache.models.random_init import random_backbone
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
@@ -71,13 +71,14 @@ def main() -> None:
     paths = [ds.image_paths[k] for k in keys]
     with tempfile.TemporaryDirectory() as tmp:
         naive(bb, paths[:args.batch_size], Path(tmp))  # warm-up, both sides
-        extract(ds.limit(args.batch_size), Path(tmp) / "warm.h5", model=bb, batch_size=args.batch_size,
-                workers=0, progress=False)
+        extract(ds.limit(args.batch_size), Path(tmp) / "warm.h5", model=bb, progress=False,
+                compute=Compute(batch_size=args.batch_size, workers=0))
         (Path(tmp) / "naive").mkdir()
         naive_s = naive(bb, paths, Path(tmp) / "naive", args.batch_size)
         t = time.perf_counter()
         workers = args.workers if args.workers == "auto" else int(args.workers)
-        report = extract(ds, Path(tmp) / "c.h5", model=bb, batch_size=args.batch_size, workers=workers, progress=False)
+        report = extract(ds, Path(tmp) / "c.h5", model=bb, progress=False,
+                         compute=Compute(batch_size=args.batch_size, workers=workers))
         featcache_s = time.perf_counter() - t
     n = len(keys)
     result = {"benchmark": "extract_vs_naive", "size": args.size, "device": args.device,

@@ -26,7 +26,7 @@ import h5py
 import torch
 
 from featcache.datasets import Question, VQADataset, load_dataset
-from featcache.extract import extract
+from featcache.extract import Compute, Features, extract
 from featcache.models.random_init import random_backbone, random_instructblip_backbone
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
@@ -49,7 +49,8 @@ def timed(ds, out: Path, bb, batch_size: int, workers, **options) -> tuple[float
     if bb.device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    report = extract(ds, out, model=bb, batch_size=batch_size, workers=workers, progress=False, **options)
+    report = extract(ds, out, model=bb, progress=False, **options,
+                     compute=Compute(batch_size=batch_size, workers=workers))
     if bb.device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start, report.stage_seconds
@@ -81,11 +82,13 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             warm = VQADataset("warm", ds.source, ds.questions[:per_image * 2], ds.image_paths)
-            extract(warm, tmp / "warm.h5", model=bb, features="multimodal", workers=0, progress=False)
+            extract(warm, tmp / "warm.h5", model=bb, progress=False, compute=Compute(workers=0),
+                    features=Features(kind="multimodal"))
             uni_s, uni_stages = timed(ds, tmp / "uni.h5", bb, args.batch_size, workers)
-            mm_s, mm_stages = timed(ds, tmp / "mm.h5", bb, args.batch_size, workers, features="multimodal")
-            pooled_s, _ = timed(ds, tmp / "pooled.h5", bb, args.batch_size, workers, features="multimodal",
-                                mm_store="pooled")
+            mm_s, mm_stages = timed(ds, tmp / "mm.h5", bb, args.batch_size, workers,
+                                    features=Features(kind="multimodal"))
+            pooled_s, _ = timed(ds, tmp / "pooled.h5", bb, args.batch_size, workers,
+                                features=Features(kind="multimodal", mm_store="pooled"))
             n_q = len(ds.questions)
             rows[family] = {
                 "unimodal_s": round(uni_s, 3), "multimodal_s": round(mm_s, 3), "multimodal_pooled_s": round(pooled_s, 3),

@@ -24,7 +24,7 @@ import torch
 
 from featcache import open_cache
 from featcache.datasets import load_dataset
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.models.random_init import random_backbone
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
@@ -54,8 +54,8 @@ def main() -> None:
         for name, device, dtype in (("reference", "cpu", "float32"), ("candidate", args.device, args.dtype)):
             bb = random_backbone(args.size, device=device, dtype=dtype, seed=0)
             caches[name] = Path(tmp) / f"{name}.h5"
-            extract(ds, caches[name], model=bb, batch_size=args.batch_size, workers=0, store_dtype="float32",
-                    progress=False)
+            extract(ds, caches[name], model=bb, progress=False, compute=Compute(batch_size=args.batch_size, workers=0),
+                    storage=Storage(store_dtype="float32"))
             del bb
         with open_cache(caches["reference"]) as ref, open_cache(caches["candidate"]) as cand:
             fingerprints = [ref.attrs["model_fingerprint"], cand.attrs["model_fingerprint"]]  # bf16 rounds past fp16

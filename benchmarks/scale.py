@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from featcache.datasets import load_dataset
-from featcache.extract import extract, merge_parts
+from featcache.extract import Compute, Spread, Storage, extract, merge_parts
 from featcache.models.tiny import build_tiny_blip2
 
 from _results import save_result  # noqa: E402  (benchmarks/, first on sys.path)
@@ -62,11 +62,13 @@ def extraction(args) -> None:
     n = len(keep)
     result = {"benchmark": "scale", "machine": platform.platform(), "cpu_count": os.cpu_count(), "images": n,
               "shard_size": args.shard_size, "device": args.device, "command": "python " + " ".join(sys.argv)}
-    common = dict(batch_size=32, shard_size=args.shard_size, workers=0, progress=False, device=args.device)
+    common = dict(compute=Compute(batch_size=32, workers=0, device=args.device), storage=Storage(shard_size=args.shard_size),
+                  progress=False)
+    whole = {**common, "storage": Storage(shard_size=10**6)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = str(build_tiny_blip2(tmp / "tiny", kind="itm", seed=0))
-        extract(ds, tmp / "warm.h5", model=model, **{**common, "shard_size": 10**6})  # warm caches, imports
+        extract(ds, tmp / "warm.h5", model=model, **whole)  # warm caches, imports
 
         t = time.perf_counter()
         extract(ds, tmp / "local.h5", model=model, **common)
@@ -78,17 +80,17 @@ def extraction(args) -> None:
         one = list(keep)[: max(1, args.shard_size // 4)]
         small = type(ds)(ds.name, ds.source, [q for q in ds.questions if q.image in set(one)], ds.image_paths)
         t = time.perf_counter()
-        extract(small, tmp / "first.h5", model=model, engine="ray", workers_per_node=1,
-                **{**common, "shard_size": 10**6})
+        extract(small, tmp / "first.h5", model=model, **whole,
+                spread=Spread(engine="ray", workers_per_node=1))
         result["ray_first_shard_s"] = round(time.perf_counter() - t, 2)  # actor start, model load, one shard
         for actors in (1, 2):
             t = time.perf_counter()
-            extract(ds, tmp / f"ray{actors}.h5", model=model, engine="ray", workers_per_node=actors,
-                    gpus_per_worker=args.gpus_per_worker, **common)
+            extract(ds, tmp / f"ray{actors}.h5", model=model, **common,
+                    spread=Spread(engine="ray", workers_per_node=actors, gpus_per_worker=args.gpus_per_worker))
             result[f"ray_{actors}_actors_images_per_s"] = round(n / (time.perf_counter() - t), 1)
         ray.shutdown()
 
-        extract(ds, tmp / "m.h5", model=model, merge_output=False, **common)
+        extract(ds, tmp / "m.h5", model=model, **common, spread=Spread(merge_output=False))
         parts = tmp / "m.h5.parts"
         size = sum(f.stat().st_size for f in parts.glob("shard-*.h5"))
         t = time.perf_counter()

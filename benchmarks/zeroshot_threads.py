@@ -36,7 +36,7 @@ def main() -> None:
     import torch
 
     from featcache.datasets import load_dataset
-    from featcache.extract import extract
+    from featcache.extract import Compute, extract
     from featcache.generative.zeroshot import zeroshot
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -46,8 +46,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "c.h5"
-        extract(load_dataset("easy-vqa", limit=args.questions), cache, model="tiny-random-opt", device="cpu",
-                workers=0, progress=False)
+        extract(load_dataset("easy-vqa", limit=args.questions), cache, model="tiny-random-opt", progress=False,
+                compute=Compute(device="cpu", workers=0))
         run = lambda: zeroshot(cache, "tiny-random-opt", "rank", device="cpu", progress=False)  # noqa: E731
 
         def every_core():  # what it did before: torch's default, one thread per core

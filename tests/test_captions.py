@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from featcache.errors import FeatcacheError
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.generative.caption import CaptionSettings, caption, read_captions
 from featcache.generative.caption_metrics import caption_scores
 from featcache.models.tiny_generative import build_tiny_generative
@@ -26,7 +26,8 @@ def captioner(request, tmp_path_factory):
     ds = VQADataset("caps", str(root), [Question(p.stem, "what is it?", "x", "test") for p in paths],
                     {p.stem: str(p) for p in paths})
     folder = build_tiny_generative(root / "model", request.param, seed=0)
-    extract(ds, root / "c.h5", model=str(folder), device="cpu", workers=0, store_dtype="float32", progress=False)
+    extract(ds, root / "c.h5", model=str(folder), progress=False, compute=Compute(device="cpu", workers=0),
+            storage=Storage(store_dtype="float32"))
     return folder, root / "c.h5", ds
 
 

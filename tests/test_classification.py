@@ -14,10 +14,10 @@ import featcache
 from cli import main
 from featcache.datasets import Question, VQADataset, load_dataset
 from featcache.errors import DatasetError
-from featcache.extract import extract
+from featcache.extract import Compute, extract
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "gray": (128, 128, 128)}
-FAST = dict(batch_size=8, workers=0, progress=False)
+FAST = dict(compute=Compute(batch_size=8, workers=0), progress=False)
 
 
 @pytest.fixture(scope="module")

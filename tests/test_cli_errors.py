@@ -14,7 +14,7 @@ from tests.conftest import write_images
 def world(tmp_path_factory, tiny_itm):
     """A small cache from the tiny model, a head fitted on it, and assorted bad files."""
     from featcache.datasets import Question, VQADataset
-    from featcache.extract import extract
+    from featcache.extract import Compute, extract
     from heads.sweep import fit_head
 
     root = tmp_path_factory.mktemp("world")
@@ -22,7 +22,7 @@ def world(tmp_path_factory, tiny_itm):
     qs = [Question(p.stem, t, a, "train" if i < 6 else "test") for i, p in enumerate(paths)
           for t, a in (("what color?", ["red", "blue"][i % 2]), ("is it round?", ["yes", "no"][i % 2]))]
     extract(VQADataset("w", str(root), qs, {p.stem: str(p) for p in paths}), root / "c.h5", model=str(tiny_itm),
-            device="cpu", workers=0, progress=False)
+            progress=False, compute=Compute(device="cpu", workers=0))
     fit_head(root / "c.h5", "lr", "pooled").save(root / "head")
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (root / "short.csv").write_text(f"image,question\n{paths[0]},what?\n{paths[1]}\n")

@@ -12,7 +12,7 @@ import pytest
 from featcache import open_cache
 from featcache.cache.access import verify
 from featcache.errors import FeatcacheError
-from featcache.extract import extract, merge_parts
+from featcache.extract import Compute, Spread, Storage, extract, merge_parts
 from tests.conftest import write_images
 
 
@@ -31,8 +31,8 @@ def made(tmp_path_factory, tiny_itm, tiny_itm_other):
     root = tmp_path_factory.mktemp("crafted")
     ds = _dataset(root)
     for name, model in (("a", tiny_itm), ("b", tiny_itm_other)):
-        extract(ds, root / f"{name}.h5", model=str(model), device="cpu", workers=0, shard_size=3, merge_output=False,
-                progress=False)
+        extract(ds, root / f"{name}.h5", model=str(model), progress=False, compute=Compute(device="cpu", workers=0),
+                storage=Storage(shard_size=3), spread=Spread(merge_output=False))
     return root
 
 

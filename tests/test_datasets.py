@@ -12,7 +12,7 @@ from featcache import open_cache
 from featcache.datasets import fold_rare, load_dataset, normalize_answers
 from featcache.datasets.daquar import load_daquar, load_daquar_18, reduce_to_frequent
 from featcache.errors import DatasetError
-from featcache.extract import extract
+from featcache.extract import Compute, extract
 
 
 def splits_of(ds):
@@ -113,7 +113,7 @@ def test_daquar_18_is_image_disjoint_and_augments_train_only(daquar_root):
 
 def test_augmented_images_get_their_own_cache_rows(daquar_root, backbone, tmp_path):
     ds = load_daquar_18(daquar_root, min_count=10, max_per_label=50)
-    extract(ds, tmp_path / "d.h5", model=backbone, workers=0, progress=False)
+    extract(ds, tmp_path / "d.h5", model=backbone, progress=False, compute=Compute(workers=0))
     with open_cache(tmp_path / "d.h5") as cache:
         keys = list(cache.strings("images", "key"))
         assert len(keys) == len(set(keys)) == len(ds.images())

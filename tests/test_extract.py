@@ -18,7 +18,7 @@ from featcache import open_cache
 from featcache.models.backbone import load_backbone
 from featcache.cache import FORMAT_VERSION
 from featcache.errors import CacheFormatError, DatasetError, ExtractError, ModelLoadError
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 
 
 def read_all(path) -> tuple[dict, dict]:
@@ -58,7 +58,8 @@ def test_features_equal_direct_transformers_forward(tiny_itm, small_dataset, bac
     from transformers import AutoTokenizer, Blip2ForImageTextRetrieval, BlipImageProcessorPil
 
     out = tmp_path / "c.h5"
-    extract(small_dataset, out, model=backbone, batch_size=4, workers=0, store_dtype=store_dtype, progress=False)
+    extract(small_dataset, out, model=backbone, progress=False, compute=Compute(batch_size=4, workers=0),
+            storage=Storage(store_dtype=store_dtype))
 
     model = Blip2ForImageTextRetrieval.from_pretrained(tiny_itm).eval()
     processor = BlipImageProcessorPil.from_pretrained(tiny_itm)
@@ -88,10 +89,10 @@ def test_features_equal_direct_transformers_forward(tiny_itm, small_dataset, bac
 
 
 def test_batch_size_invariance(small_dataset, backbone, tmp_path):
-    extract(small_dataset, tmp_path / "b1.h5", model=backbone, batch_size=1, workers=0,
-            store_dtype="float32", progress=False)
-    extract(small_dataset, tmp_path / "b7.h5", model=backbone, batch_size=7, workers=2,
-            store_dtype="float32", progress=False)
+    extract(small_dataset, tmp_path / "b1.h5", model=backbone, progress=False,
+            compute=Compute(batch_size=1, workers=0), storage=Storage(store_dtype="float32"))
+    extract(small_dataset, tmp_path / "b7.h5", model=backbone, progress=False,
+            compute=Compute(batch_size=7, workers=2), storage=Storage(store_dtype="float32"))
     a, _ = read_all(tmp_path / "b1.h5")
     b, _ = read_all(tmp_path / "b7.h5")
     for name in ("images/query", "images/query_proj", "questions/text_proj", "questions/text_cls"):
@@ -104,7 +105,8 @@ def test_each_image_and_text_encoded_once(small_dataset, tmp_path, tiny_itm):
     enc_i, enc_t = bb.encode_images, bb.encode_texts
     bb.encode_images = lambda px, **kw: (seen_images.append(len(px)), enc_i(px, **kw))[1]
     bb.encode_texts = lambda texts: (seen_texts.extend(texts), enc_t(texts))[1]
-    report = extract(small_dataset, tmp_path / "c.h5", model=bb, batch_size=3, workers=0, progress=False)
+    report = extract(small_dataset, tmp_path / "c.h5", model=bb, progress=False,
+                     compute=Compute(batch_size=3, workers=0))
     n_images = len(small_dataset.images())
     assert len(small_dataset.questions) > 3 * n_images  # many questions per image...
     assert sum(seen_images) == n_images == report.images_computed  # ...each image encoded once
@@ -142,7 +144,7 @@ def dying(px, **kw):
         os.kill(os.getpid(), signal.SIGKILL)  # as abrupt as it gets: no cleanup runs
     return encode(px, **kw)
 bb.encode_images = dying
-from featcache.extract import extract
+from featcache.extract.run import extract_with as extract  # (the flat settings: the caller's options string)
 extract(ds, sys.argv[3], model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
 """
 
@@ -175,11 +177,13 @@ def test_resume_after_kill_gives_identical_file(small_dataset, tiny_itm, tmp_pat
     calls = []
     encode = bb.encode_images
     bb.encode_images = lambda px, **kw: (calls.append(len(px)), encode(px, **kw))[1]
-    report = extract(small_dataset, out, model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
+    report = extract(small_dataset, out, model=bb, progress=False, compute=Compute(batch_size=2, workers=0),
+                     storage=Storage(shard_size=2))
     assert report.resumed and sum(calls) == len(small_dataset.images()) - saved  # only what was missing
     assert not parts.exists()
 
-    extract(small_dataset, tmp_path / "straight.h5", model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
+    extract(small_dataset, tmp_path / "straight.h5", model=bb, progress=False,
+            compute=Compute(batch_size=2, workers=0), storage=Storage(shard_size=2))
     assert_same_file(out, tmp_path / "straight.h5")
 
 
@@ -195,26 +199,28 @@ def test_ctrl_c_keeps_finished_shards(small_dataset, tiny_itm, tmp_path):
 
     bb.encode_images = interrupted
     with pytest.raises(ExtractError, match="interrupted: .* run the same command"):
-        extract(small_dataset, tmp_path / "c.h5", model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
+        extract(small_dataset, tmp_path / "c.h5", model=bb, progress=False, compute=Compute(batch_size=2, workers=0),
+                storage=Storage(shard_size=2))
     saved = saved_images(tmp_path / "c.h5.parts")
     assert saved >= 2
     bb.encode_images = encode
-    assert extract(small_dataset, tmp_path / "c.h5", model=bb, batch_size=2, shard_size=2, workers=0,
-                   progress=False).images_computed == len(small_dataset.images()) - saved
+    assert extract(small_dataset, tmp_path / "c.h5", model=bb, progress=False,
+                   compute=Compute(batch_size=2, workers=0), storage=Storage(shard_size=2)).images_computed == len(small_dataset.images()) - saved
 
 
 def test_other_model_refused(small_dataset, tiny_itm, tiny_itm_other, tmp_path):
     out = tmp_path / "c.h5"
-    extract(small_dataset, out, model=str(tiny_itm), workers=0, progress=False)
+    extract(small_dataset, out, model=str(tiny_itm), progress=False, compute=Compute(workers=0))
     other = load_backbone(str(tiny_itm_other), device="cpu")
     assert other.fingerprint != load_backbone(str(tiny_itm)).fingerprint
     with pytest.raises(ExtractError, match="(?s)model_fingerprint.*--overwrite"):
-        extract(small_dataset, out, model=other, workers=0, progress=False)
+        extract(small_dataset, out, model=other, progress=False, compute=Compute(workers=0))
     with pytest.raises(CacheFormatError, match="different model"):
         open_cache(out, expect=other.provenance())
-    again = extract(small_dataset, out, model=str(tiny_itm), workers=0, progress=False)
+    again = extract(small_dataset, out, model=str(tiny_itm), progress=False, compute=Compute(workers=0))
     assert again.already_complete
-    extract(small_dataset, out, model=other, workers=0, progress=False, overwrite=True)
+    extract(small_dataset, out, model=other, progress=False, compute=Compute(workers=0),
+            storage=Storage(overwrite=True))
     with open_cache(out, expect=other.provenance()) as cache:
         assert cache.attrs["model_fingerprint"] == other.fingerprint
 
@@ -226,14 +232,16 @@ def test_unfinished_run_with_other_model_refused(small_dataset, tiny_itm, tiny_i
     bb.encode_images = lambda px, **kw: (calls.append(1), (_ for _ in ()).throw(KeyboardInterrupt) if len(calls) == 3
                                          else encode(px, **kw))[1]
     with pytest.raises(ExtractError, match="interrupted"):
-        extract(small_dataset, tmp_path / "c.h5", model=bb, batch_size=2, shard_size=2, workers=0, progress=False)
+        extract(small_dataset, tmp_path / "c.h5", model=bb, progress=False, compute=Compute(batch_size=2, workers=0),
+                storage=Storage(shard_size=2))
     with pytest.raises(ExtractError, match="(?s)unfinished run .* another model"):
-        extract(small_dataset, tmp_path / "c.h5", model=str(tiny_itm_other), workers=0, progress=False)
+        extract(small_dataset, tmp_path / "c.h5", model=str(tiny_itm_other), progress=False,
+                compute=Compute(workers=0))
 
 
 def test_reader_refuses_unknown_format_and_non_cache(small_dataset, backbone, tmp_path):
     out = tmp_path / "c.h5"
-    extract(small_dataset, out, model=backbone, workers=0, progress=False)
+    extract(small_dataset, out, model=backbone, progress=False, compute=Compute(workers=0))
     with h5py.File(out, "a") as f:
         f.attrs["featcache_format"] = FORMAT_VERSION + 1
     with pytest.raises(CacheFormatError, match=f"format {FORMAT_VERSION + 1}.*reads format {FORMAT_VERSION}"):
@@ -249,8 +257,9 @@ def test_missing_image_named_then_skip_bad_records_it(small_dataset, backbone, t
     gone = small_dataset.images()[2]
     os.remove(small_dataset.image_paths[gone])
     with pytest.raises(ExtractError, match=f"1 image file.*not found.*{gone}.*--skip-bad"):
-        extract(small_dataset, tmp_path / "c.h5", model=backbone, workers=0, progress=False)
-    report = extract(small_dataset, tmp_path / "c.h5", model=backbone, workers=0, progress=False, skip_bad=True)
+        extract(small_dataset, tmp_path / "c.h5", model=backbone, progress=False, compute=Compute(workers=0))
+    report = extract(small_dataset, tmp_path / "c.h5", model=backbone, progress=False, compute=Compute(workers=0),
+                     storage=Storage(skip_bad=True))
     assert report.failed_images == [gone]
     with open_cache(tmp_path / "c.h5") as cache:
         errors = cache.strings("images", "error")
@@ -267,11 +276,12 @@ def test_corrupt_image_keeps_finished_work(small_dataset, backbone, tmp_path):
     Path(small_dataset.image_paths[bad]).write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     out = tmp_path / "c.h5"
     with pytest.raises(ExtractError, match=f"cannot decode image .*{Path(small_dataset.image_paths[bad]).name}"):
-        extract(small_dataset, out, model=backbone, batch_size=2, shard_size=2, workers=1, progress=False)
+        extract(small_dataset, out, model=backbone, progress=False, compute=Compute(batch_size=2, workers=1),
+                storage=Storage(shard_size=2))
     saved = saved_images(Path(str(out) + ".parts"))
     assert saved >= 2  # the shards finished before the bad image are kept
-    report = extract(small_dataset, out, model=backbone, batch_size=2, shard_size=2, workers=1, progress=False,
-                     skip_bad=True)
+    report = extract(small_dataset, out, model=backbone, progress=False, compute=Compute(batch_size=2, workers=1),
+                     storage=Storage(shard_size=2, skip_bad=True))
     assert report.resumed and report.failed_images == [bad] and report.images_computed == len(keys) - saved - 1
 
 
@@ -280,11 +290,13 @@ def test_empty_question_and_bad_paths(small_dataset, backbone, tmp_path):
     qs[5] = replace(qs[5], text="  ")
     ds = replace(small_dataset, questions=qs)
     with pytest.raises(ExtractError, match="question row 5 .* empty"):
-        extract(ds, tmp_path / "c.h5", model=backbone, workers=0, progress=False)
-    report = extract(ds, tmp_path / "c.h5", model=backbone, workers=0, progress=False, skip_bad=True)
+        extract(ds, tmp_path / "c.h5", model=backbone, progress=False, compute=Compute(workers=0))
+    report = extract(ds, tmp_path / "c.h5", model=backbone, progress=False, compute=Compute(workers=0),
+                     storage=Storage(skip_bad=True))
     assert report.failed_questions == [5]
     # --out's folders are made, as `--out runs/quick/c.h5` expects; a parent that is a file is refused
-    extract(small_dataset, tmp_path / "new" / "dir" / "c.h5", model=backbone, workers=0, progress=False)
+    extract(small_dataset, tmp_path / "new" / "dir" / "c.h5", model=backbone, progress=False,
+            compute=Compute(workers=0))
     assert (tmp_path / "new" / "dir" / "c.h5").is_file()
     (tmp_path / "afile").write_text("")
     with pytest.raises(ExtractError, match="is not a folder"):
@@ -317,7 +329,7 @@ def test_manifest_csv_and_jsonl(tmp_path, backbone):
     (tmp_path / "m.jsonl").write_text('{"image": "pics/img2", "question": "q?", "answer": "a", "split": "test"}\n')
     ds2 = load_dataset(str(tmp_path / "m.jsonl"))
     assert ds2.image_paths["pics/img2"].endswith("img2.png")
-    extract(ds, tmp_path / "c.h5", model=backbone, workers=0, progress=False)
+    extract(ds, tmp_path / "c.h5", model=backbone, progress=False, compute=Compute(workers=0))
 
 
 def test_generative_checkpoint_writes_query_features_without_language_model(tiny_opt, small_dataset, tmp_path):
@@ -328,7 +340,7 @@ def test_generative_checkpoint_writes_query_features_without_language_model(tiny
     n_params = sum(p.numel() for p in bb.model.parameters())
     core = sum(p.numel() for part in (bb.model.vision_model, bb.model.qformer) for p in part.parameters())
     assert n_params == core + bb.model.query_tokens.numel()
-    extract(small_dataset, tmp_path / "g.h5", model=bb, workers=0, progress=False)
+    extract(small_dataset, tmp_path / "g.h5", model=bb, progress=False, compute=Compute(workers=0))
     with open_cache(tmp_path / "g.h5") as cache:
         assert cache.attrs["model_class"] == "Blip2ForConditionalGeneration"
         assert "query" in cache.images and "query_proj" not in cache.images
@@ -367,11 +379,23 @@ def test_shard_whose_images_all_fail_is_recorded(small_dataset, backbone, tmp_pa
     shard = next(s for s in shard_plan(small_dataset, 2) if len(s.keys) >= 2)
     for k in shard.keys:  # a whole shard
         os.remove(small_dataset.image_paths[k])
-    report = extract(small_dataset, tmp_path / "c.h5", model=backbone, batch_size=2, shard_size=2, workers=0,
-                     progress=False, skip_bad=True, store_vision=True)
+    report = extract(small_dataset, tmp_path / "c.h5", model=backbone, progress=False,
+                     compute=Compute(batch_size=2, workers=0),
+                     storage=Storage(shard_size=2, skip_bad=True, store_vision=True))
     assert report.failed_images == list(shard.keys)
     other = 0 if shard.start else shard.stop
     with open_cache(tmp_path / "c.h5") as cache:
         for name in ("query", "query_proj", "vision"):
             rows = cache.array("images", name)
             assert rows.shape[0] == len(keys) and not rows[shard.start:shard.stop].any() and rows[other].any(), name
+
+
+def test_the_flat_keywords_are_refused_with_the_group_each_moved_to(small_dataset, tmp_path):
+    from featcache.extract import Compute
+
+    with pytest.raises(ExtractError, match=r"workers= -> compute=Compute\(workers=...\).*"):
+        extract(small_dataset, tmp_path / "c.h5", model="tiny-random", workers=0)
+    with pytest.raises(ExtractError, match=r"features='multimodal' -> features=Features\(kind='multimodal'\)"):
+        extract(small_dataset, tmp_path / "c.h5", model="tiny-random", features="multimodal")
+    with pytest.raises(ExtractError, match="storage= must be a featcache.extract.Storage"):
+        extract(small_dataset, tmp_path / "c.h5", model="tiny-random", storage=Compute())

@@ -8,7 +8,7 @@ from PIL import Image
 from featcache.models.backbone import load_backbone
 from featcache.datasets import Question, VQADataset
 from featcache.errors import CacheFormatError
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.finetune import (CachedSource, FinetuneConfig, LiveSource, finetune, load_finetuned,
                                 predict_finetuned)
 from featcache.finetune.data import _Batches
@@ -63,7 +63,8 @@ def test_only_adapters_and_classifier_change(colours, tiny_itm, tmp_path, lora_v
 
 def test_from_cache_equals_live(colours, tiny_itm, tmp_path):
     bb = fresh(tiny_itm)
-    extract(colours, tmp_path / "v.h5", model=bb, store_dtype="float32", store_vision=True, workers=0, progress=False)
+    extract(colours, tmp_path / "v.h5", model=bb, progress=False, compute=Compute(workers=0),
+            storage=Storage(store_dtype="float32", store_vision=True))
     live, cached = LiveSource(colours, bb.preprocessor), CachedSource(tmp_path / "v.h5")
     assert [(s.image, s.text, s.answer) for s in live.samples] == [(s.image, s.text, s.answer) for s in cached.samples]
     from featcache.finetune import FinetuneNet
@@ -80,7 +81,8 @@ def test_from_cache_equals_live(colours, tiny_itm, tmp_path):
 
 
 def test_from_cache_refuses_another_model(colours, tiny_itm, tiny_itm_other, tmp_path):
-    extract(colours, tmp_path / "v.h5", model=fresh(tiny_itm), store_vision=True, workers=0, progress=False)
+    extract(colours, tmp_path / "v.h5", model=fresh(tiny_itm), progress=False, compute=Compute(workers=0),
+            storage=Storage(store_vision=True))
     with pytest.raises(CacheFormatError, match="different model"):
         finetune(CachedSource(tmp_path / "v.h5"), tmp_path / "run", fresh(tiny_itm_other),
                  FinetuneConfig(epochs=1, **FAST), progress=False)
@@ -127,7 +129,7 @@ def test_init_head_starts_from_a_head_fitted_on_the_cache(colours, tiny_itm, tmp
     from heads.trained import TrainedHead
 
     bb = fresh(tiny_itm)
-    extract(colours, tmp_path / "c.h5", model=bb, workers=0, progress=False)
+    extract(colours, tmp_path / "c.h5", model=bb, progress=False, compute=Compute(workers=0))
     with open_cache(tmp_path / "c.h5") as cache:
         X, y = cache.view("itc", "train")
         head = MLPHead.reference(hidden_sizes=(64,), max_epochs=3).fit(X, y)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.generative.finetune import (RECIPES, GenerativeConfig, finetune_generative, inject_lora,
                                            load_finetuned_generative)
 from featcache.models.generative import load_generative
@@ -21,7 +21,8 @@ FAST = GenerativeConfig(lora_rank=8, lora_alpha=16, lora_dropout=0.0, prompt="Qu
 def setup(request, colours, tmp_path_factory):  # noqa: F811
     root = tmp_path_factory.mktemp(f"gft_{request.param}")
     folder = build_tiny_generative(root / "model", request.param, seed=0)
-    extract(colours, root / "c.h5", model=str(folder), device="cpu", workers=0, store_dtype="float32", progress=False)
+    extract(colours, root / "c.h5", model=str(folder), progress=False, compute=Compute(device="cpu", workers=0),
+            storage=Storage(store_dtype="float32"))
     return folder, root / "c.h5"
 
 
@@ -122,8 +123,8 @@ def test_lora_on_the_qformer_too_learns_from_cached_vit_states(colours, tmp_path
     from featcache.generative.zeroshot import zeroshot
 
     folder = build_tiny_generative(tmp_path / "model", "opt", seed=0)
-    extract(colours, tmp_path / "v.h5", model=str(folder), device="cpu", workers=0, store_dtype="float32",
-            store_vision=True, progress=False)
+    extract(colours, tmp_path / "v.h5", model=str(folder), progress=False, compute=Compute(device="cpu", workers=0),
+            storage=Storage(store_dtype="float32", store_vision=True))
     cfg = replace(FAST, lora_qformer=True)
     lm = load_generative(str(folder), device="cpu")
     targets = inject_lora(lm, cfg)
@@ -135,7 +136,7 @@ def test_lora_on_the_qformer_too_learns_from_cached_vit_states(colours, tmp_path
     assert rep.test_accuracy >= 0.8
     again = zeroshot(tmp_path / "v.h5", str(tmp_path / "run" / "best"), "rank", split="test")  # reruns the Q-Former
     assert float((again.pred == again.y).mean()) == rep.test_accuracy
-    extract(colours, tmp_path / "q.h5", model=str(folder), device="cpu", workers=0, progress=False)
+    extract(colours, tmp_path / "q.h5", model=str(folder), progress=False, compute=Compute(device="cpu", workers=0))
     with pytest.raises(FeatcacheError, match="--store-vision"):
         finetune_generative(tmp_path / "q.h5", tmp_path / "run2", str(folder), cfg, device="cpu", progress=False)
     with pytest.raises(FeatcacheError, match="--store-vision"):

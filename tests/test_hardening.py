@@ -32,7 +32,7 @@ def no_hang():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_itm):
     from featcache.datasets import Question, VQADataset
-    from featcache.extract import extract
+    from featcache.extract import Compute, extract
     from heads.sweep import fit_head
 
     root = tmp_path_factory.mktemp("hard")
@@ -40,7 +40,7 @@ def world(tmp_path_factory, tiny_itm):
     qs = [Question(p.stem, "what color?", ["red", "blue"][i % 2], "train" if i < 4 else "test")
           for i, p in enumerate(paths)]
     extract(VQADataset("h", str(root), qs, {p.stem: str(p) for p in paths}), root / "c.h5", model=str(tiny_itm),
-            device="cpu", workers=0, progress=False)
+            progress=False, compute=Compute(device="cpu", workers=0))
     fit_head(root / "c.h5", "lr", "pooled").save(root / "head")
     os.mkfifo(root / "fifo.png")
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
@@ -172,14 +172,14 @@ def test_prompts_with_other_slots_are_refused(prompt):
 
 def test_a_question_longer_than_the_language_model_is_refused_before_compute(tmp_path):
     from featcache.datasets import Question, VQADataset
-    from featcache.extract import extract
+    from featcache.extract import Compute, extract
     from featcache.generative.zeroshot import zeroshot
 
     paths = write_images(tmp_path / "imgs", 2)
     long = "what " * 2100 + "is it?"
     qs = [Question(p.stem, q, "red", "test") for p in paths for q in ("what color?", long)]
     extract(VQADataset("long", str(tmp_path), qs, {p.stem: str(p) for p in paths}), tmp_path / "g.h5",
-            model="tiny-random-opt", device="cpu", workers=0, progress=False, max_text_length=4096)
+            model="tiny-random-opt", progress=False, compute=Compute(device="cpu", workers=0, max_text_length=4096))
     for method in ("rank", "generate"):
         with pytest.raises(FeatcacheError, match=r"1 distinct question is too long for .* 2048 positions"):
             zeroshot(tmp_path / "g.h5", "tiny-random-opt", method=method, device="cpu")
@@ -248,7 +248,7 @@ def test_a_full_disk_during_merge_is_one_line_and_keeps_the_parts(tmp_path, tiny
     import subprocess
 
     from featcache.datasets import Question, VQADataset
-    from featcache.extract import extract
+    from featcache.extract import Compute, Spread, Storage, extract
 
     small = tmp_path / "small"
     small.mkdir()
@@ -258,8 +258,8 @@ def test_a_full_disk_during_merge_is_one_line_and_keeps_the_parts(tmp_path, tiny
         paths = write_images(tmp_path / "imgs", 200, size=(32, 32))
         qs = [Question(p.stem, "what?", "ab"[i % 2], "train") for i, p in enumerate(paths)]
         extract(VQADataset("fd", str(tmp_path), qs, {p.stem: str(p) for p in paths}), tmp_path / "c.h5",
-                model=str(tiny_itm), device="cpu", workers=0, merge_output=False, progress=False,
-                store_dtype="float32")
+                model=str(tiny_itm), progress=False, compute=Compute(device="cpu", workers=0),
+                storage=Storage(store_dtype="float32"), spread=Spread(merge_output=False))
         parts = tmp_path / "c.h5.parts"
         backup = tmp_path / "backup"
         shutil.copytree(parts, backup)
@@ -286,14 +286,15 @@ def test_a_merge_that_crashes_mid_write_is_one_line_and_keeps_the_parts(monkeypa
     from featcache.errors import ExtractError
 
     src = tmp_path / "p"
-    from featcache.extract import extract
+    from featcache.extract import Compute, Spread, extract
     from featcache.datasets import Question, VQADataset
 
     paths = write_images(tmp_path / "imgs", 4)
     src.mkdir()
     extract(VQADataset("m", str(tmp_path), [Question(p.stem, "q?", "a", "train") for p in paths],
-                       {p.stem: str(p) for p in paths}), src / "c.h5", model="tiny-random", device="cpu", workers=0,
-            merge_output=False, progress=False)
+                       {p.stem: str(p) for p in paths}),
+            src / "c.h5", model="tiny-random", progress=False, compute=Compute(device="cpu", workers=0),
+            spread=Spread(merge_output=False))
     before = sorted(os.listdir(src / "c.h5.parts"))
     monkeypatch.setattr(parts_module, "write_merged", lambda *a: os.kill(os.getpid(), sig.SIGKILL))
     with pytest.raises(ExtractError, match=r"status -9.*The parts folder is intact"):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cli import main
 from featcache.datasets import load_dataset
 from featcache.errors import ExtractError
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.extract.pipeline import save_atomic
 
 
@@ -34,14 +34,14 @@ def test_overwrite_refuses_while_another_run_holds_the_output(tiny_itm, tmp_path
     (parts / "shard-keep.h5").write_bytes(b"its work")
     try:
         with pytest.raises(ExtractError, match="(another featcache extract|a --shard-index worker) .*writing"):
-            extract(load_dataset("easy-vqa", limit=8), out, model=str(tiny_itm), overwrite=True, workers=0,
-                    progress=False)
+            extract(load_dataset("easy-vqa", limit=8), out, model=str(tiny_itm), progress=False,
+                    compute=Compute(workers=0), storage=Storage(overwrite=True))
         assert (parts / "shard-keep.h5").read_bytes() == b"its work"  # nothing of the other run deleted
         assert not out.exists()
     finally:
         held.close()
-    report = extract(load_dataset("easy-vqa", limit=8), out, model=str(tiny_itm), overwrite=True, workers=0,
-                     progress=False)  # once it is gone, --overwrite starts afresh
+    report = extract(load_dataset("easy-vqa", limit=8), out, model=str(tiny_itm), progress=False,
+                     compute=Compute(workers=0), storage=Storage(overwrite=True))  # once it is gone, --overwrite starts afresh
     assert out.exists() and report.n_questions == 8 and not (parts / "shard-keep.h5").exists()
 
 
@@ -335,7 +335,8 @@ def test_source_values_that_would_be_lost_or_garbled_are_refused_or_kept(tmp_pat
     surrogate = tmp_path / "s.jsonl"
     surrogate.write_text('{"image": "a.png", "question": "what \\ud800?", "answer": "x"}\n')
     with pytest.raises(ExtractError, match="row 0 .*unpaired surrogate"):
-        extract(load_dataset(str(surrogate)), tmp_path / "s.h5", model=str(tiny_itm), workers=0, progress=False)
+        extract(load_dataset(str(surrogate)), tmp_path / "s.h5", model=str(tiny_itm), progress=False,
+                compute=Compute(workers=0))
 
     def tar_with(meta: dict) -> str:
         path = tmp_path / f"t{len(list(tmp_path.glob('t*.tar')))}.tar"

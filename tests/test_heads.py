@@ -11,7 +11,7 @@ from sklearn.base import clone
 
 from featcache import open_cache
 from featcache.errors import CacheFormatError
-from featcache.extract import extract
+from featcache.extract import Compute, extract
 from featcache.cache.synthetic import write_synthetic_cache
 from featcache.cache.views import FactorizedFeatures
 from heads import LightGBMHead, LogisticRegressionHead, MLPHead
@@ -140,7 +140,7 @@ def test_pickle_and_joblib_round_trip(synthetic, head, tmp_path):
 
 
 def test_views_on_a_tiny_model_cache(small_dataset, backbone, tmp_path):
-    extract(small_dataset, tmp_path / "c.h5", model=backbone, workers=0, progress=False)
+    extract(small_dataset, tmp_path / "c.h5", model=backbone, progress=False, compute=Compute(workers=0))
     n_train = sum(q.split == "train" for q in small_dataset.questions)
     with open_cache(tmp_path / "c.h5") as cache:
         views = cache.views()
@@ -158,7 +158,7 @@ def test_views_on_a_tiny_model_cache(small_dataset, backbone, tmp_path):
 
 
 def test_generative_cache_offers_image_view_only(small_dataset, tiny_opt, tmp_path):
-    extract(small_dataset, tmp_path / "g.h5", model=str(tiny_opt), workers=0, progress=False)
+    extract(small_dataset, tmp_path / "g.h5", model=str(tiny_opt), progress=False, compute=Compute(workers=0))
     with open_cache(tmp_path / "g.h5") as cache:
         available = [v for v, why in cache.views().items() if not why]
         assert available == ["image"]

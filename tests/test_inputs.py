@@ -10,7 +10,7 @@ from cli import main
 from featcache import open_cache
 from featcache.datasets import Question, VQADataset, load_dataset
 from featcache.errors import CacheFormatError, DatasetError
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.images import DECODING, load_image
 
 
@@ -76,8 +76,8 @@ def test_features_equal_those_of_the_plain_copies(plain, tmp_path, backbone):
         expected.save(tmp_path / f"{name}-plain.png")
         paths[name], paths[name + "-plain"] = str(path), str(tmp_path / f"{name}-plain.png")
         qs += [Question(name, "what is it?", "x", "train"), Question(name + "-plain", "what is it?", "x", "train")]
-    extract(VQADataset("odd", str(tmp_path), qs, paths), tmp_path / "c.h5", model=backbone, workers=0,
-            store_dtype="float32", progress=False)
+    extract(VQADataset("odd", str(tmp_path), qs, paths), tmp_path / "c.h5", model=backbone, progress=False,
+            compute=Compute(workers=0), storage=Storage(store_dtype="float32"))
     with open_cache(tmp_path / "c.h5") as c:
         assert c.attrs["image_decoding"] == DECODING  # the rules are recorded
         keys = list(c.strings("images", "key"))
@@ -138,14 +138,14 @@ def test_long_questions_are_counted_flagged_and_adjustable(small_dataset, tiny_i
     ds = VQADataset("long", small_dataset.source,
                     small_dataset.questions + [Question(small_dataset.questions[0].image, long_q, "yes", "train")],
                     small_dataset.image_paths)
-    rep = extract(ds, tmp_path / "short.h5", model=str(tiny_itm), device="cpu", workers=0, max_text_length=16,
-                  progress=False)
+    rep = extract(ds, tmp_path / "short.h5", model=str(tiny_itm), progress=False,
+                  compute=Compute(device="cpu", workers=0, max_text_length=16))
     assert rep.truncated_questions == 1 and rep.truncated_examples == [long_q]
     with open_cache(tmp_path / "short.h5") as c:
         assert c.array("questions", "truncated").tolist() == [0] * len(small_dataset.questions) + [1]
         assert c.attrs["max_text_length"] == 16
-    rep = extract(ds, tmp_path / "long.h5", model=str(tiny_itm), device="cpu", workers=0, max_text_length=128,
-                  progress=False)
+    rep = extract(ds, tmp_path / "long.h5", model=str(tiny_itm), progress=False,
+                  compute=Compute(device="cpu", workers=0, max_text_length=128))
     assert rep.truncated_questions == 0
     r = CliRunner().invoke(main, ["extract", "--dataset", "easy-vqa", "--limit", "20", "--model", str(tiny_itm),
                                   "--device", "cpu", "--workers", "0", "--max-text-length", "4",
@@ -166,7 +166,7 @@ def flip_bytes(path, dataset):
 
 def test_damaged_feature_bytes_are_detected(small_dataset, backbone, tmp_path):
     path = tmp_path / "c.h5"
-    extract(small_dataset, path, model=backbone, workers=0, progress=False)
+    extract(small_dataset, path, model=backbone, progress=False, compute=Compute(workers=0))
     runner = CliRunner()
     assert runner.invoke(main, ["verify", str(path)]).exit_code == 0
     flip_bytes(path, "images/query_proj")
@@ -178,11 +178,12 @@ def test_damaged_feature_bytes_are_detected(small_dataset, backbone, tmp_path):
 
 def test_truncated_cache_message_gives_advice_that_works(small_dataset, backbone, tiny_itm, tmp_path):
     path = tmp_path / "c.h5"
-    extract(small_dataset, path, model=backbone, workers=0, progress=False)
+    extract(small_dataset, path, model=backbone, progress=False, compute=Compute(workers=0))
     path.write_bytes(path.read_bytes()[:5000])  # a copy cut short
     r = CliRunner().invoke(main, ["info", str(path)])
     assert r.exit_code == 1 and "--overwrite" in r.output and "Traceback" not in r.output, r.output
-    rep = extract(small_dataset, path, model=str(tiny_itm), device="cpu", workers=0, overwrite=True, progress=False)
+    rep = extract(small_dataset, path, model=str(tiny_itm), progress=False, compute=Compute(device="cpu", workers=0),
+                  storage=Storage(overwrite=True))
     assert rep.n_images == len(small_dataset.images())
     with open_cache(path) as c:
         assert c.n_questions == len(small_dataset.questions)

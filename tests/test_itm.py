@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from featcache.models.backbone import load_backbone
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.generative.itm import itm_scores
 from featcache.generative.zeroshot import zeroshot
 
@@ -29,10 +29,10 @@ def test_itm_scores_equal_the_transformers_itm_forward(tiny_itm, small_dataset):
 
 
 def test_itm_from_stored_vision_states_equals_itm_from_the_images(tiny_itm, small_dataset, tmp_path):
-    extract(small_dataset, tmp_path / "v.h5", model=str(tiny_itm), device="cpu", workers=0, store_vision=True,
-            store_dtype="float32", progress=False)
-    extract(small_dataset, tmp_path / "p.h5", model=str(tiny_itm), device="cpu", workers=0, store_dtype="float32",
-            progress=False)
+    extract(small_dataset, tmp_path / "v.h5", model=str(tiny_itm), progress=False,
+            compute=Compute(device="cpu", workers=0), storage=Storage(store_vision=True, store_dtype="float32"))
+    extract(small_dataset, tmp_path / "p.h5", model=str(tiny_itm), progress=False,
+            compute=Compute(device="cpu", workers=0), storage=Storage(store_dtype="float32"))
     stored = zeroshot(tmp_path / "v.h5", str(tiny_itm), "itm", split=None)
     again = zeroshot(tmp_path / "p.h5", str(tiny_itm), "itm", split=None, dataset=small_dataset)
     assert stored.settings["vision_states"] == "cache" and again.settings["vision_states"] == "recomputed"
@@ -47,12 +47,13 @@ def test_itm_errors_name_the_fix(tiny_itm, tiny_itm_other, small_dataset, tmp_pa
     from featcache.errors import FeatcacheError
     from featcache.models.tiny_generative import build_tiny_generative
 
-    extract(small_dataset, tmp_path / "p.h5", model=str(tiny_itm), device="cpu", workers=0, progress=False)
+    extract(small_dataset, tmp_path / "p.h5", model=str(tiny_itm), progress=False,
+            compute=Compute(device="cpu", workers=0))
     with pytest.raises(FeatcacheError, match="--store-vision"):
         zeroshot(tmp_path / "p.h5", str(tiny_itm), "itm")
     with pytest.raises(FeatcacheError, match="needs the retrieval checkpoint that made"):
         zeroshot(tmp_path / "p.h5", str(tiny_itm_other), "itm", dataset=small_dataset)
     gen = build_tiny_generative(tmp_path / "opt", "opt")
-    extract(small_dataset, tmp_path / "g.h5", model=str(gen), device="cpu", workers=0, progress=False)
+    extract(small_dataset, tmp_path / "g.h5", model=str(gen), progress=False, compute=Compute(device="cpu", workers=0))
     with pytest.raises(FeatcacheError, match="no ITM head"):
         zeroshot(tmp_path / "g.h5", str(tiny_itm), "itm", dataset=small_dataset)

@@ -15,7 +15,7 @@ from cli import main
 from featcache import open_cache
 from featcache.datasets import Question, VQADataset, load_dataset
 from featcache.errors import CacheFormatError, ExtractError, FeatcacheError
-from featcache.extract import extract
+from featcache.extract import Compute, Features, Spread, Storage, extract
 from featcache.models.backbone import load_backbone
 from test_extract import assert_same_file, killed_extract, saved_images
 
@@ -41,8 +41,9 @@ def instructblip(tmp_path_factory):
 @pytest.fixture(scope="module")
 def mm_cache(easy, tiny_itm, tmp_path_factory):
     out = tmp_path_factory.mktemp("mm") / "mm.h5"
-    extract(easy, out, model=load_backbone(str(tiny_itm), device="cpu"), features="multimodal", store_vision=True,
-            store_dtype="float32", shard_size=16, workers=0, progress=False)
+    extract(easy, out, model=load_backbone(str(tiny_itm), device="cpu"), progress=False, compute=Compute(workers=0),
+            storage=Storage(store_vision=True, store_dtype="float32", shard_size=16),
+            features=Features(kind="multimodal"))
     return out
 
 
@@ -84,14 +85,16 @@ def test_the_vit_runs_once_per_image_and_from_vision_never(easy, tiny_itm, mm_ca
     bb.model.vision_model.forward = lambda *a, **kw: (vit.append(kw.get("pixel_values", a[0] if a else None).shape[0]),
                                                       vision(*a, **kw))[1]
     out = tmp_path / "fv.h5"
-    extract(easy, out, model=bb, features="multimodal", from_vision=str(mm_cache), store_dtype="float32",
-            shard_size=16, workers=0, progress=False)
+    extract(easy, out, model=bb, progress=False, compute=Compute(workers=0),
+            storage=Storage(store_dtype="float32", shard_size=16),
+            features=Features(kind="multimodal", from_vision=str(mm_cache)))
     assert vit == []  # the states came from the --store-vision cache
     with open_cache(out) as a, open_cache(mm_cache) as b:
         assert a.attrs["vision_from"] == str(mm_cache)
         for group, name in (("pairs", "mm_query"), ("images", "query"), ("images", "query_proj")):
             np.testing.assert_allclose(a.read(group, name), b.read(group, name), rtol=0, atol=1e-6, err_msg=name)
-    extract(easy, tmp_path / "live.h5", model=bb, features="multimodal", batch_size=8, workers=0, progress=False)
+    extract(easy, tmp_path / "live.h5", model=bb, progress=False, compute=Compute(batch_size=8, workers=0),
+            features=Features(kind="multimodal"))
     assert sum(vit) == len(easy.images())  # from the images: each image through the ViT once
 
 
@@ -101,21 +104,24 @@ def test_resume_after_kill_gives_the_uninterrupted_file(easy, tiny_itm, tmp_path
                    options='batch_size=4, shard_size=8, features="multimodal"')
     assert saved_images(Path(str(out) + ".parts")) >= 1 and not out.exists()  # finished shards kept, then death
     bb = load_backbone(str(tiny_itm), device="cpu")
-    report = extract(easy, out, model=bb, batch_size=4, shard_size=8, workers=0, progress=False, features="multimodal")
+    report = extract(easy, out, model=bb, progress=False, compute=Compute(batch_size=4, workers=0),
+                     storage=Storage(shard_size=8), features=Features(kind="multimodal"))
     assert report.resumed and report.images_computed < len(easy.images())
-    extract(easy, tmp_path / "straight.h5", model=bb, batch_size=4, shard_size=8, workers=0, progress=False,
-            features="multimodal")
+    extract(easy, tmp_path / "straight.h5", model=bb, progress=False, compute=Compute(batch_size=4, workers=0),
+            storage=Storage(shard_size=8), features=Features(kind="multimodal"))
     assert_same_file(out, tmp_path / "straight.h5")
 
 
 def test_a_changed_question_recomputes_only_its_shard(easy, tiny_itm, tmp_path):
     bb = load_backbone(str(tiny_itm), device="cpu")
     out = tmp_path / "a.h5"
-    extract(easy, out, model=bb, shard_size=8, workers=0, progress=False, features="multimodal", merge_output=False)
+    extract(easy, out, model=bb, progress=False, compute=Compute(workers=0), storage=Storage(shard_size=8),
+            spread=Spread(merge_output=False), features=Features(kind="multimodal"))
     changed = VQADataset(easy.name, easy.source, list(easy.questions), easy.image_paths)
     q = changed.questions[5]
     changed.questions[5] = Question(q.image, "is there a triangle?", q.answer, q.split)
-    report = extract(changed, out, model=bb, shard_size=8, workers=0, progress=False, features="multimodal")
+    report = extract(changed, out, model=bb, progress=False, compute=Compute(workers=0), storage=Storage(shard_size=8),
+                     features=Features(kind="multimodal"))
     assert 0 < report.shards - report.shards_done_before <= 2 and report.images_computed < len(easy.images())
     with open_cache(out) as cache:
         row = cache.array("questions", "pair_row")[5]
@@ -125,8 +131,9 @@ def test_a_changed_question_recomputes_only_its_shard(easy, tiny_itm, tmp_path):
 def test_pooled_store_sharded_form_and_the_views(easy, tiny_itm, mm_cache, tmp_path):
     bb = load_backbone(str(tiny_itm), device="cpu")
     pooled = tmp_path / "pooled.h5"
-    extract(easy, pooled, model=bb, features="multimodal", mm_store="pooled", store_dtype="float32", shard_size=16,
-            workers=0, progress=False, merge_output=False)
+    extract(easy, pooled, model=bb, progress=False, compute=Compute(workers=0),
+            storage=Storage(store_dtype="float32", shard_size=16), spread=Spread(merge_output=False),
+            features=Features(kind="multimodal", mm_store="pooled"))
     parts = str(pooled) + ".parts"
     with open_cache(mm_cache) as full, open_cache(parts) as part:
         assert part.views()["mm_pooled"] == "" and "--mm-store full" in part.views()["mm"]
@@ -178,8 +185,8 @@ def test_instructblip_states_rank_and_generate_equal_transformers(instructblip, 
     answers = ["red", "blue", "circle", "yes", "no", "two"]
     for lm_name, folder in instructblip.items():
         out = tmp_path / f"{lm_name}.h5"
-        extract(small, out, model=str(folder), device="cpu", features="multimodal", mm_prompt=prompt,
-                store_dtype="float32", workers=0, progress=False)
+        extract(small, out, model=str(folder), progress=False, compute=Compute(device="cpu", workers=0),
+                storage=Storage(store_dtype="float32"), features=Features(kind="multimodal", mm_prompt=prompt))
         lm = load_generative(str(folder), device="cpu")
         processor = AutoProcessor.from_pretrained(folder)
         with open_cache(out) as cache:
@@ -247,23 +254,27 @@ def test_instructblip_cli_zero_shot_is_labelled_random(easy, tmp_path, monkeypat
 def test_bad_input_is_named(easy, tiny_itm, tiny_itm_other, tiny_opt, instructblip, mm_cache, tmp_path):
     bb = load_backbone(str(tiny_itm), device="cpu")
     plain = tmp_path / "plain.h5"
-    extract(easy, plain, model=bb, workers=0, progress=False)
+    extract(easy, plain, model=bb, progress=False, compute=Compute(workers=0))
     with pytest.raises(ExtractError, match="--store-vision"):
-        extract(easy, tmp_path / "x.h5", model=bb, features="multimodal", from_vision=str(plain), progress=False)
+        extract(easy, tmp_path / "x.h5", model=bb, progress=False,
+                features=Features(kind="multimodal", from_vision=str(plain)))
     with pytest.raises(ExtractError, match="not .*weights|whose weights"):
-        extract(easy, tmp_path / "y.h5", model=str(tiny_itm_other), device="cpu", features="multimodal",
-                from_vision=str(mm_cache), progress=False)
+        extract(easy, tmp_path / "y.h5", model=str(tiny_itm_other), progress=False, compute=Compute(device="cpu"),
+                features=Features(kind="multimodal", from_vision=str(mm_cache)))
     with pytest.raises(ExtractError, match="no Q-Former text path"):
-        extract(easy, tmp_path / "z.h5", model=str(tiny_opt), device="cpu", features="multimodal", progress=False)
+        extract(easy, tmp_path / "z.h5", model=str(tiny_opt), progress=False, compute=Compute(device="cpu"),
+                features=Features(kind="multimodal"))
     with pytest.raises(ExtractError, match="exactly one"):
-        extract(easy, tmp_path / "p.h5", model=bb, features="multimodal", mm_prompt="Q: {} {}", progress=False)
+        extract(easy, tmp_path / "p.h5", model=bb, progress=False,
+                features=Features(kind="multimodal", mm_prompt="Q: {} {}"))
     with open_cache(plain) as cache, pytest.raises(CacheFormatError, match="--features multimodal"):
         cache.view("mm", "train")
     fewer = VQADataset(easy.name, easy.source, easy.questions[:20], easy.image_paths)
-    extract(fewer, tmp_path / "few.h5", model=bb, store_vision=True, workers=0, progress=False)
+    extract(fewer, tmp_path / "few.h5", model=bb, progress=False, compute=Compute(workers=0),
+            storage=Storage(store_vision=True))
     with pytest.raises(ExtractError, match="lacks .* of this dataset's images"):
-        extract(easy, tmp_path / "w.h5", model=bb, features="multimodal", from_vision=str(tmp_path / "few.h5"),
-                progress=False)
+        extract(easy, tmp_path / "w.h5", model=bb, progress=False,
+                features=Features(kind="multimodal", from_vision=str(tmp_path / "few.h5")))
     import shutil
 
     import h5py
@@ -281,12 +292,13 @@ def test_bad_input_is_named(easy, tiny_itm, tiny_itm_other, tiny_opt, instructbl
                 del f["images"]["vision"]
                 f["images"].create_dataset("vision", data=vision[:, :-1])  # one state fewer per image
         with pytest.raises(ExtractError, match=message):
-            extract(easy, tmp_path / f"v-{edit}.h5", model=bb, features="multimodal", from_vision=str(edited),
-                    progress=False)
+            extract(easy, tmp_path / f"v-{edit}.h5", model=bb, progress=False,
+                    features=Features(kind="multimodal", from_vision=str(edited)))
     from featcache.generative.zeroshot import zeroshot
 
     unconditioned = tmp_path / "ib-plain.h5"
-    extract(fewer, unconditioned, model=str(instructblip["t5"]), device="cpu", workers=0, progress=False)
+    extract(fewer, unconditioned, model=str(instructblip["t5"]), progress=False,
+            compute=Compute(device="cpu", workers=0))
     with pytest.raises(FeatcacheError, match="--features multimodal"):
         zeroshot(unconditioned, str(instructblip["t5"]), method="rank", split=None, device="cpu", progress=False)
     r = CliRunner().invoke(main, ["extract", "--dataset", "easy-vqa", "--limit", "20", "--out", str(tmp_path / "c.h5"),
@@ -301,8 +313,10 @@ def test_a_bad_image_fails_its_questions_and_keeps_the_others(easy, tiny_itm, tm
     ds = VQADataset(easy.name, easy.source, easy.questions[:40], paths)
     bb = load_backbone(str(tiny_itm), device="cpu")
     with pytest.raises(ExtractError, match="broken.png"):
-        extract(ds, tmp_path / "a.h5", model=bb, features="multimodal", workers=0, progress=False)
-    report = extract(ds, tmp_path / "a.h5", model=bb, features="multimodal", workers=0, progress=False, skip_bad=True)
+        extract(ds, tmp_path / "a.h5", model=bb, progress=False, compute=Compute(workers=0),
+                features=Features(kind="multimodal"))
+    report = extract(ds, tmp_path / "a.h5", model=bb, progress=False, compute=Compute(workers=0),
+                     storage=Storage(skip_bad=True), features=Features(kind="multimodal"))
     bad = [i for i, q in enumerate(ds.questions) if q.image == easy.questions[0].image]
     assert report.failed_questions == bad and report.failed_images == [easy.questions[0].image]
     with open_cache(tmp_path / "a.h5") as cache:

@@ -7,7 +7,7 @@ from PIL import Image
 
 from featcache import open_cache
 from featcache.datasets import load_dataset
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.extract.pipeline import auto_batch_size, auto_workers, find_largest
 
 
@@ -66,8 +66,10 @@ def test_auto_settings():
 
 def test_auto_extract_equals_fixed_settings(small_dataset, backbone, tmp_path):
     assert auto_batch_size(backbone) == 32  # CPU: RAM is not probed
-    extract(small_dataset, tmp_path / "a.h5", model=backbone, batch_size="auto", workers="auto", progress=False)
-    extract(small_dataset, tmp_path / "b.h5", model=backbone, batch_size=32, workers=0, progress=False)
+    extract(small_dataset, tmp_path / "a.h5", model=backbone, progress=False,
+            compute=Compute(batch_size="auto", workers="auto"))
+    extract(small_dataset, tmp_path / "b.h5", model=backbone, progress=False,
+            compute=Compute(batch_size=32, workers=0))
     with open_cache(tmp_path / "a.h5") as a, open_cache(tmp_path / "b.h5") as b:
         for name in ("query", "query_proj"):
             np.testing.assert_array_equal(a.array("images", name), b.array("images", name))
@@ -75,12 +77,13 @@ def test_auto_extract_equals_fixed_settings(small_dataset, backbone, tmp_path):
 
 def test_bfloat16_and_compile_keep_features_close(small_dataset, tiny_itm, tmp_path):
     """--dtype bfloat16 (recorded, so it is never mixed with float32 features) and --compile."""
-    extract(small_dataset, tmp_path / "fp32.h5", model=str(tiny_itm), device="cpu", workers=0,
-            store_dtype="float32", progress=False)
-    extract(small_dataset, tmp_path / "bf16.h5", model=str(tiny_itm), device="cpu", dtype="bfloat16", workers=0,
-            store_dtype="float32", progress=False)
-    comp = extract(small_dataset, tmp_path / "comp.h5", model=str(tiny_itm), device="cpu", compile=True, workers=0,
-                   batch_size=5, store_dtype="float32", progress=False)  # smaller last batches: padded
+    extract(small_dataset, tmp_path / "fp32.h5", model=str(tiny_itm), progress=False,
+            compute=Compute(device="cpu", workers=0), storage=Storage(store_dtype="float32"))
+    extract(small_dataset, tmp_path / "bf16.h5", model=str(tiny_itm), progress=False,
+            compute=Compute(device="cpu", dtype="bfloat16", workers=0), storage=Storage(store_dtype="float32"))
+    comp = extract(small_dataset, tmp_path / "comp.h5", model=str(tiny_itm), progress=False,
+                   compute=Compute(device="cpu", compile=True, workers=0, batch_size=5),
+                   storage=Storage(store_dtype="float32"))  # smaller last batches: padded
     assert comp.n_images % 5 and set(comp.stage_seconds) >= {"prepare", "images", "images_decode_wait", "merge"}
     with open_cache(tmp_path / "fp32.h5") as ref, open_cache(tmp_path / "bf16.h5") as bf, \
             open_cache(tmp_path / "comp.h5") as comp:
@@ -107,7 +110,7 @@ def test_jpeg_draft_decodes_big_photos_small_and_is_recorded(backbone, tmp_path)
     assert np.abs(full - draft).mean() < 2.0  # grey levels, out of 255
 
     ds = VQADataset("big", str(tmp_path), [Question("big", "what?", "x", "train")], {"big": str(tmp_path / "big.jpg")})
-    extract(ds, tmp_path / "d.h5", model=backbone, jpeg_draft=True, workers=0, progress=False)
+    extract(ds, tmp_path / "d.h5", model=backbone, progress=False, compute=Compute(jpeg_draft=True, workers=0))
     with open_cache(tmp_path / "d.h5") as c:
         assert c.attrs["image_decoding"].endswith(JPEG_DRAFT)
     assert backbone.preprocessor.jpeg_draft is False  # the run's choice; the caller's backbone is untouched

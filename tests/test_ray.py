@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 
 from featcache.datasets import VQADataset
-from featcache.extract import extract
+from featcache.extract import Compute, Features, Spread, Storage, extract
 from tests.test_extract import assert_same_file
 
 ray = pytest.importorskip("ray")
 
-FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
+FAST = dict(compute=Compute(batch_size=2, workers=0, device="cpu"), storage=Storage(shard_size=2), progress=False)
 
 
 class DiesOnce(VQADataset):
@@ -31,13 +31,14 @@ def test_ray_equals_local_and_shard_index_runs(cluster, small_dataset, tiny_itm,
 
     from cli import main
 
-    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
-    rep = extract(small_dataset, tmp_path / "ray.h5", model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), **FAST)
+    rep = extract(small_dataset, tmp_path / "ray.h5", model=str(tiny_itm), **FAST,
+                  spread=Spread(engine="ray"))
     assert rep.images_computed == len(small_dataset.images())
     assert_same_file(tmp_path / "ray.h5", tmp_path / "local.h5")
     for i in range(2):
-        extract(small_dataset, tmp_path / "idx.h5", model=str(tiny_itm), device="cpu", shard_index=i, num_shards=2,
-                **FAST)
+        extract(small_dataset, tmp_path / "idx.h5", model=str(tiny_itm), **FAST,
+                spread=Spread(shard_index=i, num_shards=2))
     assert CliRunner().invoke(main, ["merge", str(tmp_path / "idx.h5.parts")]).exit_code == 0
     assert_same_file(tmp_path / "idx.h5", tmp_path / "local.h5")
 
@@ -50,9 +51,10 @@ def test_a_worker_that_dies_has_its_shard_retried(cluster, small_dataset, tiny_i
     cloudpickle.register_pickle_by_value(sys.modules[DiesOnce.__module__])  # workers cannot import the tests
     ds = DiesOnce(small_dataset.name, small_dataset.source, small_dataset.questions, small_dataset.image_paths)
     ds.marker = str(tmp_path / "died")
-    rep = extract(ds, tmp_path / "ray.h5", model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+    rep = extract(ds, tmp_path / "ray.h5", model=str(tiny_itm), **FAST,
+                  spread=Spread(engine="ray"))
     assert Path(ds.marker).exists() and rep.images_computed == len(small_dataset.images())
-    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
+    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), **FAST)
     assert_same_file(tmp_path / "ray.h5", tmp_path / "local.h5")
 
 
@@ -61,7 +63,7 @@ import os, pickle, signal, sys, threading, time
 from pathlib import Path
 
 from featcache.datasets import VQADataset
-from featcache.extract import extract
+from featcache.extract import Compute, Spread, Storage, extract
 
 
 class Slow(VQADataset):  # defined in __main__: Ray ships it to the actors by value
@@ -82,8 +84,8 @@ def kill_after_two_shards():
 
 
 threading.Thread(target=kill_after_two_shards, daemon=True).start()
-extract(ds, sys.argv[3], model=sys.argv[2], device="cpu", engine="ray", ray_address=sys.argv[4], batch_size=2,
-        shard_size=2, workers=0, progress=False)
+extract(ds, sys.argv[3], model=sys.argv[2], compute=Compute(device="cpu", batch_size=2, workers=0),
+        spread=Spread(engine="ray", ray_address=sys.argv[4]), storage=Storage(shard_size=2), progress=False)
 """
 
 
@@ -107,9 +109,10 @@ def test_a_killed_driver_resumes_to_the_same_file(cluster, small_dataset, tiny_i
     saved = saved_images(Path(str(out) + ".parts"))
     assert 2 <= saved < len(small_dataset.images()) and not out.exists()
 
-    rep = extract(small_dataset, out, model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+    rep = extract(small_dataset, out, model=str(tiny_itm), **FAST,
+                  spread=Spread(engine="ray"))
     assert rep.resumed and rep.shards_done_before >= 2 and rep.images_computed == len(small_dataset.images()) - saved
-    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), device="cpu", **FAST)
+    extract(small_dataset, tmp_path / "local.h5", model=str(tiny_itm), **FAST)
     assert_same_file(out, tmp_path / "local.h5")
 
 
@@ -141,19 +144,20 @@ def test_ray_reads_tar_and_parquet_sources_as_the_local_engine(cluster, tiny_itm
     for source in (f"wds:{tmp_path / 's.tar'}", f"hf:{tmp_path / 'pq'}"):
         ds = load_dataset(source)
         name = source[:3]
-        extract(ds, tmp_path / f"{name}-local.h5", model=str(tiny_itm), device="cpu", **FAST)
-        extract(ds, tmp_path / f"{name}-ray.h5", model=str(tiny_itm), device="cpu", engine="ray", **FAST)
+        extract(ds, tmp_path / f"{name}-local.h5", model=str(tiny_itm), **FAST)
+        extract(ds, tmp_path / f"{name}-ray.h5", model=str(tiny_itm), **FAST,
+                spread=Spread(engine="ray"))
         assert_same_file(tmp_path / f"{name}-ray.h5", tmp_path / f"{name}-local.h5")
 
 
 def test_ray_and_shard_index_runs_compute_question_conditioned_features_as_the_local_engine(cluster, small_dataset,
                                                                                             tiny_itm, tmp_path):
-    mm = dict(FAST, features="multimodal", device="cpu", model=str(tiny_itm))
+    mm = dict(FAST, features=Features(kind="multimodal"), model=str(tiny_itm))
     extract(small_dataset, tmp_path / "local.h5", **mm)
-    extract(small_dataset, tmp_path / "ray.h5", engine="ray", **mm)
+    extract(small_dataset, tmp_path / "ray.h5", **mm, spread=Spread(engine="ray"))
     assert_same_file(tmp_path / "ray.h5", tmp_path / "local.h5")
     for i in range(2):
-        extract(small_dataset, tmp_path / "idx.h5", shard_index=i, num_shards=2, **mm)
+        extract(small_dataset, tmp_path / "idx.h5", **mm, spread=Spread(shard_index=i, num_shards=2))
     from featcache.extract import merge_parts
 
     merge_parts(str(tmp_path / "idx.h5.parts"))

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from cli import main
 from featcache.datasets import load_dataset
-from featcache.extract import extract
+from featcache.extract import Compute, extract
 from heads.page.render import read_page_data, write_page
 from heads.predictions import read_predictions
 
@@ -22,8 +22,8 @@ def report(tmp_path_factory, tiny_itm):
 
     folder = tmp_path_factory.mktemp("page")
     cache = folder / "easy.h5"
-    extract(load_dataset("easy-vqa", limit=400), cache, model=load_backbone(str(tiny_itm), device="cpu"), workers=0,
-            progress=False)
+    extract(load_dataset("easy-vqa", limit=400), cache, model=load_backbone(str(tiny_itm), device="cpu"),
+            progress=False, compute=Compute(workers=0))
     r = CliRunner().invoke(main, ["sweep", str(cache), "--heads", "lr,knn", "--views", "pooled", "--umap", "200",
                                   "--out", str(folder / "rep")])
     assert r.exit_code == 0, r.output

@@ -10,17 +10,17 @@ from click.testing import CliRunner
 
 from cli import main
 from featcache.errors import ExtractError
-from featcache.extract import extract
+from featcache.extract import Compute, Spread, Storage, extract
 from featcache.extract.run import _lock
 from tests.test_extract import assert_same_file, saved_images
 
-FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
+FAST = dict(compute=Compute(batch_size=2, workers=0), storage=Storage(shard_size=2), progress=False)
 
 
 def test_shard_index_runs_then_merge_equal_a_local_run(small_dataset, backbone, tiny_itm, tmp_path):
     extract(small_dataset, tmp_path / "local.h5", model=backbone, **FAST)
     out = tmp_path / "slurm.h5"
-    reports = [extract(small_dataset, out, model=backbone, shard_index=i, num_shards=3, **FAST) for i in range(3)]
+    reports = [extract(small_dataset, out, model=backbone, **FAST, spread=Spread(shard_index=i, num_shards=3)) for i in range(3)]
     assert not out.exists() and all(not r.merged for r in reports)
     assert sum(r.shards for r in reports) == len(json.loads((tmp_path / "slurm.h5.parts" / "manifest.json")
                                                            .read_text())["shards"])
@@ -31,17 +31,17 @@ def test_shard_index_runs_then_merge_equal_a_local_run(small_dataset, backbone, 
 
 
 def test_merge_refuses_unfinished_parts(small_dataset, backbone, tmp_path):
-    extract(small_dataset, tmp_path / "c.h5", model=backbone, shard_index=0, num_shards=2, **FAST)
+    extract(small_dataset, tmp_path / "c.h5", model=backbone, **FAST, spread=Spread(shard_index=0, num_shards=2))
     r = CliRunner().invoke(main, ["merge", str(tmp_path / "c.h5.parts")])
     assert r.exit_code == 1 and "not finished yet" in r.output and "Traceback" not in r.output, r.output
 
 
 def test_removing_a_row_or_renaming_keeps_the_other_shards(small_dataset, backbone, tmp_path):
     out = tmp_path / "c.h5"
-    first = extract(small_dataset, out, model=backbone, shard_index=0, num_shards=1, **FAST)
+    first = extract(small_dataset, out, model=backbone, **FAST, spread=Spread(shard_index=0, num_shards=1))
     assert first.shards_done_before == 0
     renamed = replace(small_dataset, name="renamed", source="/elsewhere/manifest.csv")
-    again = extract(renamed, out, model=backbone, shard_index=0, num_shards=1, **FAST)
+    again = extract(renamed, out, model=backbone, **FAST, spread=Spread(shard_index=0, num_shards=1))
     assert again.shards_done_before == again.shards and again.images_computed == 0
     gone = sorted(small_dataset.images())[4]  # drop every row of one image, as after removing a bad row
     fewer = replace(small_dataset, questions=[q for q in small_dataset.questions if q.image != gone])
@@ -102,7 +102,7 @@ def test_the_sharded_form_reads_like_the_merged_file(small_dataset, backbone, tm
     from featcache import open_cache
 
     extract(small_dataset, tmp_path / "one.h5", model=backbone, **FAST)
-    rep = extract(small_dataset, tmp_path / "many.h5", model=backbone, merge_output=False, **FAST)
+    rep = extract(small_dataset, tmp_path / "many.h5", model=backbone, **FAST, spread=Spread(merge_output=False))
     assert not rep.merged and not (tmp_path / "many.h5").exists()
     parts = tmp_path / "many.h5.parts"
     with open_cache(tmp_path / "one.h5") as one, open_cache(parts) as many:

@@ -16,11 +16,11 @@ import featcache
 from cli import main
 from featcache.datasets import load_dataset
 from featcache.errors import DatasetError
-from featcache.extract import extract
+from featcache.extract import Compute, Spread, Storage, extract
 from tests.test_extract import assert_same_file
 
 NAMES = ["blue", "green", "red"]
-FAST = dict(batch_size=4, workers=0, progress=False, shard_size=3)
+FAST = dict(compute=Compute(batch_size=4, workers=0), storage=Storage(shard_size=3), progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_webdataset_tars_give_the_files_features(writer, images, folder_features
 def test_a_resumed_run_over_tars_equals_an_uninterrupted_one(images, backbone, tmp_path):
     ds = load_dataset(_tars(images, tmp_path / "tars", "webdataset"))
     extract(ds, tmp_path / "whole.h5", model=backbone, **FAST)
-    extract(ds, tmp_path / "resumed.h5", model=backbone, shard_index=0, num_shards=2, **FAST)  # stopped halfway
+    extract(ds, tmp_path / "resumed.h5", model=backbone, **FAST, spread=Spread(shard_index=0, num_shards=2))  # stopped halfway
     report = extract(ds, tmp_path / "resumed.h5", model=backbone, **FAST)
     assert report.shards_done_before > 0
     assert_same_file(tmp_path / "resumed.h5", tmp_path / "whole.h5")
@@ -203,7 +203,7 @@ def test_bad_tar_members_and_tables_are_named(images, backbone, tmp_path):
                                   "tiny-random", "--workers", "0"])
     assert r.exit_code == 1 and "broken.jpg" in r.output and "Traceback" not in r.output, r.output
     ds = load_dataset(src)
-    report = extract(ds, tmp_path / "c.h5", model=backbone, skip_bad=True, **FAST)
+    report = extract(ds, tmp_path / "c.h5", model=backbone, **{**FAST, "storage": Storage(shard_size=3, skip_bad=True)})
     assert [k for k in report.failed_images] == ["train/00000/broken"]
     with featcache.open_cache(tmp_path / "c.h5") as c:
         errors = dict(zip(c.strings("images", "key"), c.strings("images", "error")))
@@ -234,7 +234,7 @@ def test_bad_hugging_face_tables_are_named(images, backbone, tmp_path):
     r = CliRunner().invoke(main, ["extract", "--dataset", f"hf:{tmp_path / 't'}", "--out", str(tmp_path / "c.h5"),
                                   "--model", "tiny-random"])
     assert r.exit_code == 1 and "train/1" in r.output and "Traceback" not in r.output, r.output
-    report = extract(ds, tmp_path / "c.h5", model=backbone, skip_bad=True, **FAST)
+    report = extract(ds, tmp_path / "c.h5", model=backbone, **{**FAST, "storage": Storage(shard_size=3, skip_bad=True)})
     assert report.failed_images == ["train/1"]
     with pytest.raises(DatasetError, match="column 'n' does not hold images"):
         load_dataset(f"hf:{tmp_path / 't'}", columns={"image": "n"})
@@ -279,8 +279,8 @@ def test_a_source_changed_mid_run_recomputes_what_it_touched(kind, images, backb
         shutil.rmtree(folder, ignore_errors=True)
         return f"hf:{_parquet_folder(rows, folder, 'pyarrow')}"
 
-    extract(load_dataset(source(images, tmp_path / "src")), tmp_path / "c.h5", model=backbone, merge_output=False,
-            **FAST)  # every shard done, the file not yet merged
+    extract(load_dataset(source(images, tmp_path / "src")), tmp_path / "c.h5", model=backbone, **FAST,
+            spread=Spread(merge_output=False))  # every shard done, the file not yet merged
     import time
 
     time.sleep(0.01)  # a rewritten file gets a new modification time

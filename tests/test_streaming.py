@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from featcache import open_cache
-from featcache.extract import extract
+from featcache.extract import Compute, Spread, Storage, extract
 from featcache.cache.synthetic import write_synthetic_cache
 from heads import AttentionPoolHead, LightGBMHead, LogisticRegressionHead, MLPHead
 
@@ -79,8 +79,8 @@ def test_blocks_do_not_change_a_small_fit(cache_path):
 
 
 def test_streaming_reads_the_sharded_form(small_dataset, backbone, tmp_path):
-    extract(small_dataset, tmp_path / "c.h5", model=backbone, batch_size=2, shard_size=3, workers=0,
-            merge_output=False, progress=False)
+    extract(small_dataset, tmp_path / "c.h5", model=backbone, progress=False, compute=Compute(batch_size=2, workers=0),
+            storage=Storage(shard_size=3), spread=Spread(merge_output=False))
     with open_cache(tmp_path / "c.h5.parts") as parts:
         X, y = parts.view("pooled")
         S, _ = parts.view("pooled", stream=True)

@@ -12,7 +12,7 @@ from cli import main
 from featcache import open_cache
 from featcache.datasets import load_dataset
 from featcache.errors import CacheFormatError
-from featcache.extract import extract
+from featcache.extract import Compute, extract
 from featcache.workflows.predict import predict
 from heads.evaluate import evaluate
 from heads.sweep import fit_head, run_sweep
@@ -25,7 +25,7 @@ def easy_cache(tmp_path_factory, tiny_itm):
 
     path = tmp_path_factory.mktemp("wf") / "easy.h5"
     extract(load_dataset("easy-vqa", limit=600), path, model=load_backbone(str(tiny_itm), device="cpu"),
-            workers=0, progress=False)
+            progress=False, compute=Compute(workers=0))
     return path
 
 
@@ -91,7 +91,7 @@ def test_head_refuses_features_of_another_model(easy_cache, tiny_itm_other, tmp_
     with pytest.raises(CacheFormatError, match="(?s)trained on features of.*model_fingerprint"):
         predict(trained, [(ds.image_paths[q.image], q.text)], model=str(tiny_itm_other), device="cpu")
     other_cache = tmp_path / "other.h5"
-    extract(ds, other_cache, model=str(tiny_itm_other), workers=0, progress=False)
+    extract(ds, other_cache, model=str(tiny_itm_other), progress=False, compute=Compute(workers=0))
     from heads.sweep import evaluate_head
 
     with pytest.raises(CacheFormatError, match="different model"):

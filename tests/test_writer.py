@@ -12,25 +12,27 @@ import pytest
 
 from featcache import open_cache
 from featcache.errors import ExtractError
-from featcache.extract import extract, merge_parts
+from featcache.extract import Compute, Spread, Storage, extract, merge_parts
 from featcache.models.backbone import load_backbone
 from test_extract import assert_same_file, killed_extract, read_all, saved_images
 
-FAST = dict(batch_size=2, shard_size=2, workers=0, progress=False)
+def fast(**compute) -> dict:
+    """The quick settings (a compute setting of the call's own added)."""
+    return dict(compute=Compute(batch_size=2, workers=0, **compute), storage=Storage(shard_size=2), progress=False)
 
 
 def test_streamed_file_equals_a_merge_after_the_fact_and_the_thread_writer(small_dataset, backbone, tmp_path,
                                                                         monkeypatch):
-    extract(small_dataset, tmp_path / "streamed.h5", model=backbone, writer="process", **FAST)
-    extract(small_dataset, tmp_path / "later.h5", model=backbone, merge_output=False, **FAST)
+    extract(small_dataset, tmp_path / "streamed.h5", model=backbone, **fast(writer="process"))
+    extract(small_dataset, tmp_path / "later.h5", model=backbone, **fast(), spread=Spread(merge_output=False))
     merge_parts(str(tmp_path / "later.h5") + ".parts")
     assert_same_file(tmp_path / "streamed.h5", tmp_path / "later.h5")
-    extract(small_dataset, tmp_path / "thread.h5", model=backbone, writer="thread", **FAST)
+    extract(small_dataset, tmp_path / "thread.h5", model=backbone, **fast(writer="thread"))
     assert_same_file(tmp_path / "streamed.h5", tmp_path / "thread.h5")
     import featcache.extract.writer as writer
 
     monkeypatch.setattr(writer.mp, "get_all_start_methods", lambda: ["spawn"])  # no fork: a thread, whatever asked
-    extract(small_dataset, tmp_path / "nofork.h5", model=backbone, writer="process", **FAST)
+    extract(small_dataset, tmp_path / "nofork.h5", model=backbone, **fast(writer="process"))
     assert_same_file(tmp_path / "streamed.h5", tmp_path / "nofork.h5")
     with open_cache(tmp_path / "streamed.h5") as cache:
         assert cache.n_images == len(small_dataset.images())
@@ -39,10 +41,10 @@ def test_streamed_file_equals_a_merge_after_the_fact_and_the_thread_writer(small
 def test_a_resumed_run_streams_the_new_shards_and_copies_the_old(small_dataset, backbone, tmp_path):
     out = tmp_path / "c.h5"
     half = small_dataset.limit(len(small_dataset.questions) // 2)
-    extract(half, out, model=backbone, merge_output=False, **FAST)  # some shards finished, kept as parts
-    report = extract(small_dataset, out, model=backbone, writer="process", **FAST)
+    extract(half, out, model=backbone, **fast(), spread=Spread(merge_output=False))  # some shards finished, kept as parts
+    report = extract(small_dataset, out, model=backbone, **fast(writer="process"))
     assert report.shards_done_before > 0 and not Path(str(out) + ".parts").exists()
-    extract(small_dataset, tmp_path / "straight.h5", model=backbone, **FAST)
+    extract(small_dataset, tmp_path / "straight.h5", model=backbone, **fast())
     assert_same_file(out, tmp_path / "straight.h5")
 
 
@@ -61,12 +63,12 @@ def test_a_write_failure_in_the_writer_process_is_named_and_keeps_the_shards(sma
     monkeypatch.setattr(parts, "sha256_file", full_after_two)
     out = tmp_path / "c.h5"
     with pytest.raises(ExtractError, match="no space left in"):
-        extract(small_dataset, out, model=backbone, writer="process", **FAST)
+        extract(small_dataset, out, model=backbone, **fast(writer="process"))
     monkeypatch.undo()
     kept = saved_images(Path(str(out) + ".parts"))
     assert kept >= 2 and not out.exists() and not out.with_name("c.h5.tmp").exists()
     assert not (tmp_path / "c.h5.parts" / "final.h5.tmp").exists()
-    report = extract(small_dataset, out, model=backbone, **FAST)
+    report = extract(small_dataset, out, model=backbone, **fast())
     assert report.images_computed == len(small_dataset.images()) - kept
 
 
@@ -91,14 +93,14 @@ def test_the_writer_process_ends_with_its_parent(small_dataset, tiny_itm, tmp_pa
 
 def test_cuda_graphs_fall_back_to_eager_and_say_so(small_dataset, tiny_itm, tmp_path):
     report = extract(small_dataset, tmp_path / "g.h5", model=load_backbone(str(tiny_itm), device="cpu"),
-                     cuda_graphs=True, **FAST)
+                     **fast(cuda_graphs=True))
     assert report.cuda_graphs == "off: cpu is not a CUDA device"
-    extract(small_dataset, tmp_path / "e.h5", model=load_backbone(str(tiny_itm), device="cpu"), **FAST)
+    extract(small_dataset, tmp_path / "e.h5", model=load_backbone(str(tiny_itm), device="cpu"), **fast())
     a, attrs = read_all(tmp_path / "g.h5")
     b, _ = read_all(tmp_path / "e.h5")
     assert attrs["cuda_graphs"] == report.cuda_graphs
     for name in ("images/query", "images/query_proj", "questions/text_proj"):
         assert (a[name] == b[name]).all(), name
     with pytest.raises(ExtractError, match="does not combine"):
-        extract(small_dataset, tmp_path / "x.h5", model=str(tiny_itm), device="cpu", cuda_graphs=True, compile=True,
-                **FAST)
+        extract(small_dataset, tmp_path / "x.h5", model=str(tiny_itm),
+                **fast(device="cpu", cuda_graphs=True, compile=True))

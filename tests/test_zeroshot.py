@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from featcache import open_cache
-from featcache.extract import extract
+from featcache.extract import Compute, Storage, extract
 from featcache.models.generative import load_generative
 from featcache.generative.rank import PAPER_PROMPT, answer_tokens, generate_answers, score_answers
 from featcache.models.tiny_generative import build_tiny_generative
@@ -39,8 +39,8 @@ def test_scores_from_the_cache_equal_an_uncached_forward(generative, small_datas
     from transformers import AutoProcessor
 
     folder, lm = generative
-    extract(small_dataset, tmp_path / "gen.h5", model=str(folder), device="cpu", workers=0, store_dtype="float32",
-            progress=False)
+    extract(small_dataset, tmp_path / "gen.h5", model=str(folder), progress=False,
+            compute=Compute(device="cpu", workers=0), storage=Storage(store_dtype="float32"))
     processor = AutoProcessor.from_pretrained(folder)
     with open_cache(tmp_path / "gen.h5") as cache:
         lm.check_cache(cache.attrs, cache.path)
@@ -117,10 +117,12 @@ def test_zeroshot_cli_reports_like_a_sweep(generative, small_dataset, tiny_itm, 
     from featcache.generative.zeroshot import zeroshot
 
     folder, lm = generative
-    extract(small_dataset, tmp_path / "gen.h5", model=str(folder), device="cpu", workers=0, progress=False)
-    extract(small_dataset, tmp_path / "itm.h5", model=str(tiny_itm), device="cpu", workers=0, progress=False)
-    extract(small_dataset, tmp_path / "itmv.h5", model=str(tiny_itm), device="cpu", workers=0, progress=False,
-            store_vision=True)
+    extract(small_dataset, tmp_path / "gen.h5", model=str(folder), progress=False,
+            compute=Compute(device="cpu", workers=0))
+    extract(small_dataset, tmp_path / "itm.h5", model=str(tiny_itm), progress=False,
+            compute=Compute(device="cpu", workers=0))
+    extract(small_dataset, tmp_path / "itmv.h5", model=str(tiny_itm), progress=False,
+            compute=Compute(device="cpu", workers=0), storage=Storage(store_vision=True))
     runner = CliRunner()
     for name, cache, method, extra in (("rank", "gen.h5", "rank", []), ("norm", "gen.h5", "rank", ["--length-norm"]),
                                        ("generate", "gen.h5", "generate", ["--map-model", str(tiny_itm)]),

@@ -83,16 +83,19 @@ def extract(dataset, root, images, seed, limit, normalize_answers, min_count, ra
         click.secho(random_weights_warning(model), fg="yellow", err=True)
     ds = load_dataset_arg(dataset, root, images, seed, limit, normalize_answers, min_count, rare, delimiter, hf_config,
                           image_column, question_column, answer_column, label_column)
-    report = run(run_extract, ds, out, model=model, device=device, dtype=None if dtype == "auto" else dtype,
-                  batch_size=int_or_auto(batch_size, "--batch-size"), workers=int_or_auto(workers, "--workers", 0),
-                  compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length, shard_size=shard_size,
-                  shard_index=shard_index, num_shards=num_shards, merge_output=not no_merge, engine=engine,
-                  ray_address=ray_address,
-                  gpus_per_worker=gpus_per_worker, workers_per_node=workers_per_node,
-                  store_dtype=store_dtype, compression=None if compression == "none" else compression,
-                  overwrite=overwrite, skip_bad=skip_bad, store_vision=store_vision, features=features,
-                  mm_store=mm_store, mm_prompt=mm_prompt, from_vision=from_vision, cuda_graphs=cuda_graphs,
-                  writer=writer)
+    from featcache.extract import Compute, Features, Spread, Storage
+
+    compute = Compute(device=device, dtype=None if dtype == "auto" else dtype,
+                      batch_size=int_or_auto(batch_size, "--batch-size"), workers=int_or_auto(workers, "--workers", 0),
+                      compile=compile_, jpeg_draft=jpeg_draft, max_text_length=max_text_length, cuda_graphs=cuda_graphs,
+                      writer=writer)
+    storage = Storage(store_dtype=store_dtype, compression=None if compression == "none" else compression,
+                      shard_size=shard_size, store_vision=store_vision, overwrite=overwrite, skip_bad=skip_bad)
+    spread = Spread(engine=engine, ray_address=ray_address, gpus_per_worker=gpus_per_worker,
+                    workers_per_node=workers_per_node, shard_index=shard_index, num_shards=num_shards,
+                    merge_output=not no_merge)
+    report = run(run_extract, ds, out, model=model, compute=compute, storage=storage, spread=spread,
+                 features=Features(kind=features, mm_store=mm_store, mm_prompt=mm_prompt, from_vision=from_vision))
     if report.already_complete:
         click.echo(f"{out} is already complete for these settings; nothing to do (--overwrite to redo).")
         return

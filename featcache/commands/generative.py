@@ -56,7 +56,7 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
     import tempfile
 
     from featcache.datasets import load_dataset
-    from featcache.extract import extract
+    from featcache.extract import Compute, Features, Storage, extract
     from featcache.generative.finetune import base_model_of
     from featcache.generative.report import write_zeroshot_report
     from featcache.generative.zeroshot import read_templates, zeroshot
@@ -85,10 +85,10 @@ def zeroshot_cmd(cache, model, method, split, prompt, length_norm, max_new_token
                 from featcache.generative.presets import preset as published  # with
                 from featcache.generative.rank import PAPER_PROMPT
 
-                conditioned = dict(features="multimodal",
-                                   mm_prompt=prompt or (published(preset)["prompt"] if preset else PAPER_PROMPT))
-            run(extract, ds, cache, model=base_model_of(model), device=device, store_vision=method == "itm",
-                **conditioned)
+                conditioned = dict(features=Features(kind="multimodal", mm_prompt=prompt or (
+                    published(preset)["prompt"] if preset else PAPER_PROMPT)))
+            run(extract, ds, cache, model=base_model_of(model), compute=Compute(device=device),
+                storage=Storage(store_vision=method == "itm"), **conditioned)
         result = run(zeroshot, cache, model, method=method, split=split, prompt=prompt, length_norm=length_norm,
                      max_new_tokens=max_new_tokens, map_model=map_model, template=template, device=device,
                      limit=limit, dataset=ds, num_beams=num_beams, length_penalty=length_penalty,

@@ -160,7 +160,7 @@ class _ImageSources:
         return f"{self.dataset.image_identity(key)}|{self.dataset.augmented.get(key, '')}"
 
 
-def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",
+def extract_with(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAULT_MODEL, device: str = "auto",
             dtype: str | None = None, batch_size: int | str = 32, workers: int | str = "auto",
             store_dtype: str = "float16", compression: str | None = None, shard_size: int = 1024,
             text_batch_size: int = 128, overwrite: bool = False, skip_bad: bool = False, store_vision: bool = False,
@@ -170,7 +170,8 @@ def extract(dataset: VQADataset, out: str | Path, model: str | Backbone = DEFAUL
             merge_output: bool = True, progress: bool = True, features: str = "unimodal", mm_store: str = "full",
             mm_prompt: str = DEFAULT_MM_PROMPT, from_vision: str | Path | None = None,
             cuda_graphs: bool = False, writer: str = "auto") -> ExtractReport:
-    """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md).
+    """Extract features of `dataset` into the HDF5 file `out` (see docs/FORMAT.md): the flat form of the public
+    `featcache.extract.extract` (featcache/extract/options.py), whose groups name these settings.
 
     batch_size and workers may be "auto" (see featcache.extract.pipeline); `compile` runs the ViT through
     torch.compile (worth it on a GPU for large runs: it compiles once per batch shape). With
