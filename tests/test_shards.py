@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from cli import main
 from featcache.errors import ExtractError
 from featcache.extract import Compute, Spread, Storage, extract
-from featcache.extract.run import _lock
+from featcache.extract.guards import lock as _lock
 from tests.test_extract import assert_same_file, saved_images
 
 FAST = dict(compute=Compute(batch_size=2, workers=0), storage=Storage(shard_size=2), progress=False)

@@ -10,7 +10,6 @@ shards (SLURM arrays, Kubernetes jobs); `featcache merge` then writes the file.
 from __future__ import annotations
 
 import copy
-import fcntl
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from ..datasets import VQADataset
 from ..errors import CacheFormatError, ExtractError
 from ..models.backbone import DEFAULT_MAX_TEXT_LENGTH, DEFAULT_MODEL, Backbone, load_backbone
 from .engines.local import ShardJob, run_shards
+from .guards import check_storable, check_writable, lock, refuse_if_other_locks
 from .pipeline import auto_batch_size, auto_workers, save_atomic
 from .pairs import DEFAULT_MM_PROMPT, FEATURES, MM_STORES, PairSources, bytes_per_pair, check_prompt, pair_table
 from .plan import IDENTITY_KEYS, PARTS_KEYS, plan_shards
@@ -70,83 +70,8 @@ class ExtractReport:
         return self.images_computed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _check_writable(out: Path) -> None:
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.exists():  # the folder the user named for the output: made, as `--out runs/x/c.h5` expects
-        try:
-            parent.mkdir(parents=True)
-        except OSError as exc:
-            raise ExtractError(f"cannot write {out}: folder {parent} cannot be made ({exc.strerror})") from None
-    if not parent.is_dir():
-        raise ExtractError(f"cannot write {out}: {parent} is not a folder (choose another --out)")
-    if not os.access(parent, os.W_OK):
-        raise ExtractError(f"cannot write {out}: folder {parent} is not writable (choose another --out)")
-    if out.is_dir():
-        raise ExtractError(f"cannot write {out}: it is a folder; --out must be a file path such as {out}/cache.h5")
-
-
 def _mismatch(a: dict, b: dict, keys: tuple[str, ...] = IDENTITY_KEYS) -> list[str]:
     return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in keys if json.dumps(a.get(k)) != json.dumps(b.get(k))]
-
-
-def _lock(parts: Path, name: str, out: Path):
-    """An exclusive lock on parts/name for this process's lifetime (the OS drops it if the process dies)."""
-    try:
-        fh = open(parts / name, "a+")
-    except OSError as exc:
-        raise ExtractError(f"cannot write the lock file {parts / name} ({exc.strerror}): {parts} is not writable or "
-                           f"its disk is full; free some space or choose another --out") from None
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        fh.seek(0)
-        holder = fh.read().strip() or "another process"
-        fh.close()
-        raise ExtractError(f"another featcache extract or merge is writing {out} ({holder}); two runs on one output would "
-                           f"race. Wait for it to finish or stop it, then run this command again.") from None
-    try:
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}, started {datetime.now(timezone.utc).isoformat(timespec='seconds')}")
-        fh.flush()
-    except OSError as exc:
-        fh.close()
-        raise ExtractError(f"cannot write the lock file {parts / name} ({exc.strerror}); free some space in "
-                           f"{parts.parent} or choose another --out") from None
-    return fh
-
-
-def _check_storable(i: int, q) -> None:
-    """Refuse, before any compute, text the cache cannot store: HDF5 strings end at a NUL, and UTF-8 has no
-    unpaired surrogate (a JSON "\\ud800"); both were found only at the merge, after all the work, naming no row."""
-    for name in ("image", "text", "answer", "split", "qid"):
-        value = getattr(q, name, "")
-        if not isinstance(value, str) or not value:
-            continue
-        if "\x00" in value:
-            raise ExtractError(f"question row {i} (image {q.image!r}): its {name} holds a NUL character; remove it "
-                               f"from the dataset")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ExtractError(f"question row {i} (image {q.image!r}): its {name} holds an unpaired surrogate "
-                               f"({value.encode('utf-8', 'backslashreplace')[:60]!r}), which UTF-8 cannot store; fix "
-                               f"that row of the dataset") from None
-
-
-def _refuse_if_other_locks(parts: Path, out: Path) -> None:
-    """Refuse while a `--shard-index` worker holds its lock in `parts` (its shards would be deleted under it)."""
-    for path in sorted(parts.glob("lock-*")):
-        try:
-            with open(path, "a+") as fh:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                fcntl.flock(fh, fcntl.LOCK_UN)
-        except BlockingIOError:
-            raise ExtractError(f"a --shard-index worker is writing {out} ({path.name} is held); --overwrite would "
-                               f"delete its shards. Wait for it to finish or stop it, then run this command "
-                               f"again.") from None
-        except OSError:
-            continue
 
 
 class _ImageSources:
@@ -187,7 +112,7 @@ def extract_with(dataset: VQADataset, out: str | Path, model: str | Backbone = D
     CPU, where the forward needs every core; featcache.extract.writer)."""
     started = time.perf_counter()
     out = Path(out)
-    _check_writable(out)
+    check_writable(out)
     if store_dtype not in ("float16", "float32"):
         raise ExtractError(f"--store-dtype must be float16 or float32, got {store_dtype!r}")
     if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
@@ -234,7 +159,7 @@ def extract_with(dataset: VQADataset, out: str | Path, model: str | Backbone = D
     if workers == "auto":
         workers = auto_workers(backbone.device)
     for i, q in enumerate(dataset.questions):  # before the digest, which encodes them
-        _check_storable(i, q)
+        check_storable(i, q)
     run = {**backbone.provenance(), "dataset_name": dataset.name, "dataset_source": dataset.source,
            "dataset_digest": dataset.digest(), "task": dataset.task, "store_dtype": store_dtype, "shard_size": shard_size,
            "store_vision": store_vision, "compression": compression or "none",
@@ -259,10 +184,10 @@ def extract_with(dataset: VQADataset, out: str | Path, model: str | Backbone = D
     parts = out.with_name(out.name + ".parts")
     parts.mkdir(exist_ok=True)
     # the lock first: --overwrite clears the parts folder only once no other run (nor shard worker) holds it
-    lock = _lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
+    held = lock(parts, "lock" if shard_index is None else f"lock-{shard_index}-of-{num_shards}", out)
     try:
         if overwrite and shard_index is None:
-            _refuse_if_other_locks(parts, out)
+            refuse_if_other_locks(parts, out)
             for child in parts.iterdir():
                 if child.name != "lock":
                     shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
@@ -274,7 +199,7 @@ def extract_with(dataset: VQADataset, out: str | Path, model: str | Backbone = D
                                compression, shard_size, text_batch_size, skip_bad, store_vision, shard_index,
                                num_shards, progress, started, **engine_options)
     finally:
-        lock.close()
+        held.close()
 
 
 def _extract_locked(dataset, out, parts, backbone, run, keys, batch_size, workers, store_dtype, compression,
@@ -428,14 +353,14 @@ def merge_parts(parts: str | Path, out: str | Path | None = None, compression: s
         raise ExtractError(f"{parts} is not a folder; give the FILE.h5.parts folder that extract wrote")
     manifest = read_manifest(parts)
     out = Path(out) if out else parts.with_name(parts.name.removesuffix(".parts"))
-    _check_writable(out)
+    check_writable(out)
     if out.exists():
         raise ExtractError(f"{out} exists; remove it or give another --out")
-    lock = _lock(parts, "lock", out)
+    held = lock(parts, "lock", out)
     try:
         failed_images, failed_questions = merge(parts, out, compression)
     finally:
-        lock.close()
+        held.close()
     shutil.rmtree(parts)
     return ExtractReport(out, manifest["n_images"], manifest["n_questions"], manifest["attrs"]["n_texts"], 0,
                          time.perf_counter() - started, failed_images, failed_questions,
