@@ -43,6 +43,8 @@ class Run:
             results = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
             raise FeatcacheError(f"{path} is not valid JSON (a cut or edited file?); write the report again") from None
+        if not isinstance(results, dict):
+            raise FeatcacheError(f"{path} holds a JSON {type(results).__name__}, not a featcache report's results")
         samples = read_predictions(folder / "predictions.jsonl") if (folder / "predictions.jsonl").is_file() else None
         return cls(folder, results, samples)
 

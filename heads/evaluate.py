@@ -29,11 +29,12 @@ def balanced_accuracy(y, pred) -> float:
         return float(balanced_accuracy_score(y, pred))
 
 
-def evaluate(head, X, y, labels: np.ndarray | None = None, references=None) -> dict:
+def evaluate(head, X, y, labels: np.ndarray | None = None, references=None, keep_outputs: bool = False) -> dict:
     """Accuracy, macro F1 over all classes, balanced accuracy (= mean per-class recall), top-5 accuracy
     where the head gives probabilities, per-class precision/recall, timing. With `references` (a benchmark
     cache's fields for these rows): the benchmark's own figures under "benchmark" and its results file under
-    "submission"."""
+    "submission". `keep_outputs`: also each row's top 5 under "outputs" (heads/predictions.py), from the same
+    predictions, for the report's records (popped before anything is written)."""
     y = np.asarray(y, dtype=object)
     labels = all_labels(y, head.classes_) if labels is None else labels
     t = time.perf_counter()
@@ -42,7 +43,13 @@ def evaluate(head, X, y, labels: np.ndarray | None = None, references=None) -> d
     pred = head.classes_[np.argmax(proba, axis=1)] if isinstance(head, HeadBase) else head.predict(X)
     predict_s = time.perf_counter() - t
     top5 = top_k_accuracy(y, proba, head.classes_, 5) if proba is not None else None
-    return with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references, proba, head.classes_)
+    metrics = with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references, proba,
+                             head.classes_)
+    if keep_outputs and proba is not None:
+        from .predictions import Outputs
+
+        metrics["outputs"] = Outputs.of_blocks(proba, head.classes_)
+    return metrics
 
 
 def with_benchmark(metrics: dict, pred, references, proba=None, classes=None, mc=None) -> dict:

@@ -34,6 +34,12 @@ class Outputs:
         return cls(np.asarray(classes, dtype=object), top, np.take_along_axis(proba, top, 1))
 
     @classmethod
+    def of_blocks(cls, proba: np.ndarray, classes, block: int = 8192) -> "Outputs":
+        """`of`, a block of rows at a time (sorting a VQAv2 split's whole probability matrix takes gigabytes)."""
+        parts = [cls.of(proba[s:s + block], classes) for s in range(0, len(proba), block)] or [cls.of(proba, classes)]
+        return cls(parts[0].classes, np.concatenate([p.top for p in parts]), np.concatenate([p.top_p for p in parts]))
+
+    @classmethod
     def of_predictions(cls, predictions) -> "Outputs":
         """Outputs of a model that gives an answer without probabilities (free generation)."""
         classes, top = np.unique(np.asarray(predictions, dtype=object).astype(str), return_inverse=True)
@@ -133,16 +139,23 @@ def read_predictions(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             raise CacheFormatError(f"{path} line {number} is not JSON (a cut or edited file?); write the report "
                                    f"again") from None
+        if not isinstance(record, dict) or not {"prediction", "score"} <= set(record) or not isinstance(
+                record["score"], (int, float)):
+            raise CacheFormatError(f"{path} line {number} is not a prediction record (an object with \"prediction\" "
+                                   f"and a numeric \"score\"); write the report again")
+        out.append(record)
     return out
 
 
-def head_records(trained, cache, split, umap: int = 0, positions=None) -> tuple[list[dict], dict | None]:
+def head_records(trained, cache, split, umap: int = 0, positions=None,
+                 outputs: Outputs | None = None) -> tuple[list[dict], dict | None]:
     """(records of `trained` on `split` of the open `cache` (only its rows at `positions` where given: a held-out
-    part), the page's UMAP of them or None): the labels and references as the benchmark's protocol scores them."""
+    part), the page's UMAP of them or None): the labels and references as the benchmark's protocol scores them.
+    `outputs`: the head's top 5 on those rows where the evaluation kept them (else they are predicted here)."""
     from .benchmarks import eval_labels, split_references
 
     X, y = cache.view(trained.view, split)
@@ -156,8 +169,9 @@ def head_records(trained, cache, split, umap: int = 0, positions=None) -> tuple[
     from featcache.cache.views import question_rows
 
     cache_rows = question_rows(cache, split)
-    rows = records(cache, cache_rows if positions is None else cache_rows[positions], predict_outputs(trained.head, X),
-                   y, refs)
+    if outputs is None or len(outputs.top) != len(y):
+        outputs = predict_outputs(trained.head, X)
+    rows = records(cache, cache_rows if positions is None else cache_rows[positions], outputs, y, refs)
     if not umap or len(rows) < 10:
         return rows, None
     from .page.umap import umap_points

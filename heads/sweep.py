@@ -41,6 +41,10 @@ class SweepResult:
     """Said loudly in the report and by the command (e.g. the evaluation scores training rows)."""
     holdout: dict | None = None
     """How the evaluation rows were cut from a single split (--test-fraction)."""
+    evaluated_positions: np.ndarray | None = None
+    """Those evaluation rows' positions in the split (None: the whole evaluation split)."""
+    best_outputs: object = None
+    """The best head's top 5 on the evaluated rows, where its group kept them (heads.predictions.Outputs)."""
 
 
 def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: str = "test",
@@ -82,6 +86,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
                                       test_fraction, seed)
     result = SweepResult(benchmark=protocol.benchmark, warning=overlap)
     if protocol.holdout is not None:
+        result.evaluated_positions = protocol.holdout[1]
         result.holdout = {"test_fraction": test_fraction, "seed": seed, "split": train_split,
                           "training_questions": len(protocol.holdout[0]), "evaluated_questions": len(protocol.holdout[1]),
                           "rule": "seeded, image-disjoint, class-stratified (StratifiedGroupKFold)"}
@@ -126,7 +131,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
         result.rows.append(outcome.row)
         if outcome.row["validation_accuracy"] > best_validation:  # chosen on validation only, never on the test split
             best_validation = outcome.row["validation_accuracy"]
-            result.best, result.best_metrics = outcome.trained, outcome.metrics
+            result.best, result.best_metrics, result.best_outputs = outcome.trained, outcome.metrics, outcome.outputs
     if result.best is None:
         raise FeatcacheError("no head was fitted: " + "; ".join(f"{s['head']} on {s['view']} {s['reason']}"
                                                               for s in result.skipped)
@@ -203,16 +208,8 @@ def sweep_to_folder(cache_path: str | Path, out: str | Path, title: str | None =
     from .predictions import head_records
 
     with open_cache(cache_path) as cache:
-        held = None
-        if result.holdout is not None:
-            from .holdout import holdout_positions
-            from featcache.cache.views import question_rows
-
-            split_rows = question_rows(cache, result.holdout["split"])
-            held = holdout_positions(np.asarray(cache.strings("questions", "answer"), dtype=object)[split_rows],
-                                     np.asarray(cache.read("questions", "image_row"))[split_rows],
-                                     result.holdout["test_fraction"], result.holdout["seed"])[1]
-        samples, umap_data = head_records(result.best, cache, sweep_kwargs.get("eval_split", "test"), umap, held)
+        samples, umap_data = head_records(result.best, cache, sweep_kwargs.get("eval_split", "test"), umap,
+                                          result.evaluated_positions, result.best_outputs)
     files = write_report(partial, result.best_metrics, attrs, title or f"sweep of {cache_path}", rows=rows,
                          extra=extra, samples=samples, thumbnails=thumbnails, umap=umap_data)
     result.best.save(partial / "best")
@@ -252,8 +249,9 @@ def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None =
 
 
 def evaluate_head(trained: TrainedHead, cache_path: str | Path, split: str | None = "test",
-                  stream: bool = False) -> dict:
-    """Metrics of a saved head on a cache split; refuses a cache of another model or preprocessing."""
+                  stream: bool = False, keep_outputs: bool = False) -> dict:
+    """Metrics of a saved head on a cache split; refuses a cache of another model or preprocessing (`keep_outputs`:
+    each row's top 5 under "outputs", see heads.evaluate.evaluate)."""
     with open_cache(cache_path, expect=trained.provenance) as cache:
         X, y = cache.view(trained.view, split, stream=stream and trained.view != "sim")
         refs = split_references(cache, split)
@@ -267,4 +265,4 @@ def evaluate_head(trained: TrainedHead, cache_path: str | Path, split: str | Non
             return metrics
         if refs is not None:
             y = eval_labels(y, refs.metric)
-        return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_), refs)
+        return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_), refs, keep_outputs=keep_outputs)

@@ -56,6 +56,9 @@ class GroupOutcome:
     trained: TrainedHead | None
     skipped: str | None = None
     """Why the group was left out (the report says it), or None."""
+    outputs: object = None
+    """The final head's top 5 on the evaluated rows (heads.predictions.Outputs), for the report's records; not
+    logged (a resumed group has none, and the report predicts them again)."""
 
 
 @dataclass
@@ -300,7 +303,8 @@ def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar
     head, params, scores, fit_s = fit(kind, grid, keys, X, y, tr, va, labels, threads, protocol.refs, protocol.soft,
                                       log, bar, job.n_jobs, lazy, label)
     best_i = int(np.argmax(scores))
-    metrics = evaluate(head, Xe, ye, labels, protocol.refs_eval)  # the eval split, once per final model
+    metrics = evaluate(head, Xe, ye, labels, protocol.refs_eval, keep_outputs=True)  # once per final model
+    outputs = metrics.pop("outputs", None)
     row = {"head": kind, "view": job.view, "params": {k: list(v) if isinstance(v, tuple) else v
                                                       for k, v in params.items()},
            "validation_accuracy": scores[best_i], "accuracy": metrics["accuracy"],
@@ -312,7 +316,7 @@ def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar
                             if k not in ("perQuestionType", "accuracyPerSemanticType")}
     trained = TrainedHead.from_cache(head, job.view, cache, job.train_split, kind, params)
     bar.update(1)
-    return GroupOutcome(row, metrics, trained)
+    return GroupOutcome(row, metrics, trained, outputs=outputs)
 
 
 def run_group_job(job: GroupJob) -> GroupOutcome:

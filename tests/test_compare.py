@@ -71,3 +71,14 @@ def test_label_issues_finds_flipped_labels(tmp_path):
     # of the top are real confusions of the synthetic data's noise
     assert len(top & set(flipped.tolist())) >= 20 and len(flagged & set(flipped.tolist())) >= 27
     assert (tmp_path / "li" / "label_issues.html").stat().st_size > 0
+
+
+def test_compare_names_damaged_report_files(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text("[1, 2]")
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "not a featcache report" in r.output and "unexpected" not in r.output
+    (tmp_path / "a" / "results.json").write_text("{}")
+    (tmp_path / "a" / "predictions.jsonl").write_text('[1]\n')
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "a")])
+    assert r.exit_code != 0 and "line 1 is not a prediction record" in r.output and "unexpected" not in r.output

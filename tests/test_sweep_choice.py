@@ -31,8 +31,8 @@ def test_a_candidate_best_on_test_but_worse_on_validation_is_not_chosen(cache, t
         n_test = len(c.view("pooled", "test")[1])
     real = sweep_mod.evaluate
 
-    def rigged(head, X, y, labels=None, refs=None):  # the test split says the weak LightGBM is perfect
-        metrics = real(head, X, y, labels, refs)
+    def rigged(head, X, y, labels=None, refs=None, **kwargs):  # the test split says the weak LightGBM is perfect
+        metrics = real(head, X, y, labels, refs, **kwargs)
         if len(y) == n_test:
             metrics["accuracy"] = 1.0 if isinstance(head, LightGBMHead) else 0.0
         return metrics

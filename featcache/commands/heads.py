@@ -154,7 +154,8 @@ def evaluate(head, cache, split, out, trust_pickle, stream, umap_points, images_
     from heads.trained import TrainedHead
 
     trained = run(TrainedHead.load, head, trust_pickle)
-    metrics = run(evaluate_head, trained, cache, split, stream)
+    metrics = run(evaluate_head, trained, cache, split, stream, keep_outputs=True)
+    outputs = metrics.pop("outputs", None)  # (the predictions made once, for the metrics and the report)
     with run(open_cache, cache) as c:
         attrs = dict(c.attrs)
     out = out or str(Path(head).with_suffix("")).rstrip("/") + f"_{split}"
@@ -169,7 +170,7 @@ def evaluate(head, cache, split, out, trust_pickle, stream, umap_points, images_
     from heads.predictions import head_records
 
     with run(open_cache, cache) as c:
-        samples, umap = run(head_records, trained, c, split, umap_points)
+        samples, umap = run(head_records, trained, c, split, umap_points, outputs=outputs)
     files = write_report(out, metrics, attrs, f"{Path(head).name} on {split} of {cache}", samples=samples,
                          thumbnails=report_thumbnails(cache, images_from, images_root), umap=umap)
     if trained.random_weights:
