@@ -101,10 +101,8 @@ def one(cache_path: str, config: str, view: str, max_epochs: int | None) -> dict
 
     t0 = time.perf_counter()
     with open_cache(cache_path) as cache:
-        X, y = cache.view(view, "train")
-        refs = split_references(cache, "train")
-        Xv, _ = cache.view(view, "val")
-        refs_val = split_references(cache, "val")
+        (X, y), (Xv, _) = cache.split_views(view, ["train", "val"])
+        refs, refs_val = split_references(cache, "train"), split_references(cache, "val")
     kept = training_set(y, 9)
     X, y, soft = X[kept.rows], kept.labels, soft_targets(refs.take(kept.rows))
     setup = time.perf_counter() - t0

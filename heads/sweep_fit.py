@@ -126,7 +126,7 @@ class SweepProtocol:
             X, y = cache.view(view, train_split, stream=lazy)
             train, held = self.holdout
             return (X[train], np.asarray(y)[train]), (X[held], np.asarray(y)[held])
-        (X, y), (Xe, ye) = cache.view(view, train_split, stream=lazy), cache.view(view, eval_split, stream=lazy)
+        (X, y), (Xe, ye) = cache.split_views(view, [train_split, eval_split], stream=lazy)
         if self.metric is None:
             return (X, y), (Xe, ye)
         return (X[self.kept_rows], self.labels), (Xe, eval_labels(ye, self.metric))

@@ -4,6 +4,7 @@ import json
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,6 +12,7 @@ from click.testing import CliRunner
 import featcache
 from cli import main
 from featcache.finetune.checkpoints import load_model
+from featcache.cache.file import pool_tokens
 from featcache.extract import merge_parts
 from heads.trained import load_head
 from tests.test_extract import assert_same_file
@@ -38,6 +40,10 @@ def test_parts_folder_of_0_1_merges_to_its_single_file(tmp_path):
     parts = tmp_path / "parts.h5.parts"
     shutil.copytree(V01 / "parts.h5.parts", parts)
     merge_parts(parts, tmp_path / "merged.h5")
+    # the 0.1 file, plus the mean of the query states that writers now store (bit-equal to pooling on read)
+    with h5py.File(tmp_path / "merged.h5", "a") as f:
+        np.testing.assert_array_equal(f["images/query_pooled"][()], pool_tokens(f["images/query"][()]))
+        del f["images/query_pooled"]
     assert_same_file(tmp_path / "merged.h5", V01 / "cache.h5")
 
 

@@ -238,7 +238,7 @@ def test_nan_features_are_counted_at_write_flagged_by_verify_and_info_and_refuse
         attrs = dict(f.attrs)
         query = f["images"]["query"][:]
     query[3, 0, :5] = np.inf
-    from featcache.cache.file import CacheWriter
+    from featcache.cache.file import CacheWriter, pool_tokens
 
     bad = tmp_path / "bad.h5"
     import shutil
@@ -246,6 +246,7 @@ def test_nan_features_are_counted_at_write_flagged_by_verify_and_info_and_refuse
     shutil.copy(path, bad)
     with h5py.File(bad, "r+") as f:
         f["images"]["query"][3] = query[3]
+        f["images"]["query_pooled"][3] = pool_tokens(query[3:4])[0]  # (what the writer would have stored beside it)
     writer = CacheWriter(tmp_path / "w.h5", {k: v for k, v in attrs.items() if k not in ("featcache_format",)}, 1, 0,
                          {"query": query.shape[1:]}, {}, "float16")
     writer.write("images", 0, {"key": ["k"], "error": [""], "query": query[3:4]})

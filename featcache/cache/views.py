@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CacheFormatError
+from .file import POOLED, pool_tokens
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,11 @@ def _stored(cache, spec: ViewSpec) -> tuple[str, bool] | None:
         if spec.pool and "mm_pooled" in pairs:
             return "mm_pooled", False
         return (spec.image, spec.pool) if spec.image in pairs else None
-    return (spec.image, spec.pool) if spec.image in cache.images else None
+    if spec.image not in cache.images:
+        return None
+    if spec.pool and POOLED.get(spec.image) in cache.images:  # the mean stored at extraction (caches since 0.x)
+        return POOLED[spec.image], False
+    return spec.image, spec.pool
 
 
 def available_views(cache) -> dict[str, str]:
@@ -240,16 +245,21 @@ def build_view(cache, name: str, split: str | list[str] | None = None, include_f
     image_row = cache.array("questions", "image_row")[q_idx]
     used, image_row = np.unique(image_row, return_inverse=True)  # load only the images this split uses
     question = cache.read("questions", spec.question, q_idx) if spec.question else None
+    dataset, pool = _stored(cache, spec)
     if stream:
         if name == "sim":
             raise CacheFormatError("view 'sim' cannot be streamed (it is small: 32 numbers per question); "
                                    "use it without stream")
         shape = cache.images[spec.image].shape[1:]
         width = shape[-1] if spec.pool else int(np.prod(shape))
-        lazy = LazyImageRows(cache, spec.image, used, spec.pool, 1 if spec.pool else shape[0], width)
+        lazy = LazyImageRows(cache, dataset, used, pool, 1 if spec.pool else shape[0], width)
         return FactorizedFeatures(lazy, image_row, question, lazy.tokens), y
-    if spec.pool and name != "sim":  # pooled a block at a time: never all 32 token states in float32 at once
+    if spec.pool and name != "sim":  # the stored mean, or pooled a block at a time (never all 32 states in float32)
         used = np.sort(used)
+        if not pool:
+            pooled = cache.read("images", dataset, used) if len(used) else \
+                np.zeros((0, cache.images[dataset].shape[-1]), dtype=cache.images[dataset].dtype)
+            return FactorizedFeatures(pooled, image_row, question, 1), y
         blocks = [pool_tokens(cache.read("images", spec.image, used[i:i + POOL_BLOCK]))
                   for i in range(0, len(used), POOL_BLOCK)]
         shape = cache.images[spec.image].shape
@@ -257,6 +267,34 @@ def build_view(cache, name: str, split: str | list[str] | None = None, include_f
         return FactorizedFeatures(pooled, image_row, question, 1), y
     images = cache.read("images", spec.image, np.sort(used)) if len(used) else np.zeros((0, *cache.images[spec.image].shape[1:]))
     return view_from_arrays(name, images, image_row, question), y
+
+
+def build_split_views(cache, name: str, splits: list[str], stream: bool = False) -> list[tuple]:
+    """[build_view(cache, name, split) for split in splits], from one read of the image rows they use: a split of a
+    tenth of the images (a validation or test split) touches nearly every chunk of the file, so reading the splits
+    one by one reads the file twice. The largest split shares the image array read (rows no question of it uses
+    stay in it); the others get their own images."""
+    if stream or len(splits) < 2 or len(set(splits)) < len(splits) or VIEWS.get(name) is None:
+        return [build_view(cache, name, s, stream=stream) for s in splits]
+    for s in splits:
+        question_rows(cache, s)  # (an empty split fails as it does alone)
+    X, y = build_view(cache, name, list(splits))
+    split_of = cache.strings("questions", "split")[question_rows(cache, list(splits))]
+    positions = [np.flatnonzero(split_of == s) for s in splits]
+    largest = int(np.argmax([len(p) for p in positions]))
+    out = []
+    for i, pos in enumerate(positions):
+        if not isinstance(X, FactorizedFeatures):
+            out.append((X[pos], y[pos]))
+            continue
+        rows = X.image_row[pos]
+        q = None if X.question_part is None else X.question_part[pos]
+        if i == largest:
+            out.append((FactorizedFeatures(X.image_part, rows, q, X.image_tokens), y[pos]))
+            continue
+        used, row = np.unique(rows, return_inverse=True)
+        out.append((FactorizedFeatures(X.image_part[used], row, q, X.image_tokens), y[pos]))
+    return out
 
 
 def _conditioned_view(cache, spec: ViewSpec, q_idx: np.ndarray, y: np.ndarray, stream: bool):
@@ -287,10 +325,6 @@ POOL_BLOCK = 4096
 """Images pooled per block by a pooled view (4,096 x 32 x 768 float32 is 0.4 GB)."""
 
 
-def pool_tokens(images: np.ndarray) -> np.ndarray:
-    """The mean over the query tokens, computed in float32 and stored in the images' dtype (row by row, so a
-    block gives what the whole would)."""
-    return images.mean(axis=1, dtype=np.float32).astype(images.dtype)  # (no float32 copy of the block first)
 
 
 def view_from_arrays(name: str, images: np.ndarray, image_row: np.ndarray, question: np.ndarray | None):
