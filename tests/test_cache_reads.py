@@ -7,7 +7,7 @@ import pytest
 
 from featcache import open_cache
 from featcache.cache.answers import json_lists
-from featcache.cache.file import pool_tokens
+from featcache.cache.pooling import pool_tokens
 from featcache.extract import Compute, Spread, Storage, extract
 
 SETTINGS = dict(compute=Compute(batch_size=2, workers=0), storage=Storage(shard_size=4), progress=False)

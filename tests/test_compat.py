@@ -12,7 +12,7 @@ from click.testing import CliRunner
 import featcache
 from cli import main
 from featcache.finetune.checkpoints import load_model
-from featcache.cache.file import pool_tokens
+from featcache.cache.pooling import pool_tokens
 from featcache.extract import merge_parts
 from heads.trained import load_head
 from tests.test_extract import assert_same_file

@@ -214,7 +214,7 @@ def test_nan_features_are_refused_not_scored(world):
         block[...] = np.nan
         query[0:1] = block
         if "query_pooled" in f["images"]:  # (what the writer would have stored beside it)
-            from featcache.cache.file import pool_tokens
+            from featcache.cache.pooling import pool_tokens
 
             f["images"]["query_pooled"][0:1] = pool_tokens(block)
     head = load_head(root / "head")

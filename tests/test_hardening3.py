@@ -238,7 +238,8 @@ def test_nan_features_are_counted_at_write_flagged_by_verify_and_info_and_refuse
         attrs = dict(f.attrs)
         query = f["images"]["query"][:]
     query[3, 0, :5] = np.inf
-    from featcache.cache.file import CacheWriter, pool_tokens
+    from featcache.cache.file import CacheWriter
+    from featcache.cache.pooling import pool_tokens
 
     bad = tmp_path / "bad.h5"
     import shutil

@@ -6,6 +6,7 @@
     sharded.py    a finished parts folder read in place with the single file's API
     access.py     open_cache (either form), verify, info_text
     views.py      per-question feature views (itc, pooled, full, sim, image; mm, mm_pooled), factorised
+    pooling.py    the mean over the query tokens (pooled views) and the dataset writers store it in
     synthetic.py  caches of synthetic features, for tests and benchmarks of the heads
 
 Only h5py and numpy: reading a cache never imports torch or transformers (an import-linter contract).

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from .file_check import check_file
+from .pooling import POOLED, pool_tokens
 from ..errors import CacheFormatError
 
 FORMAT_VERSION = 1
@@ -24,18 +25,6 @@ MATCH_KEYS = ("model_fingerprint", "preprocessing", "image_decoding", "image_siz
 """Attributes that must agree for features from two sources to be interchangeable."""
 
 _STR = h5py.string_dtype("utf-8")
-
-POOLED = {"query": "query_pooled"}
-"""Token-state datasets whose mean over the query tokens the writer also stores (fp32 mean, stored dtype): a pooled
-view then reads 1/32 of the bytes (VQAv2 train: 127 MB instead of 4 GB, and no mean to compute). Derived from the
-stored values, so bit-equal to pooling them on read; caches without it are pooled on read."""
-
-
-def pool_tokens(states: np.ndarray) -> np.ndarray:
-    """The mean over the query tokens (axis 1), computed in float32 and kept in the states' dtype (row by row, so a
-    block gives what the whole would)."""
-    return states.mean(axis=1, dtype=np.float32).astype(states.dtype)  # (no float32 copy of the block first)
-
 
 def _chunk_rows(row_shape: tuple[int, ...], dtype) -> int:
     row_bytes = int(np.prod(row_shape, dtype=np.int64)) * np.dtype(dtype).itemsize if row_shape else 8

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import CacheFormatError
-from .file import POOLED, pool_tokens
+from .pooling import POOLED, pool_tokens
 
 
 @dataclass(frozen=True)
