@@ -147,14 +147,14 @@ class NearestClassMean:
     def fit(self, X, y, soft_targets=None):
         import torch
 
-        from heads.factorized import Parts, Standardizer, image_blocks
+        from heads.factorized import PREDICT_BLOCK_IMAGES, Parts, Standardizer, image_blocks
 
         self.classes_, y_idx = np.unique(np.asarray(y, dtype=object), return_inverse=True)
         parts = Parts.from_input(X, X.image_part.shape[1], X.image_tokens)
         self.scaler_ = Standardizer().fit(parts)
         parts = self.scaler_.transform(parts)
         sums = torch.zeros(len(self.classes_), X.shape[1], dtype=torch.float64)
-        for idx, block in image_blocks(parts):
+        for idx, block in image_blocks(parts, PREDICT_BLOCK_IMAGES):  # (4,096 images: 22k rows x 8,448 float64)
             rows = torch.cat([block.image[block.row], block.question], 1).double()
             sums.index_add_(0, torch.from_numpy(y_idx[idx]), rows)
         self.means_ = torch.nn.functional.normalize(sums.float(), dim=1)
@@ -164,11 +164,11 @@ class NearestClassMean:
     def predict_proba(self, X):
         import torch
 
-        from heads.factorized import Parts, image_blocks
+        from heads.factorized import PREDICT_BLOCK_IMAGES, Parts, image_blocks
 
         parts = self.scaler_.transform(Parts.from_input(X, X.image_part.shape[1], X.image_tokens))
         out = np.zeros((len(X), len(self.classes_)), dtype=np.float32)
-        for idx, block in image_blocks(parts):
+        for idx, block in image_blocks(parts, PREDICT_BLOCK_IMAGES):
             rows = torch.nn.functional.normalize(torch.cat([block.image[block.row], block.question], 1), dim=1)
             out[idx] = (rows @ self.means_.T).numpy()
         return out

@@ -16,6 +16,9 @@ from featcache.cache.views import FactorizedFeatures, LazyImageRows
 DEFAULT_BLOCK_IMAGES = 4096
 """Images per block: heads sum losses, statistics and predictions block by block, in memory and when
 streaming alike (so the two give the same numbers); a streamed fit holds one block of images."""
+PREDICT_BLOCK_IMAGES = 512
+"""Images per block when predicting (in float64): VQAv2 has ~5.4 questions per image, so a 4,096-image block is
+~22k rows, and the paper's MLP's first layer alone would hold 22k x 5,012 float64 activations (0.9 GB) twice."""
 
 
 class ArrayRows:
@@ -162,31 +165,47 @@ def image_blocks(parts: Parts, block: int = DEFAULT_BLOCK_IMAGES):
                          q, parts.image_tokens)
 
 
-def _weighted_sum(weights: torch.Tensor, rows: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
-    """sum_i w_i x_i (or w_i (x_i - mean)^2) in float64, 1,024 rows at a time: the float64 copies of a whole
-    4,096 x 8,192 block would add 1 GB to a fit's peak."""
-    out = torch.zeros(rows.shape[1], dtype=torch.float64)
-    for start in range(0, len(rows), 1024):
-        x = rows[start:start + 1024].double()
-        if mean is not None:
-            x = (x - mean) ** 2
-        out += (weights[start:start + 1024, None] * x).sum(0)
-    return out
+class _Moments:
+    """Weighted per-feature sums of x - shift and (x - shift)^2, made 1,024 rows at a time as float32 products
+    (one pass; the shift, the first rows' mean, keeps the squares from cancelling) and added up in float64."""
+
+    ROWS = 1024
+
+    def __init__(self) -> None:
+        self.shift = self.sum = self.squares = None
+        self.total = 0.0
+
+    def add(self, weights: torch.Tensor, rows: torch.Tensor) -> None:
+        for start in range(0, len(rows), self.ROWS):
+            x, w = rows[start:start + self.ROWS], weights[start:start + self.ROWS].to(torch.float32)
+            if self.shift is None:
+                self.shift = (w @ x) / w.sum().clamp_min(1.0)
+                self.sum = torch.zeros(rows.shape[1], dtype=torch.float64)
+                self.squares = torch.zeros(rows.shape[1], dtype=torch.float64)
+            d = x - self.shift
+            self.sum += (w @ d).double()
+            self.squares += (w @ d.square_()).double()
+            self.total += float(w.double().sum())
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.shift is None:  # no rows
+            return torch.zeros(0), torch.ones(0)
+        mean = self.sum / max(self.total, 1e-12)
+        var = (self.squares / max(self.total, 1e-12) - mean ** 2).clamp_min(0.0)
+        return (mean + self.shift.double()).float(), var.sqrt().clamp_min(1e-6).float()
 
 
 class Standardizer:
-    """Per-feature mean/std over questions, computed and applied per part (images once each), summed
-    in float64 block by block (two passes over a streamed image part)."""
+    """Per-feature mean/std over questions, computed and applied per part (images once each, weighted by their
+    questions), in one pass over the image part block by block (one read of a streamed one)."""
 
     def fit(self, parts: Parts, block: int = DEFAULT_BLOCK_IMAGES) -> "Standardizer":
         self.image_ = None
         if parts.image is not None:
-            counts = parts.counts().to(torch.float64)
-            total, n_images = counts.sum(), len(parts.image)
-            starts = range(0, n_images, block)
-            mean = sum(_weighted_sum(counts[s:s + block], parts.image_block(s, s + block)) for s in starts) / total
-            var = sum(_weighted_sum(counts[s:s + block], parts.image_block(s, s + block), mean) for s in starts) / total
-            self.image_ = (mean.float(), var.sqrt().clamp_min(1e-6).float())
+            counts, moments = parts.counts(), _Moments()
+            for s in range(0, len(parts.image), block):
+                moments.add(counts[s:s + block], parts.image_block(s, s + block).to(torch.float32))
+            self.image_ = moments.mean_std()
         self.question_ = None
         if parts.question is not None:
             q = parts.question

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._base import HeadBase, check_minibatch_params, device_of
-from .factorized import DEFAULT_BLOCK_IMAGES, FactorizedLinear, Standardizer, image_blocks
+from .factorized import DEFAULT_BLOCK_IMAGES, PREDICT_BLOCK_IMAGES, FactorizedLinear, Standardizer, image_blocks
 from .minibatch import Member, seeded
 from .targets import resolve_loss, target_loss
 
@@ -50,6 +50,9 @@ class LogisticRegressionHead(HeadBase):
         max_epochs) on the same objective, stopped when the validation score (accuracy; with soft targets the mean
         soft score of the predicted answer, the VQA accuracy on VQA's scores) has not improved for `patience`
         epochs; the best epoch's weights are kept. Validation rows are whole images on a factorised view.
+        batch_size 2,048: a batch's logits over VQAv2's 3,129 answers (25.6 MB in float32) stay under glibc's
+        32 MB mmap threshold, so each step's buffers are reused instead of mapped and zero-filled anew (4,096 rows
+        took 16.1 against 11.3 s an epoch on the pooled view, 2 cores).
     precision : minibatch only: "auto" (bf16 products where the CPU or GPU does bf16 natively), "fp32" or "bf16".
     device : minibatch only: "cpu", "cuda" or "auto".
     num_threads : torch CPU threads; None: the cores idle at fit time (heads.threads.free_cores).
@@ -61,7 +64,7 @@ class LogisticRegressionHead(HeadBase):
     """
 
     def __init__(self, C: float = 1.0, standardize: bool = True, solver: str = "auto", max_iter: int = 100,
-                 tol: float = 1e-4, lr: float = 1e-3, max_epochs: int = 20, batch_size: int = 4096,
+                 tol: float = 1e-4, lr: float = 1e-3, max_epochs: int = 20, batch_size: int = 2048,
                  validation_fraction: float = 0.1, patience: int = 3, precision: str = "auto", device: str = "cpu",
                  num_threads: int | None = None, random_state: int | None = 0,
                  block_images: int = DEFAULT_BLOCK_IMAGES, loss: str = "auto") -> None:
@@ -86,12 +89,12 @@ class LogisticRegressionHead(HeadBase):
         """Fit on labels y; with `soft_targets` (one {answer: score} per row) on soft scores (see `loss`)."""
         if self.solver not in ("auto", "lbfgs", "minibatch"):
             raise ValueError(f"solver must be auto, lbfgs or minibatch, got {self.solver!r}")
-        X, _ = self._validate_fit(X, y)
+        X, y_idx = self._validate_fit(X, y)
         y = np.asarray(y)
         if self._chosen_solver(X) == "minibatch":
             from .together import fit_together
 
-            return fit_together([self], X, y, soft_targets)[0]
+            return fit_together([self], X, y, soft_targets, validated_labels=y_idx)[0]
         return self._fit_lbfgs(X, y, soft_targets)
 
     def _chosen_solver(self, X) -> str:
@@ -226,7 +229,8 @@ class LogisticRegressionHead(HeadBase):
             parts = self.scaler_.transform(parts)
         out = torch.empty((parts.n, len(self.classes_)), dtype=torch.float64)
         with torch.no_grad():
-            for idx, block in image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES)):
+            for idx, block in image_blocks(parts, min(getattr(self, "block_images", DEFAULT_BLOCK_IMAGES),
+                                                      PREDICT_BLOCK_IMAGES)):
                 logits = self.linear_(block)
                 out[idx] = logits if fn is None else fn(logits)
         return out

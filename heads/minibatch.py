@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .factorized import Parts, image_blocks
+from .factorized import PREDICT_BLOCK_IMAGES, Parts, image_blocks
+from .mixed import MasterWeights
 from .targets import SoftTargets, target_loss
 
 
@@ -86,7 +87,8 @@ class Member:
     l2: float = 0.0
     """Coefficient of sum(w^2) added to the batch-mean loss (logistic regression's ||W||^2 / (2 C n))."""
     l1: float = 0.0
-    """Strength of the mean |w| of each weight matrix (the reference paper's L1)."""
+    """Strength of the mean |w| of each weight matrix (the reference paper's L1). Like `l2`, it enters the gradient
+    (in place, heads/mixed.py) and not the reported train_loss, which is the data term."""
     scheduler: str | None = None
     """None; "cosine" (CosineAnnealingLR over t_max steps, the paper's); "cosine_run" (cosine to eta_min over
     every step of max_epochs)."""
@@ -105,6 +107,7 @@ class Member:
     rng_state: torch.Tensor | None = None
     opt: torch.optim.Optimizer | None = None
     sched: object = None
+    master: MasterWeights | None = None
 
     def output_bias(self) -> torch.Tensor:
         """The bias of the layer that gives the class logits."""
@@ -118,16 +121,19 @@ class Member:
 
 
 def _member_step(m: Member, batch: Parts, y: torch.Tensor, soft, bf16: bool) -> float:
-    with torch.autocast("cpu" if batch_device(batch).type == "cpu" else "cuda", dtype=torch.bfloat16, enabled=bf16):
+    """One optimiser step of `m` on a batch; returns the batch's mean data loss."""
+    if m.master is None:
+        m.master = MasterWeights(m.net, m.matrices(), bf16)
+    m.master.zero_grad()
+    with m.master.routed(), torch.autocast("cpu" if batch_device(batch).type == "cpu" else "cuda",
+                                           dtype=torch.bfloat16, enabled=bf16):
         logits = m.net(batch)
     loss = target_loss(logits.float(), m.loss, y, soft)
-    if m.l1:
-        loss = loss + m.l1 * sum(w.abs().mean() for w in m.matrices())
-    m.opt.zero_grad(set_to_none=False)
     loss.backward()
+    if m.l1:
+        m.master.add_l1(m.l1)
     if m.l2:
-        for w in m.matrices():
-            w.grad.add_(w.detach(), alpha=2.0 * m.l2)
+        m.master.add_l2(m.l2)
     m.opt.step()
     if m.sched is not None:
         m.sched.step()
@@ -159,7 +165,7 @@ def validation_scores(members: list[Member], parts: Parts, y: torch.Tensor, soft
     totals = [0.0] * len(members)
     for m in members:
         m.net.eval()
-    for idx, chunk in image_blocks(parts, block):
+    for idx, chunk in image_blocks(parts, min(block, PREDICT_BLOCK_IMAGES)):
         for i, m in enumerate(members):
             with torch.autocast(batch_device(chunk).type, dtype=torch.bfloat16, enabled=bf16):
                 pred = m.net(chunk).float().argmax(1)
@@ -177,11 +183,8 @@ def train_together(members: list[Member], train: Parts, y_train: torch.Tensor, s
     """Train every member over the same batches until each stops (its patience on `val`, or its max_epochs);
     each member ends holding its best epoch's weights. `skip_single`: drop batches of one row (BatchNorm).
     `progress(epoch, n_epochs, members)` is called after each epoch."""
-    from .allocator import large_blocks_reused
-
-    with large_blocks_reused(all(m.name == "lr" for m in members)):  # (heads/allocator.py: why linear only)
-        _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size, block, seed, bf16,
-               skip_single, progress)
+    _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size, block, seed, bf16, skip_single,
+           progress)
 
 
 def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size, block, seed, bf16, skip_single,
@@ -199,6 +202,7 @@ def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size
             m.sched = torch.optim.lr_scheduler.CosineAnnealingLR(m.opt, T_max=max(1, m.max_epochs * n_batches),
                                                                  eta_min=m.eta_min)
         m.history, m.best_score, m.best_state, m.stale, m.done = [], -math.inf, None, 0, False
+        m.master = MasterWeights(m.net, m.matrices(), bf16)
     epochs = max(m.max_epochs for m in members)
     for epoch in range(epochs):
         active = [m for m in members if not m.done and epoch < m.max_epochs]
@@ -247,7 +251,7 @@ def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size
     for m in members:
         if m.best_state is not None:
             m.net.load_state_dict(m.best_state)
-        m.best_state, m.opt, m.sched = None, None, None
+        m.best_state, m.opt, m.sched, m.master = None, None, None, None
 
 
 def _batches_per_epoch(row: np.ndarray | None, n: int, batch_size: int, n_images: int, block: int) -> int:

@@ -17,6 +17,19 @@ from .minibatch import Member, seeded
 from .nethead import NetHead
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout with its mask drawn by torch.rand: CPU's bernoulli_ (nn.Dropout's) takes 4x as long, ~10% of a
+    step of the paper's MLP (15 against 4 ms for a 256 x 5,012 batch on 2 cores). Same keep probability and scale."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        if self.p >= 1:
+            return x * 0
+        keep = (torch.rand(x.shape, device=x.device) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * keep
+
+
 class ClassifierNet(nn.Module):
     """Factorised first linear layer, then per hidden layer ReLU -> [BatchNorm] -> Dropout -> Linear.
 
@@ -34,7 +47,7 @@ class ClassifierNet(nn.Module):
             layers.append(nn.ReLU())
             if batch_norm:
                 layers.append(nn.BatchNorm1d(sizes[i]))
-            layers += [nn.Dropout(dropout), nn.Linear(sizes[i], sizes[i + 1])]
+            layers += [Dropout(dropout), nn.Linear(sizes[i], sizes[i + 1])]
         self.rest = nn.Sequential(*layers)
 
     def forward(self, parts: Parts) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ._base import HeadBase, device_of
-from .factorized import DEFAULT_BLOCK_IMAGES, Parts, image_blocks, token_normalize
+from .factorized import DEFAULT_BLOCK_IMAGES, PREDICT_BLOCK_IMAGES, Parts, image_blocks, token_normalize
 from .minibatch import Member
 from .targets import resolve_loss
 
@@ -48,7 +48,8 @@ class NetHead(HeadBase):
         """fn(block of prepared parts) for every row of X, as one float64 (n, width) array."""
         parts = self._prepare(self._parts(X))
         out = torch.empty((parts.n, width), dtype=torch.float64)
-        for idx, block in image_blocks(parts, getattr(self, "block_images", DEFAULT_BLOCK_IMAGES)):
+        for idx, block in image_blocks(parts, min(getattr(self, "block_images", DEFAULT_BLOCK_IMAGES),
+                                                  PREDICT_BLOCK_IMAGES)):
             out[idx] = fn(block).to(torch.float64)
         return out.numpy()
 

@@ -80,10 +80,12 @@ class EpochBar:
 
 
 def fit_together(heads: list, X, y, soft_targets=None, validation_rows: np.ndarray | None = None,
-                 progress: str | None = None) -> list:
+                 progress: str | None = None, validated_labels: np.ndarray | None = None) -> list:
     """Fit `heads` (minibatch heads with one `together_key`) on X, y in one pass; each ends as `head.fit` would
     leave it with the validation rows `validation_rows` (None: each head's image-disjoint validation_fraction).
-    `progress`: a label for an epoch bar on stderr. Returns the heads."""
+    `progress`: a label for an epoch bar on stderr. `validated_labels`: y as indices into heads[0].classes_ where
+    heads[0]._validate_fit(X, y) has just run (X is then not checked twice: a pass over VQAv2's features).
+    Returns the heads."""
     from .threads import torch_threads
 
     first = heads[0]
@@ -91,7 +93,7 @@ def fit_together(heads: list, X, y, soft_targets=None, validation_rows: np.ndarr
     if len(keys) > 1:
         raise ValueError(f"these heads cannot train in one pass (they differ in {sorted(map(str, keys))}); "
                          f"group them with heads.together.group_heads")
-    X, y_idx = first._validate_fit(X, y)
+    X, y_idx = first._validate_fit(X, y) if validated_labels is None else (X, validated_labels)
     soft = first._soft(soft_targets, y_idx)
     for head in heads:
         head._check_params()

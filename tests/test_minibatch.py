@@ -159,3 +159,32 @@ def test_the_solver_is_chosen_by_size():
         LogisticRegressionHead(solver="sgd").fit(X, y)
     with pytest.raises(ValueError, match="batch_size must be"):
         LogisticRegressionHead(solver="minibatch", batch_size=0).fit(X, y)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_the_steps_gradient_is_autograds_of_the_loss_with_its_l1_term(bf16):
+    """A training step's in-place gradients (heads/mixed.py: bf16 copies made once, L1 added in place) equal
+    autograd's gradient of loss + l1 * mean|w| per matrix, run the textbook way under torch.autocast."""
+    from heads.factorized import Parts
+    from heads.minibatch import Member, _member_step
+    from heads.mlp import ClassifierNet
+
+    torch.manual_seed(0)
+    net = ClassifierNet(24, 8, (16, 12), 5, 0.0, False)
+    reference = ClassifierNet(24, 8, (16, 12), 5, 0.0, False)
+    reference.load_state_dict(net.state_dict())
+    batch = Parts(torch.randn(7, 24), torch.tensor([0, 0, 1, 2, 2, 3, 4, 5, 6, 6]), torch.randn(10, 8))
+    y = torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    m = Member(net, "ce", 0.0, l1=0.3, weights=net.weight_matrices)
+    m.opt = torch.optim.SGD(net.parameters(), lr=0.0)  # a step that leaves the weights: only the gradients matter
+    _member_step(m, batch, y, None, bf16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits = reference(batch)
+    loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="mean")
+    (loss + 0.3 * sum(w.abs().mean() for w in reference.weight_matrices())).backward()
+    for (name, got), want in zip(net.named_parameters(), reference.parameters()):
+        assert got.grad.dtype == torch.float32
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-5 if not bf16 else 2e-2,
+                                   atol=1e-6 if not bf16 else 2e-3, msg=name)
+    m.master.zero_grad()  # a second step starts from zero gradients, the bf16 copies refreshed
+    assert all(p.grad.abs().sum() == 0 for p in net.parameters())
