@@ -28,7 +28,8 @@ from featcache.errors import FeatcacheError
 from featcache.scoring.aokvqa import direct_answer_accuracy, evaluate_aokvqa
 from featcache.scoring.gqa import evaluate_gqa
 from featcache.scoring import vizwiz
-from featcache.scoring.vqa import normalize_answer, round_official, soft_scores, vqa_accuracy_of, vqa_vocabulary
+from featcache.scoring.vqa import (normalize_answer, round_official, soft_scores, soft_scores_of_lists, vqa_accuracy_of,
+                                   vqa_vocabulary)
 
 DEFAULT_MIN_COUNT = {"vqa": 9, "gqa": 1, "aokvqa": 1, "vizwiz": 3}
 """The vocabulary rule per metric: VQA's >= 9 (3,129 answers on VQAv2 train+val: bottom-up-top-down, ViLT,
@@ -83,13 +84,15 @@ def soft_targets(refs: References) -> np.ndarray | None:
     as an object array a head's fit slices with X and y. Other metrics train on their labels: None."""
     if refs.metric not in ("vqa", "vizwiz"):
         return None
-    scores = vizwiz.soft_scores if refs.metric == "vizwiz" else soft_scores
     out = np.empty(len(refs.answers), dtype=object)
-    seen: dict[tuple, dict] = {}  # answer lists repeat (ten times "yes"): each distinct one is scored once
+    if refs.metric == "vqa":
+        out[:] = soft_scores_of_lists(refs.answers)
+        return out
+    seen: dict[tuple, dict] = {}  # answer lists repeat: each distinct one is scored once
     for i, answers in enumerate(refs.answers):
         key = tuple(answers)
         if key not in seen:
-            seen[key] = scores(answers) if answers else {}
+            seen[key] = vizwiz.soft_scores(answers) if answers else {}
         out[i] = seen[key]
     return out
 

@@ -21,6 +21,7 @@ from featcache.outputs import swap_in_folder
 from .benchmarks import eval_labels, soft_targets, split_references, training_set
 from .evaluate import all_labels, evaluate
 from .grids import DEFAULT_HEADS, fits_view, load_grid, make_head
+from .heap import trim_heap
 from .sweep_fit import GroupJob, GroupOutcome, SweepProtocol, _FitLog, fit_checked, local_runner
 from .trained import TrainedHead
 
@@ -107,9 +108,8 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
     for job in jobs:
         final_key = log.key(job.view, job.kind, "final")
         if final_key in log.done:  # finished by an interrupted run of this sweep
-            record = log.done[final_key]
-            trained = TrainedHead.load(state / "heads" / f"{job.view}-{job.kind}") if state is not None else None
-            outcomes[job.key] = GroupOutcome(record.get("row"), record.get("metrics"), trained, record.get("skipped"))
+            record = log.done[final_key]  # (its head stays on disk until it is chosen)
+            outcomes[job.key] = GroupOutcome(record.get("row"), record.get("metrics"), None, record.get("skipped"))
         else:
             todo.append(job)
     finished = (runner or local_runner(log, bar, protocol))(todo)
@@ -117,12 +117,14 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
         outcomes[job.key] = outcome
         if outcome.trained is not None and state is not None:
             outcome.trained.save(state / "heads" / f"{job.view}-{job.kind}")
+            outcome.trained = None  # (a kNN keeps its training features: on disk, not in memory, until chosen)
+            trim_heap()
         log.add(log.key(job.view, job.kind, "final"), {"row": outcome.row, "metrics": outcome.metrics,
                                                        "skipped": outcome.skipped})
         if runner is not None:
             bar.update(len(job.grid) + 1)
     bar.close()
-    best_validation = -np.inf
+    best_validation, best_job = -np.inf, None
     for job in jobs:  # in the sweep's order, whatever order the groups finished in
         outcome = outcomes[job.key]
         if outcome.skipped:
@@ -130,8 +132,11 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
             continue
         result.rows.append(outcome.row)
         if outcome.row["validation_accuracy"] > best_validation:  # chosen on validation only, never on the test split
-            best_validation = outcome.row["validation_accuracy"]
-            result.best, result.best_metrics, result.best_outputs = outcome.trained, outcome.metrics, outcome.outputs
+            best_validation, best_job = outcome.row["validation_accuracy"], job
+            result.best_metrics, result.best_outputs = outcome.metrics, outcome.outputs
+    if best_job is not None:
+        result.best = outcomes[best_job.key].trained or TrainedHead.load(state / "heads" /
+                                                                          f"{best_job.view}-{best_job.kind}")
     if result.best is None:
         raise FeatcacheError("no head was fitted: " + "; ".join(f"{s['head']} on {s['view']} {s['reason']}"
                                                               for s in result.skipped)

@@ -20,6 +20,7 @@ from featcache.errors import FeatcacheError
 from .benchmarks import DEFAULT_MIN_COUNT, coverage, eval_labels, soft_targets, split_references, training_set
 from .evaluate import all_labels, evaluate, primary_score
 from .grids import make_head
+from .heap import trim_heap
 from .trained import TrainedHead
 
 
@@ -303,6 +304,7 @@ def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar
     head, params, scores, fit_s = fit(kind, grid, keys, X, y, tr, va, labels, threads, protocol.refs, protocol.soft,
                                       log, bar, job.n_jobs, lazy, label)
     best_i = int(np.argmax(scores))
+    trim_heap()  # (the candidates' fits freed gigabytes that glibc would otherwise keep: heads/heap.py)
     metrics = evaluate(head, Xe, ye, labels, protocol.refs_eval, keep_outputs=True)  # once per final model
     outputs = metrics.pop("outputs", None)
     row = {"head": kind, "view": job.view, "params": {k: list(v) if isinstance(v, tuple) else v
@@ -315,6 +317,7 @@ def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar
         row["benchmark"] = {k: v for k, v in metrics["benchmark"].items()
                             if k not in ("perQuestionType", "accuracyPerSemanticType")}
     trained = TrainedHead.from_cache(head, job.view, cache, job.train_split, kind, params)
+    trim_heap()
     bar.update(1)
     return GroupOutcome(row, metrics, trained, outputs=outputs)
 

@@ -99,10 +99,12 @@ def test_reference_preset_is_the_papers_classifier(synthetic):
 
 def test_compact_preset_learns(synthetic):
     (X, y), (Xt, yt) = synthetic["itc"]
-    head = MLPHead.compact(max_epochs=30)
-    assert head.get_params()["hidden_sizes"] == (512,) and head.get_params()["lr"] == 1e-4
+    head = MLPHead.compact()
+    params = head.get_params()
+    assert params["hidden_sizes"] == (512,) and params["normalize"] == "token" and params["l1"] == 0.01
+    assert params["lr"] == 1e-3 and params["scheduler"] is None  # the paper's 1e-4 is for its 55 M weights
     majority = max(np.mean(yt == c) for c in np.unique(yt))
-    assert head.fit(X, y).score(Xt, yt) > majority + 0.2  # lr 1e-4 learns slowly: far above chance is enough
+    assert head.fit(X, y).score(Xt, yt) > majority + 0.3
 
 
 def test_mlp_is_deterministic_under_a_seed(synthetic):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from cli import main
 from featcache.errors import ScoreError
 from featcache.scoring.vqa import (evaluate_vqa, normalize_answer, question_accuracy, round_official, soft_scores,
-                                   vqa_vocabulary)
+                                   soft_scores_of_lists, vqa_vocabulary)
 
 OFFICIAL = Path(__file__).parent / "reference" / "vqa_official"
 
@@ -115,6 +115,20 @@ def test_soft_scores_are_the_metric_of_each_answer():
     assert soft_scores(["Yes"] * 10) == {"Yes": 1.0}
     for answer, score in scores.items():
         assert question_accuracy(answer, answers) == score
+
+
+def test_soft_scores_of_many_lists_are_each_lists_own(tmp_path):
+    """The fast path over a training set's lists (repeats, ten of one answer, short lists, padded and dict
+    entries) gives every list exactly soft_scores' dict, whose every score is the evaluator's."""
+    anns = official_files(tmp_path, n=300, seed=3)[3]
+    lists = [[e["answer"] for e in ann["answers"]] for ann in anns for _ in range(2)]
+    lists += [["Yes"], ["two", "2"], [" dog\t", "dog"], ["no"] * 3, [], [{"answer": "two"}, {"answer": "2"}]]
+    many = soft_scores_of_lists(lists)
+    assert len(many) == len(lists)
+    for answers, scores in zip(lists, many):
+        assert scores == (soft_scores(answers) if answers else {})
+        for answer, score in scores.items():
+            assert question_accuracy(answer, answers) == score  # bit-equal, not approximately
 
 
 def test_the_vocabulary_rule():

@@ -165,23 +165,42 @@ def _soft_scores_of_strings(answers: Sequence[str]) -> dict[str, float]:
     """soft_scores for bare answers, with each answer normalised once rather than once per candidate (a VQAv2
     training set has 443k answer lists): the same candidates, the same sums in the same order."""
     gts = list(map(_clean, answers))
-    differ = len(set(gts)) > 1
-    if differ:
-        gts = list(map(_processed, gts))
-    out = {}
     n = len(gts)
+    if len(set(gts)) == 1:  # (most VQAv2 lists: ten of one answer, which _clean leaves as it is)
+        c = gts[0]
+        score = 1.0 if n >= 4 else sum([min(1.0, (n - 1) / 3)] * n) / n
+        return {c: score} if score > 0 else {}
+    gts = list(map(_processed, gts))
+    out = {}
     for c in dict.fromkeys(gts):
-        pred = _clean(c)  # question_accuracy(c, answers) cleans (and, where answers differ, normalises) c again
-        if differ:
-            pred = _processed(pred)
+        pred = _processed(_clean(c))  # question_accuracy(c, answers) cleans and normalises c again
         k = gts.count(pred)
         if k >= 4:  # every leave-one-out subset still holds 3 matches: n terms of 1.0, exactly
-            score = 1.0 if n else 0.0
+            score = 1.0
         else:
             hit, miss = min(1.0, (k - 1) / 3), min(1.0, k / 3)
             score = sum([hit if a == pred else miss for a in gts]) / n
         if score > 0:
             out[c] = score
+    return out
+
+
+def soft_scores_of_lists(answer_lists: Iterable[Sequence[str | Mapping]]) -> list[dict[str, float]]:
+    """[soft_scores(a) for a in answer_lists], each distinct list scored once: lists repeat (ten times "yes"),
+    VQAv2 train's 443k hold 292k distinct. Rows with the same list share one dict."""
+    seen: dict[tuple, dict] = {}
+    out = []
+    for answers in answer_lists:
+        try:
+            key = tuple(answers)
+            scores = seen.get(key)
+        except TypeError:  # (entries as {"answer": ...} dicts are not hashable)
+            out.append(soft_scores(answers))
+            continue
+        if scores is None:
+            scores = seen[key] = (_soft_scores_of_strings(key) if all(type(a) is str for a in key)
+                                  else soft_scores(answers)) if key else {}
+        out.append(scores)
     return out
 
 
