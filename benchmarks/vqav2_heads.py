@@ -1,6 +1,6 @@
 """Heads at VQAv2's size on a laptop, against this machine's own limit, measured in one run.
 
-    python benchmarks/vqav2_heads.py [--scale 1.0] [--configs lr:pooled,lr:itc,...] [--cache PATH]
+    python benchmarks/vqav2_heads.py [--scale 1.0] [--configs lr:pooled,lr:itc,...] [--cache PATH] [--batch-size N]
 
 On the structured synthetic VQAv2-train cache of benchmarks/vqav2_synthetic.py (written to a temporary folder, or
 reused from --cache), each configuration runs in its own process (so each peak memory is its own), with the
@@ -90,7 +90,8 @@ def epoch_cost(config: str, n_images: int, n_rows: int, widths: tuple[int, int],
     return {"flops": flops, "bytes": bytes_, "steps": steps}
 
 
-def one(cache_path: str, config: str, view: str, max_epochs: int | None) -> dict:
+def one(cache_path: str, config: str, view: str, max_epochs: int | None,
+        batch_size: int | None = None) -> dict:
     """One configuration in this process."""
     from featcache import open_cache
     from heads.benchmarks import soft_targets, split_references, training_set
@@ -107,6 +108,8 @@ def one(cache_path: str, config: str, view: str, max_epochs: int | None) -> dict
     X, y, soft = X[kept.rows], kept.labels, soft_targets(refs.take(kept.rows))
     setup = time.perf_counter() - t0
     extra = {} if max_epochs is None else {"max_epochs": max_epochs}
+    if batch_size is not None:
+        extra["batch_size"] = batch_size
     device = os.environ.get("FEATCACHE_BENCH_DEVICE", "cpu")  # --device, passed to the child
     if device != "cpu":
         extra["device"] = device
@@ -115,8 +118,8 @@ def one(cache_path: str, config: str, view: str, max_epochs: int | None) -> dict
     else:
         head = {"lr": lambda: LogisticRegressionHead(**extra),
                 "mlp-compact": lambda: MLPHead.compact(verbose=True, **extra),
-                "mlp-paper": lambda: MLPHead.reference(max_epochs=1, validation_fraction=0.0,
-                                                       **{k: v for k, v in extra.items() if k == "device"})}[config]()
+                "mlp-paper": lambda: MLPHead.reference(max_epochs=1, validation_fraction=0.0, **{
+                    k: v for k, v in extra.items() if k in ("device", "batch_size")})}[config]()
     t1 = time.perf_counter()
     head.fit(X, y, soft_targets=soft)
     fit = time.perf_counter() - t1
@@ -179,6 +182,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="Fraction of VQAv2 train's sizes (1.0: the real ones).")
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--max-epochs", type=int, default=None, help="Cap every head's epochs (default: its own).")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="Rows per step of every torch head (default: its own; the bound counts the steps).")
     ap.add_argument("--cache", default=None, help="Reuse (or write once to) this synthetic cache file.")
     ap.add_argument("--device", default="cpu", help="cuda: the heads train on the GPU (the bound stays the CPU's)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
@@ -186,7 +191,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["FEATCACHE_BENCH_DEVICE"] = args.device
     if args.one:
-        print(json.dumps(one(*args.one, args.max_epochs)))
+        print(json.dumps(one(*args.one, args.max_epochs, args.batch_size)))
         return
     bound_machine = machine()
     print(f"machine: {bound_machine}")
@@ -203,6 +208,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--one", str(path), config, view]
             if args.max_epochs:
                 cmd += ["--max-epochs", str(args.max_epochs)]
+            if args.batch_size:
+                cmd += ["--batch-size", str(args.batch_size)]
             child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
             if child.returncode != 0:
                 rows.append({"head": config, "view": view, "error": f"exit {child.returncode}"})
