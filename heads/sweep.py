@@ -118,7 +118,7 @@ def run_sweep(cache_path: str | Path, train_split: str = "train", eval_split: st
         if outcome.trained is not None and state is not None:
             outcome.trained.save(state / "heads" / f"{job.view}-{job.kind}")
             outcome.trained = None  # (a kNN keeps its training features: on disk, not in memory, until chosen)
-            trim_heap()
+        trim_heap()  # (what the group freed, handed back before the next group's peak: heads/heap.py)
         log.add(log.key(job.view, job.kind, "final"), {"row": outcome.row, "metrics": outcome.metrics,
                                                        "skipped": outcome.skipped})
         if runner is not None:

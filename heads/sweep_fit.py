@@ -317,7 +317,6 @@ def run_group(job: GroupJob, data, protocol: SweepProtocol, cache, log=None, bar
         row["benchmark"] = {k: v for k, v in metrics["benchmark"].items()
                             if k not in ("perQuestionType", "accuracyPerSemanticType")}
     trained = TrainedHead.from_cache(head, job.view, cache, job.train_split, kind, params)
-    trim_heap()
     bar.update(1)
     return GroupOutcome(row, metrics, trained, outputs=outputs)
 
