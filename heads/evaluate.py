@@ -34,28 +34,76 @@ def evaluate(head, X, y, labels: np.ndarray | None = None, references=None, keep
     where the head gives probabilities, per-class precision/recall, timing. With `references` (a benchmark
     cache's fields for these rows): the benchmark's own figures under "benchmark" and its results file under
     "submission". `keep_outputs`: also each row's top 5 under "outputs" (heads/predictions.py), from the same
-    predictions, for the report's records (popped before anything is written)."""
+    predictions, for the report's records (popped before anything is written). Probabilities are made a block of
+    rows at a time (heads.predictions.predict_outputs): memory holds a block of them, not rows x classes."""
     y = np.asarray(y, dtype=object)
     labels = all_labels(y, head.classes_) if labels is None else labels
     t = time.perf_counter()
-    proba = head.predict_proba(X) if hasattr(head, "predict_proba") else None
-    # featcache's heads predict the argmax of their probabilities: one pass gives both
-    pred = head.classes_[np.argmax(proba, axis=1)] if isinstance(head, HeadBase) else head.predict(X)
+    outputs, columns = benchmark_columns(head, X, references) if hasattr(head, "predict_proba") else (None, ())
+    # featcache's heads predict the argmax of their probabilities (the top 1): one pass gives both
+    pred = head.classes_[outputs.top[:, 0]] if outputs is not None and isinstance(head, HeadBase) else head.predict(X)
     predict_s = time.perf_counter() - t
-    top5 = top_k_accuracy(y, proba, head.classes_, 5) if proba is not None else None
-    metrics = with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references, proba,
-                             head.classes_)
-    if keep_outputs and proba is not None:
-        from .predictions import Outputs
-
-        metrics["outputs"] = Outputs.of_blocks(proba, head.classes_)
+    top5 = None
+    if outputs is not None and len(y):
+        names = outputs.classes[outputs.top]
+        top5 = float(np.mean([label in row for label, row in zip(y, names)]))
+    elif outputs is not None:
+        top5 = 0.0
+    metrics = with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references, *columns)
+    if keep_outputs and outputs is not None:
+        metrics["outputs"] = outputs
     return metrics
+
+
+def benchmark_columns(head, X, references) -> tuple:
+    """(head's top 5 on X as heads.predictions.Outputs, (proba, classes, mc) for with_benchmark): the
+    probabilities a block of rows at a time, keeping what `references`' benchmark reads besides the top 5."""
+    from .predictions import predict_outputs
+
+    read = _BenchmarkColumns(references, head.classes_)
+    return predict_outputs(head, X, each=read), read.result()
+
+
+class _BenchmarkColumns:
+    """What a benchmark reads of the probabilities besides the top 5, gathered block by block: A-OKVQA's
+    multiple-choice answers and VizWiz's probability of "unanswerable"."""
+
+    def __init__(self, references, classes) -> None:
+        self.references, self.mc, self.unanswerable, self.column = references, None, None, None
+        self.read = False
+        metric = getattr(references, "metric", None)
+        names = [] if classes is None else np.asarray(classes, dtype=object).tolist()
+        if metric == "aokvqa":
+            self.mc, self.classes = [], classes
+        from featcache.scoring.vizwiz import UNANSWERABLE
+
+        if metric == "vizwiz" and UNANSWERABLE in names:
+            self.column, self.unanswerable = names.index(UNANSWERABLE), []
+
+    def __call__(self, rows: np.ndarray, proba: np.ndarray) -> None:
+        self.read = True
+        if self.mc is not None:
+            from .benchmarks import mc_choices
+
+            self.mc.extend(mc_choices(proba, self.classes, self.references.take(rows)))
+        if self.column is not None:
+            self.unanswerable.append(np.asarray(proba)[:, self.column])
+
+    def result(self) -> tuple:
+        """(proba, classes, mc) for with_benchmark: the "unanswerable" column alone stands for the probabilities."""
+        if not self.read:
+            return None, None, None
+        if self.unanswerable is not None:
+            from featcache.scoring.vizwiz import UNANSWERABLE
+
+            return np.concatenate(self.unanswerable)[:, None], np.array([UNANSWERABLE], dtype=object), None
+        return None, None, self.mc
 
 
 def with_benchmark(metrics: dict, pred, references, proba=None, classes=None, mc=None) -> dict:
     """`metrics` plus the benchmark's own figures ("benchmark", heads/benchmarks.py) and its results file
     ("submission") where the rows have them; A-OKVQA's multiple-choice answers come from `proba` over `classes`,
-    or are given (`mc`)."""
+    or are given (`mc`); VizWiz's answerability from the probability of "unanswerable" among `classes`."""
     if references is not None:
         from .benchmarks import benchmark_scores, mc_choices, submission
 

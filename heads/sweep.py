@@ -261,13 +261,10 @@ def evaluate_head(trained: TrainedHead, cache_path: str | Path, split: str | Non
         X, y = cache.view(trained.view, split, stream=stream and trained.view != "sim")
         refs = split_references(cache, split)
         if refs is not None and not refs.scored:  # test-dev, test: predicted for the benchmark's server only
-            from .evaluate import with_benchmark
+            from .evaluate import benchmark_columns, with_benchmark
 
-            head = trained.head
-            proba = head.predict_proba(X)
-            metrics = with_benchmark({"n": len(y), "unscored": True}, head.classes_[np.argmax(proba, axis=1)], refs,
-                                     proba, head.classes_)
-            return metrics
+            outputs, columns = benchmark_columns(trained.head, X, refs)
+            return with_benchmark({"n": len(y), "unscored": True}, outputs.predictions, refs, *columns)
         if refs is not None:
             y = eval_labels(y, refs.metric)
         return evaluate(trained.head, X, y, all_labels(y, trained.head.classes_), refs, keep_outputs=keep_outputs)

@@ -156,10 +156,17 @@ class FactorizedFeatures:
         return np.concatenate(parts, axis=1)
 
     def __getitem__(self, index) -> "FactorizedFeatures":
-        """Row subset (array of indices or mask): still factorised, images shared."""
+        """Row subset (array of indices or mask): still factorised. The images are shared where the rows use at
+        least half of them (a training part); a smaller subset (a validation part) keeps only its own, so what
+        reads it in blocks of images (predicting, a kNN search) reads those alone."""
         rows = np.arange(len(self))[index]
         q = None if self.question_part is None else self.question_part[rows]
-        return FactorizedFeatures(self.image_part, self.image_row[rows], q, self.image_tokens)
+        image_row = self.image_row[rows]
+        used, inverse = np.unique(image_row, return_inverse=True)
+        if 2 * len(used) >= len(self.image_part):
+            return FactorizedFeatures(self.image_part, image_row, q, self.image_tokens)
+        part = self.image_part.take(used) if isinstance(self.image_part, LazyImageRows) else self.image_part[used]
+        return FactorizedFeatures(part, inverse.reshape(-1), q, self.image_tokens)
 
 
 def _stored(cache, spec: ViewSpec) -> tuple[str, bool] | None:
