@@ -72,6 +72,18 @@ class LazyImage:
             t = fn(t)
         return t
 
+    def gather(self, index: np.ndarray, block: int = DEFAULT_BLOCK_IMAGES) -> torch.Tensor:
+        """Rows `index` (increasing) loaded into one tensor a block at a time: memory holds the result and one
+        block, not a copy of the rows in their stored form beside it."""
+        index = np.asarray(index)
+        out = None
+        for start in range(0, len(index), block):
+            t = self.take(index[start:start + block]).load()
+            if out is None:
+                out = torch.empty((len(index), *t.shape[1:]), dtype=t.dtype)
+            out[start:start + len(t)] = t
+        return out if out is not None else self.take(index).load()
+
 
 class Parts:
     """A batch of inputs as (image part, image_row, question part); a plain matrix is all question part."""
@@ -160,9 +172,17 @@ def image_blocks(parts: Parts, block: int = DEFAULT_BLOCK_IMAGES):
         idx = order[bounds[b]:bounds[b + 1]]
         if not len(idx):
             continue
-        q = None if parts.question is None else parts.question[idx]
+        q = None if parts.question is None else _rows(parts.question, idx)
         yield idx, Parts(parts.image_block(start, start + block), torch.from_numpy(row[idx] - start).to(parts.row.device),
                          q, parts.image_tokens)
+
+
+def _rows(t: torch.Tensor, idx: np.ndarray) -> torch.Tensor:
+    """t[idx]; a view where idx is a run of consecutive rows (questions stored image by image, as caches write
+    them), so a search over every block of a training part copies none of it."""
+    if len(idx) and idx[-1] - idx[0] + 1 == len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):
+        return t[int(idx[0]):int(idx[-1]) + 1]
+    return t[idx]
 
 
 class _Moments:
@@ -242,8 +262,9 @@ class Standardizer:
                     else None)
         return self
 
-    def transform(self, parts: Parts, inplace: bool = False) -> Parts:
-        """(x - mean) / std; `inplace` overwrites an image part the caller owns (no second copy)."""
+    def transform(self, parts: Parts, inplace: bool = False, inplace_question: bool = False) -> Parts:
+        """(x - mean) / std; `inplace` / `inplace_question` overwrite an image / question part the caller owns (no
+        second copy)."""
         if self.image_ is not None:
             mean, std = self.image_
 
@@ -255,7 +276,11 @@ class Standardizer:
                 return t
 
             parts = parts.map_image(scale)
-        q = parts.question if self.question_ is None else (parts.question - self.question_[0]) / self.question_[1]
+        q = parts.question
+        if self.question_ is not None and inplace_question:
+            q.sub_(self.question_[0].to(q.dtype)).div_(self.question_[1].to(q.dtype))
+        elif self.question_ is not None:
+            q = (q - self.question_[0]) / self.question_[1]
         return Parts(parts.image, parts.row, q, parts.image_tokens)
 
 

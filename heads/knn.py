@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ._base import HeadBase
-from .factorized import Parts, image_blocks
+from .factorized import ArrayRows, LazyImage, Parts, image_blocks
 
 FAISS_HINT = "pip install faiss-cpu (or: pip install 'featcache[knn]')"
 
@@ -26,8 +26,10 @@ FAISS_HINT = "pip install faiss-cpu (or: pip install 'featcache[knn]')"
 class KNNHead(HeadBase):
     """Weighted k-nearest-neighbour classifier (brute force, exact).
 
-    The fitted head holds the normalised training features (float32) and their votes (sparse): on Easy-VQA's
-    itc view, 4,000 images x 8,192 and 38,575 questions x 256 values, about 170 MB on disk when saved.
+    The fitted head holds the training features and their votes (sparse): the image part as given (a view's
+    float16, the view's own array where every image is used; normalised a block at a time as the search reads it),
+    the question part normalised in float32. On Easy-VQA's itc view, 4,000 images x 8,192 and 38,575 questions x
+    256 values, about 105 MB on disk when saved.
 
     Parameters
     ----------
@@ -77,7 +79,8 @@ class KNNHead(HeadBase):
         from .threads import torch_threads
 
         with torch_threads(self.num_threads):
-            self.train_ = self._normalised(self._parts(X))
+            self.train_ = self._normalised(self._parts(X), self._owns_question(X), raw_image=True)
+        self.raw_image_ = self.train_.image is not None
         n = len(y_idx)
         if soft is None:
             indptr, indices = np.arange(n + 1, dtype=np.int64), np.asarray(y_idx, dtype=np.int64)
@@ -89,26 +92,47 @@ class KNNHead(HeadBase):
         self.n_samples_fit_ = n
         return self
 
-    def _normalised(self, parts: Parts) -> Parts:
+    def _normalised(self, parts: Parts, owned_question: bool = False, raw_image: bool = False) -> Parts:
         """Parts in float32, token-normalised, then (cosine) each part L2-normalised and scaled so a row of two
-        parts has norm 1: the similarity is the mean of the image and question cosines."""
-        parts = parts.to(torch.float32)
-        if parts.streamed:  # the search reads the training features many times: held in memory
-            parts = Parts(parts.image_block(0, len(parts.image)), parts.row, parts.question, parts.image_tokens)
-        elif parts.image is not None:
-            parts = Parts(parts.image.clone(), parts.row, parts.question, parts.image_tokens)
-        if parts.question is not None:
-            parts = Parts(parts.image, parts.row, parts.question.clone(), parts.image_tokens)
-        if self.normalize == "token" and parts.image is not None and parts.image_tokens > 1:
-            n, width = parts.image.shape
-            tokens = parts.image.view(n, parts.image_tokens, width // parts.image_tokens)
-            tokens.div_(tokens.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+        parts has norm 1: the similarity is the mean of the image and question cosines. Only the images the rows
+        use are kept (a validation subset shares them all); `owned_question`: the question part is a private copy
+        already (normalised in place, not copied again). `raw_image`: the image part is kept as given (a view's
+        float16, shared where every image is used) and normalised a block at a time as the search reads it
+        (`_image_normalised`): VQAv2's training images would be 2.7 GB as normalised float32."""
+        question = parts.question
+        if question is not None and not (owned_question and question.dtype == torch.float32):
+            question = question.to(torch.float32, copy=True)
+        image, row = None, None
+        if parts.image is not None:
+            used, row = torch.unique(parts.row, return_inverse=True)
+            every = len(used) == len(parts.image)
+            if raw_image and isinstance(parts.image, LazyImage) and isinstance(parts.image.rows, ArrayRows):
+                array = parts.image.rows.array  # (in memory, as stored)
+                image = torch.from_numpy(np.ascontiguousarray(array if every else array[used.numpy()]))
+            elif parts.streamed:  # the search reads the training features many times: held in memory
+                image = parts.image.gather(used.numpy())
+            else:
+                image = parts.image if every else parts.image[used]
+            if not raw_image:
+                image = self._image_normalised(image, parts.image_tokens, question is not None)
+        if self.metric == "cosine" and question is not None:
+            share = 0.5 ** 0.5 if image is not None else 1.0
+            question.div_(question.norm(dim=1, keepdim=True).clamp_min(1e-12)).mul_(share)
+        return Parts(image, row, question, parts.image_tokens)
+
+    def _image_normalised(self, image: torch.Tensor, tokens: int, with_question: bool) -> torch.Tensor:
+        """Image rows in float32 (a copy), each token L2-normalised (normalize="token"), then (cosine) each row
+        scaled to norm 1/sqrt(2) beside a question part, else 1: row by row, so a block gives the numbers the whole
+        part would."""
+        image = image.to(torch.float32, copy=True)
+        if self.normalize == "token" and tokens > 1:
+            n, width = image.shape
+            view = image.view(n, tokens, width // tokens)
+            view.div_(view.norm(dim=-1, keepdim=True).clamp_min(1e-12))
         if self.metric == "cosine":
-            share = 0.5 ** 0.5 if parts.image is not None and parts.question is not None else 1.0
-            for t in (parts.image, parts.question):
-                if t is not None:
-                    t.div_(t.norm(dim=1, keepdim=True).clamp_min(1e-12)).mul_(share)
-        return parts
+            share = 0.5 ** 0.5 if with_question else 1.0
+            image.div_(image.norm(dim=1, keepdim=True).clamp_min(1e-12)).mul_(share)
+        return image
 
     # -- search --------------------------------------------------------------------------------------
     def kneighbors(self, X, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +145,7 @@ class KNNHead(HeadBase):
         from .threads import torch_threads
 
         with torch_threads(self.num_threads):
-            queries = self._normalised(self._parts(X))
+            queries = self._normalised(self._parts(X), self._owns_question(X))
             if self._use_faiss(queries):
                 _, idx = _faiss_search(self.train_.question.numpy(), queries.question.numpy(), k)
             else:
@@ -131,17 +155,20 @@ class KNNHead(HeadBase):
         return np.take_along_axis(sims, order, 1), np.take_along_axis(idx, order, 1)
 
     @torch.no_grad()
-    def _rescore(self, queries: Parts, idx: np.ndarray, chunk: int = 64) -> np.ndarray:
+    def _rescore(self, queries: Parts, idx: np.ndarray, neighbours: int = 1280) -> np.ndarray:
         """The found neighbours' similarities again in float64, one query at a time: float32 products round
-        differently in different batch sizes, and a row's probabilities must not depend on the rows beside it."""
+        differently in different batch sizes, and a row's probabilities must not depend on the rows beside it.
+        Queries go `neighbours // k` at a time (their neighbours' images in float64: 1,280 x 8,192 is 84 MB)."""
         train, out = self.train_, np.empty(idx.shape, dtype=np.float64)
+        chunk = max(1, neighbours // max(1, idx.shape[1]))
         for start in range(0, queries.n, chunk):
             rows = torch.arange(start, min(start + chunk, queries.n))
             nb = torch.from_numpy(idx[start:start + chunk])
             s = torch.zeros(nb.shape, dtype=torch.float64)
             if queries.image is not None:
                 q_img = queries.image[queries.row[rows]].double()
-                t_img = train.image[train.row[nb]].double()
+                used, inverse = torch.unique(train.row[nb], return_inverse=True)
+                t_img = self._train_image(train.image[used]).double()[inverse]
                 s += torch.einsum("nd,nkd->nk", q_img, t_img)
             if queries.question is not None:
                 s += torch.einsum("nd,nkd->nk", queries.question[rows].double(), train.question[nb].double())
@@ -160,28 +187,40 @@ class KNNHead(HeadBase):
                              "backend='torch' (it computes image similarities once per image pair)")
         return self.backend == "faiss"
 
+    def _train_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Training image rows as the search compares them (normalised here where fit kept them as given)."""
+        if not getattr(self, "raw_image_", False):
+            return image
+        return self._image_normalised(image, self.train_.image_tokens, self.train_.question is not None)
+
     @torch.no_grad()
     def _search(self, queries: Parts, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each query's running top k over the training blocks in order (each training block normalised once, then
+        compared with every chunk of queries)."""
         train = self.train_
         out_s = np.empty((queries.n, k), dtype=np.float32)
         out_i = np.empty((queries.n, k), dtype=np.int64)
         if queries.n == 0:
             return out_s, out_i
-        train_blocks = list(image_blocks(train, _images_per_block(train, self.block_rows)))
+        chunks = []
         for q_idx, q_block in image_blocks(queries, _images_per_block(queries, self.query_rows)):
             for start in range(0, len(q_idx), self.query_rows):
                 chunk = q_block.subset(torch.arange(start, min(start + self.query_rows, len(q_idx))))
-                best_s, best_i = None, None
-                for t_idx, t_block in train_blocks:
-                    s = _similarity(chunk, t_block)
-                    top_s, top_j = torch.topk(s, min(k, s.shape[1]), dim=1)
-                    top_i = torch.from_numpy(t_idx)[top_j]
-                    if best_s is not None:
-                        top_s, pick = torch.topk(torch.cat([best_s, top_s], 1), k, dim=1)
-                        top_i = torch.gather(torch.cat([best_i, top_i], 1), 1, pick)
-                    best_s, best_i = top_s, top_i
-                rows = q_idx[start:start + self.query_rows]
-                out_s[rows], out_i[rows] = best_s.numpy(), best_i.numpy()
+                chunks.append([q_idx[start:start + self.query_rows], chunk, None, None])
+        for t_idx, t_block in image_blocks(train, _images_per_block(train, self.block_rows)):
+            if t_block.image is not None:
+                t_block = Parts(self._train_image(t_block.image), t_block.row, t_block.question, t_block.image_tokens)
+            for entry in chunks:
+                _, chunk, best_s, best_i = entry
+                s = _similarity(chunk, t_block)
+                top_s, top_j = torch.topk(s, min(k, s.shape[1]), dim=1)
+                top_i = torch.from_numpy(t_idx)[top_j]
+                if best_s is not None:
+                    top_s, pick = torch.topk(torch.cat([best_s, top_s], 1), k, dim=1)
+                    top_i = torch.gather(torch.cat([best_i, top_i], 1), 1, pick)
+                entry[2], entry[3] = top_s, top_i
+        for rows, _, best_s, best_i in chunks:
+            out_s[rows], out_i[rows] = best_s.numpy(), best_i.numpy()
         return out_s, out_i
 
     # -- voting --------------------------------------------------------------------------------------
@@ -215,7 +254,8 @@ class KNNHead(HeadBase):
     # -- safe persistence ----------------------------------------------------------------------------
     def _fitted_state(self) -> tuple[dict, dict]:
         attrs, tensors = super()._fitted_state()
-        attrs.update(n_samples_fit=self.n_samples_fit_, image_tokens=self.train_.image_tokens)
+        attrs.update(n_samples_fit=self.n_samples_fit_, image_tokens=self.train_.image_tokens,
+                     raw_image=bool(getattr(self, "raw_image_", False)))
         for name, t in (("image", self.train_.image), ("image_row", self.train_.row),
                         ("question", self.train_.question)):
             if t is not None:
@@ -229,6 +269,7 @@ class KNNHead(HeadBase):
         self.n_samples_fit_ = int(attrs["n_samples_fit"])
         image, row, question = (tensors.get(f"train.{n}") for n in ("image", "image_row", "question"))
         self.train_ = Parts(image, row, question, int(attrs["image_tokens"]))
+        self.raw_image_ = bool(attrs.get("raw_image", False))  # (older saved heads hold them normalised)
         self.votes_ = (tensors["votes.indptr"], tensors["votes.indices"], tensors["votes.values"])
         self.class_prior_ = tensors["class_prior"].numpy()
         n_votes = len(self.votes_[1])

@@ -241,16 +241,21 @@ def _fit_grid_together(kind, grid, keys, X, y, tr, va, labels, threads, refs, so
 
 
 class _Voted:
-    """Probabilities already computed (a kNN candidate voted from a shared search), in the shape evaluate() takes."""
+    """Probabilities already computed (a kNN candidate voted from a shared search), in the shape evaluate() takes:
+    its X is the rows' positions (`positions(n)`), so evaluate's blocks of rows get their own probabilities."""
 
     def __init__(self, classes: np.ndarray, proba: np.ndarray) -> None:
         self.classes_, self.proba = classes, proba
 
+    @staticmethod
+    def positions(n: int) -> np.ndarray:
+        return np.arange(n).reshape(-1, 1)
+
     def predict_proba(self, X) -> np.ndarray:
-        return self.proba
+        return self.proba[np.asarray(X)[:, 0]]
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.proba, axis=1)]
+        return self.classes_[np.argmax(self.proba, axis=1)[np.asarray(X)[:, 0]]]
 
 
 def _fit_grid_knn(kind, grid, keys, X, y, tr, va, labels, threads, refs, soft, log, bar, n_jobs, lazy, label):
@@ -270,11 +275,14 @@ def _fit_grid_knn(kind, grid, keys, X, y, tr, va, labels, threads, refs, soft, l
         for i in members:
             base.set_params(k=heads[i].k, temperature=heads[i].temperature)
             voted = _Voted(base.classes_, base.proba_from_neighbors(*neighbors))
-            scores[i] = primary_score(evaluate(voted, X[va], y[va], labels, None if refs is None else refs.take(va)))
+            scores[i] = primary_score(evaluate(voted, voted.positions(len(va)), y[va], labels,
+                                               None if refs is None else refs.take(va)))
             log.add(keys[i], {"validation_accuracy": scores[i], "fit_s": (time.perf_counter() - t) / len(members)})
             bar.update(1)
+        del base, neighbors  # (a kNN holds its training features: not two sets at once)
     best_i = int(np.argmax(scores))
     bar.set_postfix_str(f"{label}: final fit on all of train")
+    trim_heap()
     head = make_head(kind, grid[best_i], threads)
     t = time.perf_counter()
     fit_checked(head, X, y, soft)
@@ -345,6 +353,8 @@ def local_runner(log, bar, protocol: SweepProtocol):
                     data = protocol.view_data(cache, view, first.train_split, first.eval_split, first.stream)
                     for job in (j for j in path_jobs if j.view == view):
                         yield job, run_group(job, data, protocol, cache, log, bar)
+                    del data  # (before the next view is read: never two views in memory)
+                    trim_heap()
 
     return run
 

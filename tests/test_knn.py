@@ -3,6 +3,7 @@ search, FAISS, saving, and k chosen on validation in a sweep from one search."""
 
 import numpy as np
 import pytest
+import torch
 
 from featcache.cache.views import FactorizedFeatures
 from heads import KNNHead
@@ -119,7 +120,18 @@ def test_a_saved_knn_predicts_the_same(plain, tmp_path):
     assert list(loaded.classes_) == list(head.classes_)
 
 
-def test_a_sweep_chooses_k_on_validation_from_one_search(tmp_path):
+@pytest.mark.parametrize("block", [None, 7])
+def test_a_sweep_chooses_k_on_validation_from_one_search(tmp_path, monkeypatch, block):
+    """(block: evaluation's rows at a time, heads.predictions.PREDICT_ROWS; a sweep's VQAv2 validation rows are
+    ten blocks, each scored with its own rows' votes)"""
+    from heads import predictions
+    from heads.sweep_fit import _Voted
+
+    if block:
+        monkeypatch.setattr(predictions, "PREDICT_ROWS", block)
+        calls = []
+        real = _Voted.predict_proba
+        monkeypatch.setattr(_Voted, "predict_proba", lambda self, X: calls.append(len(X)) or real(self, X))
     from featcache import open_cache
     from featcache.cache.synthetic import write_synthetic_cache
     from heads.evaluate import all_labels, evaluate, primary_score
@@ -137,3 +149,21 @@ def test_a_sweep_chooses_k_on_validation_from_one_search(tmp_path):
               for k in (10, 20, 100, 200)}
     assert row["validation_accuracy"] == pytest.approx(max(direct.values()))
     assert direct[row["params"]["k"]] == max(direct.values())
+    if block:  # each block of rows got its own probabilities, not the whole validation set's
+        assert calls and max(calls) <= block
+
+
+def test_the_training_images_are_kept_as_given_and_a_head_holding_them_normalised_predicts_the_same():
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(50, 12)).astype(np.float16)
+    row = np.sort(rng.integers(0, 50, 400))
+    question = rng.normal(size=(400, 5)).astype(np.float16)
+    y = rng.integers(0, 3, 400)
+    X = FactorizedFeatures(image, row, question, 3)
+    head = KNNHead(k=7).fit(X, y)
+    assert head.train_.image.dtype == torch.float16 and np.shares_memory(head.train_.image.numpy(), image)
+    expected = head.predict_proba(X[:60])
+    old = KNNHead(k=7).fit(X, y)  # as saved by earlier versions: the image part normalised, in float32
+    old.train_ = old._normalised(old._parts(X))
+    old.raw_image_ = False
+    np.testing.assert_array_equal(old.predict_proba(X[:60]), expected)
