@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .factorized import PREDICT_BLOCK_IMAGES, Parts, image_blocks
+from .heap import trim_heap
 from .mixed import MasterWeights
 from .targets import SoftTargets, target_loss
 
@@ -246,6 +247,7 @@ def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size
                     m.done = True
             if epoch + 1 >= m.max_epochs:
                 m.done = True
+        trim_heap(collect=False)  # (an epoch's freed batch buffers: else each epoch's peak stacks on the last's)
         if progress is not None:
             progress(epoch, epochs, members)
     for m in members:

@@ -38,16 +38,16 @@ def group_heads(heads: list) -> list[list[int]]:
 def prepared_parts(head, X) -> tuple[Parts, Standardizer | None]:
     """X's parts normalised and standardised as `head` asks (a private float32 copy is changed in place)."""
     parts = head._parts(X)
-    owned = head._owns_image(X)
+    owned, owned_question = head._owns_image(X), head._owns_question(X)
     if getattr(head, "normalize", None) == "token":
-        parts = token_normalize(parts, inplace=owned, inplace_question=head._owns_question(X))
-        owned = not parts.streamed
+        parts = token_normalize(parts, inplace=owned, inplace_question=owned_question)
+        owned, owned_question = not parts.streamed, parts.question is not None
     scaler = None
     if head.standardize:
         scaler = Standardizer().fit(parts, head.block_images)
         if getattr(head, "_input_kind", "parts") == "tokens":
             scaler = scaler.shared_over_tokens(parts.image_tokens)
-        parts = scaler.transform(parts, inplace=owned)
+        parts = scaler.transform(parts, inplace=owned, inplace_question=owned_question)
     return parts, scaler
 
 
