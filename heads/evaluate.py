@@ -43,12 +43,7 @@ def evaluate(head, X, y, labels: np.ndarray | None = None, references=None, keep
     # featcache's heads predict the argmax of their probabilities (the top 1): one pass gives both
     pred = head.classes_[outputs.top[:, 0]] if outputs is not None and isinstance(head, HeadBase) else head.predict(X)
     predict_s = time.perf_counter() - t
-    top5 = None
-    if outputs is not None and len(y):
-        names = outputs.classes[outputs.top]
-        top5 = float(np.mean([label in row for label, row in zip(y, names)]))
-    elif outputs is not None:
-        top5 = 0.0
+    top5 = None if outputs is None else _hits(y, outputs.classes[outputs.top]) / max(1, len(y))
     metrics = with_benchmark(prediction_metrics(y, pred, labels, predict_s, top5), pred, references, *columns)
     if keep_outputs and outputs is not None:
         metrics["outputs"] = outputs
@@ -129,8 +124,13 @@ def top_k_accuracy(y, scores: np.ndarray, classes, k: int) -> float:
     scores, names, hits = np.asarray(scores), np.asarray(classes, dtype=object), 0
     for start in range(0, len(y), 4096):  # (rows x classes int64 ranks at once: 5 GB on VQAv2 val)
         top = np.argsort(-scores[start:start + 4096], axis=1, kind="stable")[:, :k]
-        hits += sum(label in row for label, row in zip(y[start:start + 4096], names[top]))
+        hits += _hits(y[start:start + 4096], names[top])
     return hits / len(y)
+
+
+def _hits(y, top_names: np.ndarray) -> int:
+    """Rows whose label is among their top classes' names."""
+    return sum(label in row for label, row in zip(y, top_names))
 
 
 def prediction_metrics(y, pred, labels: np.ndarray, predict_s: float = 0.0, top5: float | None = None) -> dict:

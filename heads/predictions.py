@@ -34,12 +34,6 @@ class Outputs:
         return cls(np.asarray(classes, dtype=object), top, np.take_along_axis(proba, top, 1))
 
     @classmethod
-    def of_blocks(cls, proba: np.ndarray, classes, block: int = 8192) -> "Outputs":
-        """`of`, a block of rows at a time (sorting a VQAv2 split's whole probability matrix takes gigabytes)."""
-        parts = [cls.of(proba[s:s + block], classes) for s in range(0, len(proba), block)] or [cls.of(proba, classes)]
-        return cls(parts[0].classes, np.concatenate([p.top for p in parts]), np.concatenate([p.top_p for p in parts]))
-
-    @classmethod
     def of_predictions(cls, predictions) -> "Outputs":
         """Outputs of a model that gives an answer without probabilities (free generation)."""
         classes, top = np.unique(np.asarray(predictions, dtype=object).astype(str), return_inverse=True)
@@ -59,7 +53,7 @@ PREDICT_ROWS = 4096
 4,096 of them 0.1 GB."""
 
 
-def rows_of(X, index: np.ndarray):
+def _rows_of(X, index: np.ndarray):
     """Rows `index` of X, whatever its form (array, factorised view, DataFrame)."""
     return X.iloc[index] if hasattr(X, "iloc") else X[index]
 
@@ -72,7 +66,7 @@ def predict_outputs(head, X, block: int | None = None, each=None) -> Outputs:
     block = block or PREDICT_ROWS
     for start in range(0, len(X), block):
         rows = np.arange(start, min(start + block, len(X)))
-        proba = head.predict_proba(X if len(rows) == len(X) else rows_of(X, rows))
+        proba = head.predict_proba(X if len(rows) == len(X) else _rows_of(X, rows))
         part = Outputs.of(proba, head.classes_)
         if each is not None:
             each(rows, proba)
