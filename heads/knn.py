@@ -243,7 +243,7 @@ class KNNHead(HeadBase):
         votes.index_put_((row, indices_[pick]), w, accumulate=True)
         total = votes.sum(1, keepdim=True)
         empty = (total[:, 0] <= 0).numpy()
-        proba = (votes / total.clamp_min(1e-300)).numpy()
+        proba = votes.div_(total.clamp_min(1e-300)).numpy()  # (in place: one rows x classes matrix, not two)
         if empty.any():
             proba[empty] = self.class_prior_ / max(self.class_prior_.sum(), 1e-300)
         return proba

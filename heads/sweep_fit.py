@@ -241,21 +241,27 @@ def _fit_grid_together(kind, grid, keys, X, y, tr, va, labels, threads, refs, so
 
 
 class _Voted:
-    """Probabilities already computed (a kNN candidate voted from a shared search), in the shape evaluate() takes:
-    its X is the rows' positions (`positions(n)`), so evaluate's blocks of rows get their own probabilities."""
+    """A kNN candidate voted from a shared search, in the shape evaluate() takes: its X is the rows' positions
+    (`positions(n)`), and each block of rows evaluate asks for is voted when asked (the validation part's whole
+    probability matrix is 1 GB on VQAv2: 44k rows x 3,116 answers in float64, twice while voting)."""
 
-    def __init__(self, classes: np.ndarray, proba: np.ndarray) -> None:
-        self.classes_, self.proba = classes, proba
+    def __init__(self, base, k: int, temperature: float, neighbors: tuple[np.ndarray, np.ndarray]) -> None:
+        self.base, self.k, self.temperature, self.neighbors = base, k, temperature, neighbors
+        self.classes_ = base.classes_
 
     @staticmethod
     def positions(n: int) -> np.ndarray:
         return np.arange(n).reshape(-1, 1)
 
     def predict_proba(self, X) -> np.ndarray:
-        return self.proba[np.asarray(X)[:, 0]]
+        rows = np.asarray(X)[:, 0]
+        self.base.set_params(k=self.k, temperature=self.temperature)
+        return self.base.proba_from_neighbors(self.neighbors[0][rows], self.neighbors[1][rows])
 
     def predict(self, X) -> np.ndarray:
-        return self.classes_[np.argmax(self.proba, axis=1)[np.asarray(X)[:, 0]]]
+        from .predictions import predict_outputs
+
+        return predict_outputs(self, X).predictions
 
 
 def _fit_grid_knn(kind, grid, keys, X, y, tr, va, labels, threads, refs, soft, log, bar, n_jobs, lazy, label):
@@ -273,13 +279,12 @@ def _fit_grid_knn(kind, grid, keys, X, y, tr, va, labels, threads, refs, soft, l
         base = fit_checked(make_head(kind, grid[widest], threads), X[tr], y[tr], None if soft is None else soft[tr])
         neighbors = base.kneighbors(X[va])
         for i in members:
-            base.set_params(k=heads[i].k, temperature=heads[i].temperature)
-            voted = _Voted(base.classes_, base.proba_from_neighbors(*neighbors))
+            voted = _Voted(base, heads[i].k, heads[i].temperature, neighbors)
             scores[i] = primary_score(evaluate(voted, voted.positions(len(va)), y[va], labels,
                                                None if refs is None else refs.take(va)))
             log.add(keys[i], {"validation_accuracy": scores[i], "fit_s": (time.perf_counter() - t) / len(members)})
             bar.update(1)
-        del base, neighbors  # (a kNN holds its training features: not two sets at once)
+        del base, neighbors, voted  # (a kNN holds its training features: not two sets at once)
     best_i = int(np.argmax(scores))
     bar.set_postfix_str(f"{label}: final fit on all of train")
     trim_heap()
