@@ -192,6 +192,7 @@ class LogisticRegressionHead(HeadBase):
             self.solver_, self.history_, self.best_validation_score_ = "lbfgs", [], None
             # predict in float64: a row's answer must not depend on the batch it comes in
             # (float32 GEMMs round differently for different batch sizes)
+            self.linear_.zero_grad(set_to_none=True)
             self.linear_.requires_grad_(False).double()
         return self
 
