@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .heap import trim_heap
+
 TOP_K = 5
+SORT_ROWS = 512
 
 
 @dataclass
@@ -28,9 +31,15 @@ class Outputs:
 
     @classmethod
     def of(cls, proba: np.ndarray, classes, k: int = TOP_K) -> "Outputs":
+        """The top k of each row of `proba`, most probable first (ties: the lower class index first), sorted
+        `SORT_ROWS` rows at a time: a whole block's negated copy and sort order would be two more rows x classes
+        arrays beside it."""
         proba = np.asarray(proba)
         k = min(k, proba.shape[1])
-        top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+        top = np.empty((len(proba), k), dtype=np.intp)
+        for start in range(0, len(proba), SORT_ROWS):
+            part = proba[start:start + SORT_ROWS]
+            top[start:start + len(part)] = np.argsort(-part, axis=1, kind="stable")[:, :k]
         return cls(np.asarray(classes, dtype=object), top, np.take_along_axis(proba, top, 1))
 
     @classmethod
@@ -72,6 +81,9 @@ def predict_outputs(head, X, block: int | None = None, each=None) -> Outputs:
             each(rows, proba)
         tops.append(part.top)
         top_ps.append(part.top_p)
+        del proba, part
+        if len(X) > block:
+            trim_heap(collect=False)  # (each block's freed buffers: else the heap grows by a block's worth a block)
     k = min(TOP_K, len(head.classes_))
     return Outputs(np.asarray(head.classes_, dtype=object), np.concatenate(tops) if tops else np.zeros((0, k), int),
                    np.concatenate(top_ps) if top_ps else np.zeros((0, k)))

@@ -71,3 +71,14 @@ def test_a_small_subset_of_a_factorised_view_keeps_only_its_images(data):
     most = X[np.arange(10, 300)]  # a training part: the image array is shared, not copied
     assert most.image_part is X.image_part
     np.testing.assert_array_equal(np.asarray(most), np.asarray(X)[10:])
+
+
+def test_the_top_5_sorted_a_few_rows_at_a_time_is_that_of_one_sort_ties_included(monkeypatch):
+    rng = np.random.default_rng(2)
+    proba = rng.choice([0.0, 0.1, 0.2, 0.3], size=(23, 9))  # many ties: the lower class index comes first
+    whole = np.argsort(-proba, axis=1, kind="stable")[:, :5]
+    monkeypatch.setattr(predictions, "SORT_ROWS", 4)
+    out = predictions.Outputs.of(proba, np.arange(9))
+    np.testing.assert_array_equal(out.top, whole)
+    np.testing.assert_array_equal(out.top_p, np.take_along_axis(proba, whole, 1))
+    assert predictions.Outputs.of(proba[:0], np.arange(9)).top.shape == (0, 5)
