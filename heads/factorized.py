@@ -43,7 +43,9 @@ class ArrayRows:
         return ArrayRows(self.array[index])
 
     def load(self, start: int = 0, stop: int | None = None) -> np.ndarray:
-        return np.asarray(self.array[start:stop], dtype=np.float32)
+        """Rows start:stop as a new float32 array (never a view of the stored one: the transforms a block goes
+        through work on it in place)."""
+        return np.array(self.array[start:stop], dtype=np.float32, copy=True)
 
 
 class LazyImage:
@@ -267,9 +269,10 @@ class Standardizer:
         second copy)."""
         if self.image_ is not None:
             mean, std = self.image_
+            in_place = inplace or parts.streamed  # (a streamed part's blocks are new copies as they are read)
 
             def scale(t: torch.Tensor) -> torch.Tensor:
-                if not inplace:
+                if not in_place:
                     return (t - mean.to(t.dtype)) / std.to(t.dtype)
                 for start in range(0, len(t), 8192):
                     t[start:start + 8192].sub_(mean.to(t.dtype)).div_(std.to(t.dtype))
@@ -315,6 +318,7 @@ def token_normalize(parts: Parts, inplace: bool = False, inplace_question: bool 
     `inplace` / `inplace_question` overwrite an image / question part the caller owns (a private copy), so no
     second copy is made."""
     tokens = parts.image_tokens
+    inplace = inplace or parts.streamed  # (a streamed part's blocks are new copies as they are read)
 
     def per_token(img: torch.Tensor) -> torch.Tensor:
         n, width = img.shape
