@@ -215,10 +215,7 @@ def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size
         blocks = (image_grouped_batches(train_row, batch_size, rng, len(train.image), block)
                   if train_row is not None else
                   [(0, np.array_split(rng.permutation(train.n), max(1, int(np.ceil(train.n / batch_size)))))])
-        for i, (start, batches) in enumerate(blocks):
-            if i:  # (the last block's freed batch buffers: else the heap grows by a block's worth each block)
-                images = None
-                trim_heap(collect=False)
+        for start, batches in blocks:
             images = train.image_block(start, start + block) if train_row is not None else None
             for b in batches:
                 if len(b) < 2 and skip_single:
