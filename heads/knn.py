@@ -108,9 +108,10 @@ class KNNHead(HeadBase):
             every = len(used) == len(parts.image)
             if raw_image and isinstance(parts.image, LazyImage) and isinstance(parts.image.rows, ArrayRows):
                 array = parts.image.rows.array  # (in memory, as stored)
-                if not every and 2 * len(used) >= len(array):  # most images used (a training split): shared
-                    used, row, every = None, parts.row, True  # (VQAv2's copy less a few unused would be 1.4 GB)
-                image = torch.from_numpy(np.ascontiguousarray(array if every else array[used.numpy()]))
+                if 2 * len(used) >= len(array):  # most images used (a training split): shared, rows as given
+                    image, row = torch.from_numpy(np.ascontiguousarray(array)), parts.row  # (not 1.4 GB copied)
+                else:
+                    image = torch.from_numpy(array[used.numpy()])
             elif parts.streamed:  # the search reads the training features many times: held in memory
                 image = parts.image.gather(used.numpy())
             else:

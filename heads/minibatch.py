@@ -260,7 +260,7 @@ def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size
 def _kept(state: dict, previous: dict | None) -> dict:
     """A copy of `state`, written into `previous` (the last best epoch's copy) where there is one: a new copy beside
     the old would hold a candidate's weights twice (the logistic regression on VQAv2's itc: 105 MB each)."""
-    if previous is None or previous.keys() != state.keys():
+    if previous is None:
         return copy.deepcopy(state)
     for key, value in state.items():
         previous[key].copy_(value)
