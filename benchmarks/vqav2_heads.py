@@ -94,18 +94,18 @@ def one(cache_path: str, config: str, view: str, max_epochs: int | None,
         batch_size: int | None = None) -> dict:
     """One configuration in this process."""
     from featcache import open_cache
-    from heads.benchmarks import soft_targets, split_references, training_set
+    from heads.benchmarks import read_splits, soft_targets, training_set
     from heads.linear import LogisticRegressionHead
     from heads.mlp import MLPHead
     from heads.precision import resolve_precision
     from heads.targets import SoftTargets
 
     t0 = time.perf_counter()
-    with open_cache(cache_path) as cache:
-        (X, y), (Xv, _) = cache.split_views(view, ["train", "val"])
-        refs, refs_val = split_references(cache, "train"), split_references(cache, "val")
+    with open_cache(cache_path) as cache:  # (as `featcache train` reads it: heads.sweep.fit_head)
+        data = read_splits(cache, view, ["train", "val"])
+    ((X, y), (Xv, _)), (_, refs_val) = data.views, data.references
     kept = training_set(y, 9)
-    X, y, soft = X[kept.rows], kept.labels, soft_targets(refs.take(kept.rows))
+    X, y, soft = X[kept.rows], kept.labels, data.soft[kept.rows]
     setup = time.perf_counter() - t0
     extra = {} if max_epochs is None else {"max_epochs": max_epochs}
     if batch_size is not None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from .factorized import PREDICT_BLOCK_IMAGES, Parts, image_blocks
-from .heap import trim_heap
+from .heap import HeapGuard, trim_heap
 from .mixed import MasterWeights
 from .targets import SoftTargets, target_loss
 
@@ -205,6 +205,7 @@ def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size
         m.history, m.best_score, m.best_state, m.stale, m.done = [], -math.inf, None, 0, False
         m.master = MasterWeights(m.net, m.matrices(), bf16)
     epochs = max(m.max_epochs for m in members)
+    guard = HeapGuard()
     for epoch in range(epochs):
         active = [m for m in members if not m.done and epoch < m.max_epochs]
         if not active:
@@ -234,6 +235,9 @@ def _train(members, train, y_train, soft_train, val, y_val, soft_val, batch_size
                 for m in active:
                     with _own_random_stream(m):
                         totals[id(m)] += _member_step(m, batch, y, soft, bf16) * len(b)
+                batch = None
+                guard.check()  # (the heap's growth within an epoch, bounded: heads/heap.py)
+            images = None
         scores = (validation_scores(active, val, y_val, soft_val, block, bf16) if val is not None
                   else [-totals[id(m)] for m in active])
         for m, score in zip(active, scores):

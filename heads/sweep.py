@@ -18,7 +18,7 @@ from featcache.cache.views import default_views
 from featcache.errors import FeatcacheError
 from featcache.outputs import swap_in_folder
 
-from .benchmarks import eval_labels, soft_targets, split_references, training_set
+from .benchmarks import eval_labels, read_splits, split_references, training_set
 from .evaluate import all_labels, evaluate
 from .grids import DEFAULT_HEADS, fits_view, load_grid, make_head
 from .heap import trim_heap
@@ -241,14 +241,14 @@ def fit_head(cache_path: str | Path, kind: str, view: str, params: dict | None =
              min_answer_count: int | None = None) -> TrainedHead:
     """One head on one view of a cache's training split (`stream`: images read block by block)."""
     with open_cache(cache_path) as cache:
-        X, y = cache.view(view, train_split, stream=stream and view != "sim")
-        refs = split_references(cache, train_split)
+        data = read_splits(cache, view, [train_split], stream=stream and view != "sim")
+        (X, y), = data.views
+        refs = data.references[0]
+        soft = None
         if refs is not None and refs.scored:  # the field's vocabulary (heads/benchmarks.py)
             kept = training_set(y, min_answer_count, refs.metric)
             X, y = X[kept.rows], kept.labels
-            soft = soft_targets(refs.take(kept.rows))
-        else:
-            soft = None
+            soft = None if data.soft is None else data.soft[kept.rows]
         head = fit_checked(make_head(kind, params or {}), X, y, soft)
         return TrainedHead.from_cache(head, view, cache, train_split, kind, params)
 

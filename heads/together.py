@@ -57,18 +57,20 @@ class EpochBar:
     def __init__(self, label: str, enabled: bool) -> None:
         self.label, self.enabled = label, enabled
         self.bar = None
-
-    def __call__(self, epoch: int, epochs: int, members: list[Member]) -> None:
-        if not self.enabled:
-            return
-        if self.bar is None:
+        if enabled:  # (made before the first epoch, so its rate and ETA count that epoch's time)
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=epochs, desc=self.label, unit="epoch", leave=False, file=sys.stderr)
+            self.bar = tqdm(total=None, desc=label, unit="epoch", leave=False, file=sys.stderr)
+
+    def __call__(self, epoch: int, epochs: int, members: list[Member]) -> None:
+        if self.bar is None:
+            return
+        self.bar.total = epochs
         active = sum(not m.done for m in members)
         best = max(m.best_score for m in members)
         last = [m.history[-1]["train_loss"] for m in members if m.history]
-        self.bar.set_postfix_str(f"loss {min(last):.4f}, best val {best:.4f}, {active}/{len(members)} training")
+        self.bar.set_postfix_str(f"loss {min(last):.4f}, best val {best:.4f}, {active}/{len(members)} training",
+                                 refresh=False)
         self.bar.update(1)
         if active == 0:
             self.close()

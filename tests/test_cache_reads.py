@@ -70,3 +70,28 @@ def test_json_lists_parse_as_one_text_each():
         json_lists(['[1], [2]', "[3]"])  # one text that is two lists is not one JSON text
     with pytest.raises(ValueError):
         json_lists(['["a"]', ""])
+
+
+def test_a_benchmark_split_read_with_its_view_in_a_thread_equals_the_reads_one_after_another(tmp_path):
+    import sys
+    from pathlib import Path
+
+    from heads.benchmarks import read_splits, soft_targets, split_references
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from vqav2_synthetic import write_cache  # (the VQAv2-format cache of benchmarks/vqav2_heads.py, tiny)
+
+    path = tmp_path / "vqa.h5"
+    write_cache(path, 0.002)
+    with open_cache(path) as cache:
+        data = read_splits(cache, "itc", ["train", "val"])
+    with open_cache(path) as cache:
+        views = cache.split_views("itc", ["train", "val"])
+        refs = [split_references(cache, split) for split in ("train", "val")]
+    for (X, y), (X0, y0) in zip(data.views, views):
+        np.testing.assert_array_equal(np.asarray(X.image_part), np.asarray(X0.image_part))
+        np.testing.assert_array_equal(np.asarray(X.question_part), np.asarray(X0.question_part))
+        np.testing.assert_array_equal(X.image_row, X0.image_row)
+        assert list(y) == list(y0)
+    assert [r.answers for r in data.references] == [r.answers for r in refs]
+    assert list(data.soft) == list(soft_targets(refs[0])) and len(data.soft) == len(views[0][1])

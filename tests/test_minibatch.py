@@ -199,3 +199,16 @@ def test_a_fitted_head_keeps_no_gradients(problem):
     fitted.append(MLPHead(hidden_sizes=(8,), max_epochs=2).fit(X, y, soft_targets=soft).net_)
     for net in fitted:
         assert all(p.grad is None for p in net.parameters())
+
+
+def test_the_heap_guard_trims_only_once_memory_grew_past_its_slack():
+    from heads.heap import HeapGuard, resident_bytes
+
+    if resident_bytes() is None:
+        pytest.skip("no /proc/self/statm here: the guard does nothing")
+    guard = HeapGuard(slack=64 << 20)
+    assert not guard.check()
+    grown = np.ones(160 << 20, dtype=np.uint8)  # resident: every page written
+    assert guard.check()  # past the slack: trimmed, and the new level is the base
+    assert not guard.check()
+    del grown
