@@ -56,8 +56,7 @@ class SplitData:
 def read_splits(cache, view: str, splits: list[str], stream: bool = False) -> SplitData:
     """What a head's fit and evaluation on a benchmark cache read, with the view read in a second thread while the
     references are parsed and the first split's soft targets scored: h5py releases the GIL while it reads the
-    features, and the references are Python work. On VQAv2's itc (train and val, 2 cores) 7.9-9.2 s instead of
-    8.6-10.8 s one after the other (benchmarks/vqav2_heads.py's setup)."""
+    features, and the references are Python work (on VQAv2's itc, seconds each: docs/guide/datasets.md)."""
     with ThreadPoolExecutor(1, thread_name_prefix="featcache-view") as pool:
         views = pool.submit(cache.split_views, view, list(splits), stream)
         references = [split_references(cache, split) for split in splits]

@@ -55,7 +55,6 @@ class EpochBar:
     """One line per long fit: epoch, members still training, best validation score, seconds per epoch."""
 
     def __init__(self, label: str, enabled: bool) -> None:
-        self.label, self.enabled = label, enabled
         self.bar = None
         if enabled:  # (made before the first epoch, so its rate and ETA count that epoch's time)
             from tqdm.auto import tqdm

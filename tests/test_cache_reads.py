@@ -72,13 +72,12 @@ def test_json_lists_parse_as_one_text_each():
         json_lists(['["a"]', ""])
 
 
-def test_a_benchmark_split_read_with_its_view_in_a_thread_equals_the_reads_one_after_another(tmp_path):
-    import sys
+def test_a_benchmark_split_read_with_its_view_in_a_thread_equals_the_reads_one_after_another(tmp_path, monkeypatch):
     from pathlib import Path
 
     from heads.benchmarks import read_splits, soft_targets, split_references
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from vqav2_synthetic import write_cache  # (the VQAv2-format cache of benchmarks/vqav2_heads.py, tiny)
 
     path = tmp_path / "vqa.h5"
